@@ -1,0 +1,155 @@
+"""The selective scan: one entry point, several backends (numba CPU kernel, PyTorch, mamba_ssm CUDA)."""
+
+import os
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .reference import selective_scan_ref
+from .scan_torch import scan_core_torch
+
+BACKENDS = ("auto", "numba", "torch", "cuda", "reference")
+BACKEND_ENV = "SSMAD_SCAN_BACKEND"
+
+ScanCore = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: str | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Selective scan with the semantics of ``mamba_ssm``'s ``selective_scan_fn``.
+
+    h_t = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t,  y_t = <C_t, h_t> + D * u_t,  out = y * silu(z),
+    dt = softplus(delta + delta_bias) when ``delta_softplus`` else delta + delta_bias.
+
+    Shapes: u, delta, z (batch, dim, L); A (dim, N); B, C (batch, N, L) or (batch, G, N, L) with
+    G dividing dim (group g serves dim/G consecutive channels); D, delta_bias (dim,).
+    Returns out (batch, dim, L) in u's dtype (state and sums in float32, float64 for float64
+    inputs), plus the final state (batch, dim, N) when ``return_last_state`` (not differentiable).
+
+    ``backend``: "auto" (default; also read from the environment variable SSMAD_SCAN_BACKEND)
+    picks "cuda" (mamba_ssm's kernel) for CUDA tensors when mamba_ssm is installed, "numba" for
+    CPU tensors when numba is installed, else "torch" (any device). "reference" is the slow
+    sequential loop.
+    """
+    name = _resolve_backend(backend, u)
+    if name == "reference":
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if name == "cuda":
+        from .scan_cuda import selective_scan_cuda
+
+        return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if name == "numba":
+        from .scan_numba import scan_core_numba
+
+        core: ScanCore = scan_core_numba
+        compute = torch.float32
+    else:
+        core = scan_core_torch
+        compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    out, last = _scan_with_core(core, compute, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return (out, last) if return_last_state else out
+
+
+def _scan_with_core(
+    core: ScanCore,
+    compute: torch.dtype,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+) -> tuple[Tensor, Tensor]:
+    """The elementwise parts (bias, softplus, skip D, gate z) in autograd around a scan core."""
+    dtype = u.dtype
+    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
+    if delta_bias is not None:
+        delta = delta + delta_bias.to(compute)[:, None]
+    if delta_softplus:
+        delta = F.softplus(delta)
+    if B.dim() == 3:
+        B = B.unsqueeze(1)
+    if C.dim() == 3:
+        C = C.unsqueeze(1)
+    if B.shape[1] != C.shape[1]:  # one grouping for both: broadcast the ungrouped one
+        groups = max(B.shape[1], C.shape[1])
+        B, C = B.expand(-1, groups, -1, -1), C.expand(-1, groups, -1, -1)
+    y, last = core(u, delta, A, B, C)
+    if D is not None:
+        y = y + u * D.to(compute)[:, None]
+    if z is not None:
+        y = y * F.silu(z.to(compute))
+    return y.to(dtype), last
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """Backends that can run on ``device`` in this installation (besides "auto")."""
+    device = torch.device(device)
+    names = ["torch", "reference"]
+    if device.type == "cpu" and _numba_available():
+        names.insert(0, "numba")
+    if device.type == "cuda" and _cuda_kernel_available():
+        names.insert(0, "cuda")
+    return names
+
+
+def _resolve_backend(backend: str | None, u: Tensor) -> str:
+    source = "backend argument"
+    if backend is None:
+        backend, source = os.environ.get(BACKEND_ENV) or "auto", f"environment variable {BACKEND_ENV}"
+    name = backend.lower()
+    if name not in BACKENDS:
+        raise ValueError(f"unknown selective-scan backend {backend!r} ({source}); choose one of {', '.join(BACKENDS)}")
+    device = u.device.type
+    if name == "auto":
+        if device == "cuda" and _cuda_kernel_available():
+            return "cuda"
+        if device == "cpu" and _numba_available():
+            return "numba"
+        return "torch"
+    if name == "numba":
+        if device != "cpu":
+            raise ValueError(f"selective-scan backend 'numba' runs on CPU tensors, got {device}; use 'torch' or 'auto'")
+        if not _numba_available():
+            raise ValueError("selective-scan backend 'numba' needs the numba package: pip install numba")
+    if name == "cuda":
+        if device != "cuda":
+            raise ValueError(f"selective-scan backend 'cuda' runs on CUDA tensors, got {device}; use 'torch' or 'auto'")
+        if not _cuda_kernel_available():
+            raise ValueError(
+                "selective-scan backend 'cuda' needs mamba_ssm's compiled kernel "
+                "(pip install mamba-ssm, built for your CUDA); use 'torch' or 'auto'"
+            )
+    return name
+
+
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _cuda_kernel_available() -> bool:
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+    except Exception:  # an ImportError, or a broken CUDA build failing at import
+        return False
+    return True
