@@ -115,14 +115,15 @@ class SS2D(nn.Module):
         x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, N, N], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))
+        compute = torch.promote_types(x.dtype, torch.float32)  # the scan runs in float32 at least
         y = ops.selective_scan(
-            xs.reshape(batch, K * d_inner, L).float(),
-            dts.reshape(batch, K * d_inner, L).float(),
-            -torch.exp(self.A_logs.float()),
-            Bs.float().contiguous(),
-            Cs.float().contiguous(),
-            D=self.Ds.float(),
-            delta_bias=self.dt_projs_bias.float().reshape(-1),
+            xs.reshape(batch, K * d_inner, L).to(compute),
+            dts.reshape(batch, K * d_inner, L).to(compute),
+            -torch.exp(self.A_logs.to(compute)),
+            Bs.to(compute).contiguous(),
+            Cs.to(compute).contiguous(),
+            D=self.Ds.to(compute),
+            delta_bias=self.dt_projs_bias.to(compute).reshape(-1),
             delta_softplus=True,
         )
         return ops.merge_directions(y.view(batch, K, d_inner, L), indices, height, width)
