@@ -1,0 +1,222 @@
+"""Where the files are: one reader per dataset layout, as the datasets are distributed.
+
+Every reader lists, for one class, its training normals and its test images as `Sample`
+records (file paths and labels; nothing is decoded here). Layouts (DESIGN.md §5):
+
+- mvtec / mpdd: `<class>/train/good/*`, `<class>/test/<good|defect>/*`,
+  `<class>/ground_truth/<defect>/<stem>_mask.png`.
+- btad: `<01|02|03>/train/ok/*`, `<class>/test/<ok|ko>/*` (.bmp or .png),
+  `<class>/ground_truth/ko/<stem>.png` (also accepted: `<stem>_mask.*`).
+- mvtec3d (RGB only): `<class>/train/good/rgb/*`, `<class>/test/<type>/rgb/*`,
+  `<class>/test/<type>/gt/<stem>.png` (its `validation/` normals are not used).
+- visa: `split_csv/1cls.csv` (object, split, label, image, mask; paths relative to the root).
+- folder (a user's own product): normal images directly in the class folder, or in
+  `train/` (or `train/good/`); optional `test/good/` (or `test/ok/`) and any other
+  `test/<defect>/` folders; masks anywhere under `ground_truth/` or `masks/`, matched to a
+  test image by file stem (`<stem>.*` or `<stem>_mask.*`).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssmad.data.image_io import is_image_file
+
+DATASET_KINDS = ("mvtec", "visa", "mpdd", "btad", "mvtec3d", "folder")
+NORMAL_FOLDER_NAMES = ("good", "ok", "normal")
+MASK_FOLDER_NAMES = ("ground_truth", "masks")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset: its file, mask file (None if normal or missing), label, class."""
+
+    path: Path
+    label: int
+    class_name: str
+    defect_type: str
+    mask_path: Path | None = None
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside `folder`, sorted by name (empty if it does not exist)."""
+    if not folder.is_dir():
+        return []
+    return sorted(path for path in folder.iterdir() if is_image_file(path))
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir() if path.is_dir()) if folder.is_dir() else []
+
+
+def _find_mask(folder: Path, stem: str) -> Path | None:
+    """The mask for image `stem` in `folder`: `<stem>_mask.*` or `<stem>.*`, else None."""
+    for candidate_stem in (f"{stem}_mask", stem):
+        for path in list_images(folder):
+            if path.stem == candidate_stem:
+                return path
+    return None
+
+
+def _mask_index(folders: list[Path]) -> dict[str, Path]:
+    """Map of image stem -> mask file for every mask below `folders` (recursively)."""
+    index: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            if is_image_file(path):
+                stem = path.stem[: -len("_mask")] if path.stem.endswith("_mask") else path.stem
+                index.setdefault(stem, path)
+    return index
+
+
+# ---------------------------------------------------------------- MVTec AD, MPDD, BTAD
+
+
+def _mvtec_style_class(class_dir: Path, class_name: str, normal_name: str) -> tuple[list[Sample], list[Sample]]:
+    """(train normals, test samples) of an MVTec-style class folder."""
+    train_dir = class_dir / "train" / normal_name
+    if not train_dir.is_dir():
+        raise FileNotFoundError(f"missing training folder {train_dir} (expected {normal_name} images there)")
+    train = [Sample(path, 0, class_name, normal_name) for path in list_images(train_dir)]
+    test: list[Sample] = []
+    for type_dir in _subfolders(class_dir / "test"):
+        defect_type = type_dir.name
+        for path in list_images(type_dir):
+            if defect_type == normal_name:
+                test.append(Sample(path, 0, class_name, defect_type))
+            else:
+                mask = _find_mask(class_dir / "ground_truth" / defect_type, path.stem)
+                test.append(Sample(path, 1, class_name, defect_type, mask))
+    return train, test
+
+
+def _mvtec3d_class(class_dir: Path, class_name: str) -> tuple[list[Sample], list[Sample]]:
+    """(train normals, test samples) of an MVTec 3D-AD class, RGB images only."""
+    train_dir = class_dir / "train" / "good" / "rgb"
+    if not train_dir.is_dir():
+        raise FileNotFoundError(f"missing training folder {train_dir} (MVTec 3D-AD layout)")
+    train = [Sample(path, 0, class_name, "good") for path in list_images(train_dir)]
+    test: list[Sample] = []
+    for type_dir in _subfolders(class_dir / "test"):
+        for path in list_images(type_dir / "rgb"):
+            if type_dir.name == "good":
+                test.append(Sample(path, 0, class_name, "good"))
+            else:
+                mask = _find_mask(type_dir / "gt", path.stem)
+                test.append(Sample(path, 1, class_name, type_dir.name, mask))
+    return train, test
+
+
+# ---------------------------------------------------------------- VisA
+
+
+def _visa_rows(root: Path) -> list[dict[str, str]]:
+    split_file = root / "split_csv" / "1cls.csv"
+    if not split_file.is_file():
+        raise FileNotFoundError(
+            f"missing VisA split file {split_file}; VisA is read with the split_csv/1cls.csv "
+            "file distributed with the dataset (columns object,split,label,image,mask)"
+        )
+    with split_file.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    required = {"object", "split", "label", "image", "mask"}
+    if not rows or not required <= set(rows[0]):
+        raise ValueError(f"{split_file} must have the columns {sorted(required)}")
+    return rows
+
+
+def _visa_class(root: Path, class_name: str) -> tuple[list[Sample], list[Sample]]:
+    train: list[Sample] = []
+    test: list[Sample] = []
+    for row in _visa_rows(root):
+        if row["object"] != class_name:
+            continue
+        anomalous = row["label"].strip().lower() == "anomaly"
+        mask = root / row["mask"] if anomalous and row["mask"].strip() else None
+        if mask is not None and not mask.is_file():
+            mask = None
+        sample = Sample(root / row["image"], int(anomalous), class_name,
+                        "anomaly" if anomalous else "normal", mask)
+        (train if row["split"].strip().lower() == "train" else test).append(sample)
+    train = [sample for sample in train if sample.label == 0]
+    return train, test
+
+
+# ---------------------------------------------------------------- a user's own folders
+
+
+def _folder_class(class_dir: Path, class_name: str) -> tuple[list[Sample], list[Sample]]:
+    train_paths = (list_images(class_dir) or list_images(class_dir / "train")
+                   or list_images(class_dir / "train" / "good"))
+    train = [Sample(path, 0, class_name, "good") for path in train_paths]
+    masks = _mask_index([class_dir / name for name in MASK_FOLDER_NAMES])
+    test: list[Sample] = []
+    for type_dir in _subfolders(class_dir / "test"):
+        normal = type_dir.name.lower() in NORMAL_FOLDER_NAMES
+        for path in list_images(type_dir):
+            if normal:
+                test.append(Sample(path, 0, class_name, type_dir.name))
+            else:
+                test.append(Sample(path, 1, class_name, type_dir.name, masks.get(path.stem)))
+    return train, test
+
+
+def _is_folder_class(folder: Path) -> bool:
+    """A folder holding one product: images directly, or a train/ folder with images."""
+    return bool(list_images(folder) or list_images(folder / "train")
+                or list_images(folder / "train" / "good"))
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def _is_class_dir(kind: str, folder: Path) -> bool:
+    if kind in ("mvtec", "mpdd"):
+        return (folder / "train" / "good").is_dir()
+    if kind == "btad":
+        return (folder / "train" / "ok").is_dir()
+    if kind == "mvtec3d":
+        return (folder / "train" / "good" / "rgb").is_dir()
+    return _is_folder_class(folder)
+
+
+def detect_kind(root: Path) -> str:
+    """Guess the layout of `root` (a dataset root or a single class folder)."""
+    if (root / "split_csv" / "1cls.csv").is_file():
+        return "visa"
+    for folder in [root, *_subfolders(root)]:
+        if _is_class_dir("mvtec3d", folder):
+            return "mvtec3d"
+        if _is_class_dir("btad", folder):
+            return "btad"
+        if _is_class_dir("mvtec", folder):
+            return "mvtec"
+    return "folder"
+
+
+def resolve_classes(kind: str, root: Path) -> dict[str, Path]:
+    """Available classes of a `kind` dataset at `root`: {class name: class folder}.
+
+    `root` may be a dataset root or one class folder (then the single class is its name).
+    For VisA every class maps to the root (the split file lists the files).
+    """
+    if kind == "visa":
+        return {name: root for name in sorted({row["object"] for row in _visa_rows(root)})}
+    if _is_class_dir(kind, root):
+        return {root.name: root}
+    return {folder.name: folder for folder in _subfolders(root) if _is_class_dir(kind, folder)}
+
+
+def read_class(kind: str, class_dir: Path, class_name: str) -> tuple[list[Sample], list[Sample]]:
+    """(training normals, test samples) of one class of a `kind` dataset."""
+    if kind in ("mvtec", "mpdd"):
+        return _mvtec_style_class(class_dir, class_name, "good")
+    if kind == "btad":
+        return _mvtec_style_class(class_dir, class_name, "ok")
+    if kind == "mvtec3d":
+        return _mvtec3d_class(class_dir, class_name)
+    if kind == "visa":
+        return _visa_class(class_dir, class_name)
+    return _folder_class(class_dir, class_name)
