@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -31,10 +32,11 @@ class FeatureInfo:
     stride: int
 
 
-class FeatureEncoder(nn.Module):
+class FeatureEncoder(nn.Module, ABC):
     """A frozen CNN returning three feature maps at strides 4, 8 and 16.
 
-    Subclasses build the layers with torchvision's parameter names and implement `_features`.
+    Subclasses build the layers with torchvision's parameter names, set `feature_info` and
+    implement `_features`. `name` is the architecture (e.g. "resnet34").
     The encoder never trains: its parameters do not require gradients, `train()` leaves it in
     eval mode (batch-norm keeps its running statistics) and `forward` runs under `no_grad`.
 
@@ -45,8 +47,9 @@ class FeatureEncoder(nn.Module):
 
     feature_info: list[FeatureInfo]
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         super().__init__()
+        self.name = name
         self.mean: tuple[float, float, float] = IMAGENET_MEAN
         self.std: tuple[float, float, float] = IMAGENET_STD
         self.weights_source: str = "random"
@@ -61,8 +64,9 @@ class FeatureEncoder(nn.Module):
         """Ignore `mode`: the encoder stays in eval mode (frozen batch-norm statistics)."""
         return super().train(False)
 
+    @abstractmethod
     def _features(self, images: Tensor) -> list[Tensor]:
-        raise NotImplementedError
+        """images (B, 3, H, W) -> the three feature maps described by `feature_info`."""
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> list[Tensor]:

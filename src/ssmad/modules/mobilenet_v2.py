@@ -75,8 +75,7 @@ class MobileNetV2Encoder(FeatureEncoder):
     """MobileNetV2 features.0-13: images (B, 3, H, W) -> 24@H/4, 32@H/8, 96@H/16."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.name = "mobilenet_v2"
+        super().__init__("mobilenet_v2")
         blocks: list[nn.Module] = [conv_bn_relu6(3, STEM_CHANNELS, stride=2)]
         in_channels = STEM_CHANNELS
         for expand_ratio, channels, repeats, first_stride in INVERTED_RESIDUAL_SETTING:

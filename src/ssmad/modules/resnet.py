@@ -131,9 +131,8 @@ class ResNetEncoder(FeatureEncoder):
     """
 
     def __init__(self, name: str) -> None:
-        super().__init__()
+        super().__init__(name)
         spec = RESNET_SPECS[name]
-        self.name = name
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
