@@ -1,0 +1,219 @@
+"""Exact metrics against scikit-learn and a brute-force AU-PRO at every threshold."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+import ssmad.metrics.ranking as ranking
+from ssmad.metrics import UndefinedMetricWarning, evaluate, evaluate_per_class, ranking_metrics
+
+
+def sklearn_f1max(labels, scores):
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2 * precision * recall / (precision + recall)
+    return np.nanmax(f1)
+
+
+def random_scores(rng, size, ties, dtype):
+    labels = rng.integers(0, 2, size)
+    scores = rng.normal(size=size) + 0.8 * labels
+    if ties:
+        scores = np.round(scores * 3) / 3
+    return labels, scores.astype(dtype)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ranking_metrics_equal_sklearn(ties, dtype):
+    rng = np.random.default_rng(1 + ties)
+    for size in (2, 17, 1000):
+        labels, scores = random_scores(rng, size, ties, dtype)
+        labels[:2] = [0, 1]
+        result = ranking_metrics(scores, labels.astype(np.uint32))
+        assert result["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
+        assert result["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
+        assert result["f1max"] == pytest.approx(sklearn_f1max(labels, scores), abs=1e-6)
+
+
+def test_negative_zero_and_negative_scores_rank_like_floats():
+    labels = np.array([0, 1, 0, 1, 1, 0, 1])
+    scores = np.array([-0.0, 0.0, -3.5, -1e-30, 2.0, 2.0, -3.5], dtype=np.float32)
+    result = ranking_metrics(scores, labels.astype(np.uint32))
+    assert result["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert result["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+
+
+def test_integer_scores_and_float64_beyond_float32_precision():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 300)
+    int_scores = rng.integers(0, 20, 300)
+    fine_scores = 1.0 + rng.integers(0, 4, 300) * 1e-12  # distinct in float64 only
+    for scores in (int_scores, fine_scores):
+        result = ranking_metrics(scores, labels.astype(np.uint32))
+        assert result["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
+        assert result["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-9)
+
+
+def test_chunk_boundaries_do_not_change_results(monkeypatch):
+    rng = np.random.default_rng(4)
+    labels, scores = random_scores(rng, 500, True, np.float32)
+    masks, maps = random_masks_and_maps(rng, 6, 20, ties=True)
+    expected = ranking_metrics(scores, labels.astype(np.uint32))
+    expected_pixel = evaluate(masks.any(axis=(1, 2)).astype(int), maps.max(axis=(1, 2)), masks, maps)
+    monkeypatch.setattr(ranking, "CHUNK", 7)
+    assert ranking_metrics(scores, labels.astype(np.uint32)) == pytest.approx(expected, abs=1e-12, nan_ok=True)
+    pixel = evaluate(masks.any(axis=(1, 2)).astype(int), maps.max(axis=(1, 2)), masks, maps)
+    assert pixel == pytest.approx(expected_pixel, abs=1e-12)
+
+
+def random_masks_and_maps(rng, count, size, ties):
+    """A few rectangles and blobs per image, maps higher inside them (plus noise)."""
+    masks = np.zeros((count, size, size), dtype=bool)
+    for index in range(1, count):
+        for _ in range(rng.integers(1, 4)):
+            top, left = rng.integers(0, size - 3, 2)
+            height, width = rng.integers(1, size // 3, 2)
+            masks[index, top:top + height, left:left + width] = True
+    masks[1, 0, 0] = masks[1, 1, 1] = True  # diagonal neighbours: one 8-connected region
+    maps = rng.random((count, size, size)) + 0.6 * masks
+    if ties:
+        maps = np.round(maps * 8) / 8
+    return masks, maps.astype(np.float32)
+
+
+def brute_force_aupro(masks, maps, max_fpr=0.3):
+    """PRO and FPR evaluated at every unique threshold separately, MVTec's trapezoid."""
+    regions = []
+    for mask in masks:
+        labelled, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        regions.append([labelled == k for k in range(1, count + 1)])
+    normal = ~masks
+    fprs, pros = [0.0], [0.0]
+    for threshold in np.unique(maps)[::-1]:
+        above = maps >= threshold
+        fprs.append((above & normal).sum() / normal.sum())
+        covered = [(above[i] & region).sum() / region.sum()
+                   for i in range(len(masks)) for region in regions[i]]
+        pros.append(np.mean(covered))
+    fprs, pros = np.array(fprs), np.array(pros)
+    area = 0.0
+    for k in range(1, len(fprs)):
+        x0, x1, y0, y1 = fprs[k - 1], fprs[k], pros[k - 1], pros[k]
+        if x0 >= max_fpr:
+            break
+        if x1 > max_fpr:
+            y1 = y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0)
+            x1 = max_fpr
+        area += (x1 - x0) * (y0 + y1) / 2
+    return area / max_fpr
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_aupro_equals_brute_force_and_pixel_metrics_equal_sklearn(ties):
+    rng = np.random.default_rng(5 + ties)
+    masks, maps = random_masks_and_maps(rng, 5, 24, ties)
+    labels = masks.any(axis=(1, 2)).astype(int)
+    result = evaluate(labels, maps.max(axis=(1, 2)), masks, maps)
+    assert result["aupro"] == pytest.approx(brute_force_aupro(masks, maps), abs=1e-6)
+    flat_labels, flat_maps = masks.reshape(-1), maps.reshape(-1)
+    assert result["p_auroc"] == pytest.approx(roc_auc_score(flat_labels, flat_maps), abs=1e-6)
+    assert result["p_ap"] == pytest.approx(average_precision_score(flat_labels, flat_maps), abs=1e-6)
+    assert result["p_f1max"] == pytest.approx(sklearn_f1max(flat_labels, flat_maps), abs=1e-6)
+    assert result["i_auroc"] == pytest.approx(roc_auc_score(labels, maps.max(axis=(1, 2))), abs=1e-6)
+
+
+def test_hand_computed_case():
+    # One image, one 2-pixel region; maps rank one region pixel first, then a normal pixel.
+    masks = np.array([[[1, 1, 0, 0]]], dtype=bool)
+    maps = np.array([[[0.9, 0.1, 0.8, 0.0]]], dtype=np.float32)
+    with pytest.warns(UndefinedMetricWarning, match="no normal images"):
+        result = evaluate([1], [0.9], masks, maps)
+    # ROC over pixels: positives {0.9, 0.1}, negatives {0.8, 0.0}: 3 of 4 pairs ordered.
+    assert result["p_auroc"] == pytest.approx(0.75)
+    # PRO: 0.5 at FPR 0, 0.5 up to FPR 0.5 (0.8 is normal), so AU-PRO = 0.5 on [0, 0.3].
+    assert result["aupro"] == pytest.approx(0.5)
+    # F1 = 2 TP / (TP + FP + P) at thresholds 0.9, 0.8, 0.1: 2/3, 2/4, 4/5.
+    assert result["p_f1max"] == pytest.approx(0.8)
+
+
+def test_torch_inputs_and_channel_dimension():
+    rng = np.random.default_rng(6)
+    masks, maps = random_masks_and_maps(rng, 4, 16, ties=False)
+    labels = masks.any(axis=(1, 2)).astype(int)
+    scores = maps.max(axis=(1, 2))
+    expected = evaluate(labels, scores, masks, maps)
+    result = evaluate(torch.tensor(labels), torch.tensor(scores),
+                      torch.tensor(masks[:, None], dtype=torch.float32), torch.tensor(maps[:, None]))
+    assert result == pytest.approx(expected, abs=1e-12)
+    assert set(result) == {"i_auroc", "i_ap", "i_f1max", "p_auroc", "p_ap", "p_f1max", "aupro"}
+
+
+def test_evaluate_per_class_matches_subsets_and_mean():
+    rng = np.random.default_rng(7)
+    masks, maps = random_masks_and_maps(rng, 8, 16, ties=False)
+    masks[4] = False
+    labels = masks.any(axis=(1, 2)).astype(int)
+    scores = maps.max(axis=(1, 2))
+    names = ["b"] * 4 + ["a"] * 4  # images 0 and 4 are normal: one per class
+    results = evaluate_per_class(names, labels, scores, masks, maps)
+    assert list(results) == ["a", "b", "mean"]
+    for name in ("a", "b"):
+        index = [i for i, n in enumerate(names) if n == name]
+        assert results[name] == pytest.approx(evaluate(labels[index], scores[index], masks[index], maps[index]))
+    for metric, value in results["mean"].items():
+        assert value == pytest.approx((results["a"][metric] + results["b"][metric]) / 2)
+
+
+def test_no_anomalies_gives_nan_with_warning():
+    masks = np.zeros((3, 8, 8), dtype=bool)
+    maps = np.random.default_rng(8).random((3, 8, 8)).astype(np.float32)
+    with pytest.warns(UndefinedMetricWarning):
+        result = evaluate([0, 0, 0], [0.1, 0.2, 0.3], masks, maps)
+    assert all(np.isnan(value) for value in result.values())
+
+
+def test_constant_maps_and_all_tied_scores_are_defined():
+    masks = np.zeros((2, 8, 8), dtype=bool)
+    masks[1, 2:4, 2:4] = True
+    maps = np.ones((2, 8, 8), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = evaluate([0, 1], [1.0, 1.0], masks, maps)
+    assert result["i_auroc"] == pytest.approx(0.5)
+    assert result["p_auroc"] == pytest.approx(0.5)
+    assert result["p_ap"] == pytest.approx(4 / 128)
+    assert result["aupro"] == pytest.approx(0.15)  # the diagonal from (0, 0) to (1, 1)
+    with pytest.warns(UndefinedMetricWarning):
+        ader = evaluate([0, 1], [1.0, 1.0], masks, maps, protocol="ader")
+    assert np.isnan(ader["p_f1max"]) and np.isnan(ader["aupro"])
+
+
+def test_only_anomalous_images():
+    masks = np.zeros((2, 8, 8), dtype=bool)
+    masks[:, 1:3, 1:3] = True
+    maps = np.random.default_rng(9).random((2, 8, 8)).astype(np.float32)
+    with pytest.warns(UndefinedMetricWarning):
+        result = evaluate([1, 1], [0.4, 0.5], masks, maps)
+    assert np.isnan(result["i_auroc"])
+    assert result["i_ap"] == pytest.approx(1.0)
+    assert np.isfinite(result["p_auroc"])
+
+
+def test_bad_arguments_raise():
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    maps = np.zeros((2, 4, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate([0, 1], [0, 1], masks, maps, protocol="approximate")
+    with pytest.raises(ValueError, match="differ in length"):
+        evaluate([0, 1, 1], [0, 1], masks, maps)
+    with pytest.raises(ValueError, match="0 \\(normal\\) or 1"):
+        evaluate([0, 2], [0, 1], masks, maps)
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate([0, 1], [0, float("nan")], masks, maps)
+    with pytest.raises(ValueError, match="same shape"):
+        evaluate([0, 1], [0, 1], masks, maps[:, :2])
