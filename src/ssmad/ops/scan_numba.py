@@ -18,6 +18,7 @@ from numba.extending import intrinsic
 from torch import Tensor
 
 _CHUNK = 64
+_LANES = 16  # the state is padded to S slabs of 16: inner loops of constant length vectorise
 _F32 = np.float32
 _LOG2E = _F32(1.4426950408889634)
 _LN2_HI = _F32(0.693359375)  # ln 2 split in two for an exact range reduction (Cephes)
@@ -43,7 +44,7 @@ def _exp(x):
     """float32 exp(x), relative error ~1e-7; inputs clamped to [-87.3, 88.3]."""
     x = min(max(x, _EXP_MIN), _EXP_MAX)
     k = np.int32(x * _LOG2E + _F32(127.5))  # floor(x / ln 2 + 0.5) + 127 > 0: the biased exponent
-    kf = _F32(k - 127)
+    kf = _F32(k) - _F32(127.0)
     r = x - kf * _LN2_HI - kf * _LN2_LO  # |r| <= ln(2) / 2
     p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
     return (p * r * r + r + _ONE) * _int_bits_as_float32(k << 23)
@@ -51,25 +52,26 @@ def _exp(x):
 
 @numba.njit(parallel=True, **_JIT)
 def _forward(u, dt, A, B, C, dim, groups, y, entering, last):
-    """u, dt (R=batch*dim, L); A (dim, N); B, C (batch, G, L, N) -> y (R, L),
-    entering (R, chunks, N) the state before each chunk, last (R, N)."""
+    """u, dt (R=batch*dim, L); A (dim, S, 16); B, C (batch, G, L, S, 16) -> y (R, L),
+    entering (R, chunks, S, 16) the state before each chunk, last (R, S, 16)."""
     rows, length = u.shape
-    state = A.shape[1]
+    slabs = A.shape[1]
     per_group = dim // groups
     for row in prange(rows):
         b, d = row // dim, row % dim
         g = d // per_group
         a, bb, cc = A[d], B[b, g], C[b, g]
-        h = np.zeros(state, dtype=np.float32)
+        h = np.zeros((slabs, _LANES), dtype=np.float32)
         for t in range(length):
             if t % _CHUNK == 0:
                 entering[row, t // _CHUNK] = h
             dt_t = dt[row, t]
             drive = dt_t * u[row, t]
             acc = _F32(0.0)
-            for n in range(state):
-                h[n] = _exp(dt_t * a[n]) * h[n] + drive * bb[t, n]
-                acc += h[n] * cc[t, n]
+            for s in range(slabs):
+                for j in range(_LANES):
+                    h[s, j] = _exp(dt_t * a[s, j]) * h[s, j] + drive * bb[t, s, j]
+                    acc += h[s, j] * cc[t, s, j]
             y[row, t] = acc
         last[row] = h
 
@@ -77,19 +79,22 @@ def _forward(u, dt, A, B, C, dim, groups, y, entering, last):
 @numba.njit(parallel=True, **_JIT)
 def _backward(u, dt, A, B, C, dim, groups, parts, entering, grad_y, grad_u, grad_dt, grad_A, grad_B, grad_C):
     """Reverse adjoint scan. Task (b, g, part) handles channels of group g split in ``parts``
-    and accumulates grad_B, grad_C (batch, G, parts, L, N); grad_u, grad_dt (R, L); grad_A (R, N)."""
+    and accumulates grad_B, grad_C (batch, G, parts, L, S, 16); grad_u, grad_dt (R, L);
+    grad_A (R, S, 16)."""
     rows, length = u.shape
-    state = A.shape[1]
+    slabs = A.shape[1]
     batch = rows // dim
     per_group = dim // groups
     for task in prange(batch * groups * parts):
         b, g, part = task // (groups * parts), (task // parts) % groups, task % parts
         bb, cc = B[b, g], C[b, g]
         gb, gc = grad_B[b, g, part], grad_C[b, g, part]
-        states = np.empty((_CHUNK + 1, state), dtype=np.float32)
-        decays = np.empty((_CHUNK, state), dtype=np.float32)
-        adjoint = np.empty(state, dtype=np.float32)
-        for d in range(g * per_group + part * per_group // parts, g * per_group + (part + 1) * per_group // parts):
+        states = np.empty((_CHUNK + 1, slabs, _LANES), dtype=np.float32)
+        decays = np.empty((_CHUNK, slabs, _LANES), dtype=np.float32)
+        adjoint = np.empty((slabs, _LANES), dtype=np.float32)
+        through = np.empty((slabs, _LANES), dtype=np.float32)
+        first = g * per_group + part * per_group // parts
+        for d in range(first, g * per_group + (part + 1) * per_group // parts):
             row = b * dim + d
             a, ga = A[d], grad_A[row]
             adjoint[:] = 0.0
@@ -101,25 +106,37 @@ def _backward(u, dt, A, B, C, dim, groups, parts, entering, grad_y, grad_u, grad
                     t = start + k
                     dt_t = dt[row, t]
                     drive = dt_t * u[row, t]
-                    for n in range(state):
-                        decay = _exp(dt_t * a[n])
-                        decays[k, n] = decay
-                        states[k + 1, n] = decay * states[k, n] + drive * bb[t, n]
+                    decay, before, after, b_t = decays[k], states[k], states[k + 1], bb[t]
+                    for s in range(slabs):
+                        for j in range(_LANES):
+                            decay[s, j] = _exp(dt_t * a[s, j])
+                    for s in range(slabs):
+                        for j in range(_LANES):
+                            after[s, j] = decay[s, j] * before[s, j] + drive * b_t[s, j]
                 for k in range(steps - 1, -1, -1):
                     t = start + k
                     dt_t, u_t, gy = dt[row, t], u[row, t], grad_y[row, t]
                     drive = dt_t * u_t
+                    decay, before, after = decays[k], states[k], states[k + 1]
+                    b_t, c_t, gb_t, gc_t = bb[t], cc[t], gb[t], gc[t]
                     via_decay = _F32(0.0)
                     via_drive = _F32(0.0)
-                    for n in range(state):
-                        adj = adjoint[n] + gy * cc[t, n]
-                        gc[t, n] += gy * states[k + 1, n]
-                        q = adj * states[k, n] * decays[k, n]
-                        via_decay += q * a[n]
-                        ga[n] += q * dt_t
-                        via_drive += adj * bb[t, n]
-                        gb[t, n] += adj * drive
-                        adjoint[n] = adj * decays[k, n]
+                    # Small loops over few arrays each, so that the compiler vectorises them all.
+                    for s in range(slabs):
+                        for j in range(_LANES):
+                            adjoint[s, j] += gy * c_t[s, j]  # dL/dh_t
+                        for j in range(_LANES):
+                            gc_t[s, j] += gy * after[s, j]
+                        for j in range(_LANES):
+                            through[s, j] = adjoint[s, j] * before[s, j] * decay[s, j]  # dL/d(dt A)
+                        for j in range(_LANES):
+                            via_decay += through[s, j] * a[s, j]
+                            ga[s, j] += through[s, j] * dt_t
+                        for j in range(_LANES):
+                            via_drive += adjoint[s, j] * b_t[s, j]
+                            gb_t[s, j] += adjoint[s, j] * drive
+                        for j in range(_LANES):
+                            adjoint[s, j] *= decay[s, j]  # carried to step t - 1
                     grad_dt[row, t] = via_decay + via_drive * u_t
                     grad_u[row, t] = via_drive * dt_t
 
@@ -128,45 +145,64 @@ def _as_array(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
 
+def _slabs(x: Tensor, state: int) -> Tensor:
+    """Pad the last dimension (N) with zeros to S*16 and split it: (..., N) -> (..., S, 16), contiguous.
+
+    Padded entries have A = B = C = 0: their state stays 0 and adds nothing to y.
+    """
+    padded = -(-state // _LANES) * _LANES
+    x = torch.nn.functional.pad(x, (0, padded - state)) if padded != state else x
+    return x.reshape(*x.shape[:-1], padded // _LANES, _LANES).contiguous()
+
+
 class _NumbaScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
         batch, dim, length = u.shape
         groups, state = B.shape[1], A.shape[1]
-        u2, dt2 = u.detach().reshape(batch * dim, length).contiguous(), dt.detach().reshape(batch * dim, length).contiguous()
-        B_t, C_t = B.detach().transpose(2, 3).contiguous(), C.detach().transpose(2, 3).contiguous()  # (b, G, L, N)
-        A_c = A.detach().contiguous()
+        u2 = u.detach().reshape(batch * dim, length).contiguous()
+        dt2 = dt.detach().reshape(batch * dim, length).contiguous()
+        A_s = _slabs(A.detach(), state)  # (dim, S, 16)
+        B_s = _slabs(B.detach().transpose(2, 3), state)  # (batch, G, L, S, 16)
+        C_s = _slabs(C.detach().transpose(2, 3), state)
+        slabs = A_s.shape[1]
         y = torch.empty(batch * dim, length)
-        entering = torch.empty(batch * dim, math.ceil(length / _CHUNK), state)
-        last = torch.empty(batch * dim, state)
-        _forward(u2.numpy(), dt2.numpy(), A_c.numpy(), B_t.numpy(), C_t.numpy(), dim, groups, y.numpy(), entering.numpy(), last.numpy())
-        ctx.save_for_backward(u2, dt2, A_c, B_t, C_t, entering)
-        last = last.view(batch, dim, state)
+        entering = torch.empty(batch * dim, -(-length // _CHUNK), slabs, _LANES)
+        last = torch.empty(batch * dim, slabs, _LANES)
+        _forward(u2.numpy(), dt2.numpy(), A_s.numpy(), B_s.numpy(), C_s.numpy(), dim, groups,
+                 y.numpy(), entering.numpy(), last.numpy())
+        ctx.save_for_backward(u2, dt2, A_s, B_s, C_s, entering)
+        ctx.state = state
+        last = last.view(batch, dim, slabs * _LANES)[..., :state]
         ctx.mark_non_differentiable(last)
         return y.view(batch, dim, length), last
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, _grad_last: Tensor) -> tuple[Tensor, ...]:
-        u2, dt2, A_c, B_t, C_t, entering = ctx.saved_tensors
+        u2, dt2, A_s, B_s, C_s, entering = ctx.saved_tensors
         rows, length = u2.shape
-        batch, groups, _, state = B_t.shape
-        dim = rows // batch
+        batch, groups, _, slabs, _ = B_s.shape
+        dim, state = rows // batch, ctx.state
         parts = min(dim // groups, max(1, -(-8 // (batch * groups))))  # >= 8 tasks where possible
         grad_u, grad_dt = torch.empty_like(u2), torch.empty_like(dt2)
-        grad_A = torch.zeros(rows, state)
-        grad_B = torch.zeros(batch, groups, parts, length, state)
-        grad_C = torch.zeros(batch, groups, parts, length, state)
+        grad_A = torch.zeros(rows, slabs, _LANES)
+        grad_B = torch.zeros(batch, groups, parts, length, slabs, _LANES)
+        grad_C = torch.zeros_like(grad_B)
         _backward(
-            u2.numpy(), dt2.numpy(), A_c.numpy(), B_t.numpy(), C_t.numpy(), dim, groups, parts, entering.numpy(),
+            u2.numpy(), dt2.numpy(), A_s.numpy(), B_s.numpy(), C_s.numpy(), dim, groups, parts, entering.numpy(),
             _as_array(grad_y.float().reshape(rows, length)), grad_u.numpy(), grad_dt.numpy(), grad_A.numpy(),
             grad_B.numpy(), grad_C.numpy(),
         )
+
+        def state_major(x: Tensor) -> Tensor:  # (batch, G, parts, L, S, 16) -> (batch, G, N, L)
+            return x.sum(2).flatten(-2)[..., :state].transpose(2, 3)
+
         return (
             grad_u.view(batch, dim, length),
             grad_dt.view(batch, dim, length),
-            grad_A.view(batch, dim, state).sum(0),
-            grad_B.sum(2).transpose(2, 3),
-            grad_C.sum(2).transpose(2, 3),
+            grad_A.view(batch, dim, slabs * _LANES)[..., :state].sum(0),
+            state_major(grad_B),
+            state_major(grad_C),
         )
 
 
