@@ -55,7 +55,9 @@ def test_parameter_names_follow_the_official_mff_oce() -> None:
     assert "bn_layer.1.downsample.0.weight" not in keys
 
 
-def _reference_forward(b: Bottleneck, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor) -> torch.Tensor:
+def _reference_forward(
+    b: Bottleneck, f1: torch.Tensor, f2: torch.Tensor, f3: torch.Tensor
+) -> torch.Tensor:
     """The layer order of DESIGN.md §2, written out with functional ops (eval mode)."""
 
     def cbr(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +78,9 @@ def _reference_forward(b: Bottleneck, f1: torch.Tensor, f2: torch.Tensor, f3: to
 def test_output_shape_and_layer_order(size: int) -> None:
     torch.manual_seed(0)
     bottleneck = Bottleneck(RESNET34_INFO).eval()
-    features = [torch.randn(2, i.channels, size // i.stride, size // i.stride) for i in RESNET34_INFO]
+    features = [
+        torch.randn(2, i.channels, size // i.stride, size // i.stride) for i in RESNET34_INFO
+    ]
     z = bottleneck(features)
     assert z.shape == (2, 512, size // 32, size // 32)
     torch.testing.assert_close(z, _reference_forward(bottleneck, *features))

@@ -1,4 +1,4 @@
-"""Encoder weights: files, checkpoint dicts, directories, torch.hub's cache, key checks, real files."""
+"""Encoder weights: files, checkpoints, directories, torch.hub cache, key checks, real files."""
 
 import hashlib
 import urllib.error
@@ -84,7 +84,8 @@ def test_misshaped_key_names_file_and_key(tmp_path: Path) -> None:
     state_dict["layer3.0.conv1.weight"] = torch.zeros(256, 128, 1, 1)
     path = tmp_path / "reshaped.pth"
     torch.save(state_dict, path)
-    with pytest.raises(EncoderWeightsError, match=r"reshaped\.pth.*layer3\.0\.conv1\.weight.*\(256, 128, 3, 3\)"):
+    expected = r"reshaped\.pth.*layer3\.0\.conv1\.weight.*\(256, 128, 3, 3\)"
+    with pytest.raises(EncoderWeightsError, match=expected):
         build_encoder("resnet18", path)
 
 
@@ -157,7 +158,9 @@ def test_imagenet_offline_error_says_where_to_put_the_file(
     assert "unreachable" in message
 
 
-def _fold_batch_norm(state_dict: dict[str, torch.Tensor], eps: float = 1e-5) -> dict[str, torch.Tensor]:
+def _fold_batch_norm(
+    state_dict: dict[str, torch.Tensor], eps: float = 1e-5
+) -> dict[str, torch.Tensor]:
     """Fold every BN of a ResNet into the preceding conv (as ONNX/TFLite exports do):
     conv weight * gamma/sqrt(var+eps), BN = identity + folded bias (mean 0, var 1-eps)."""
     folded = dict(state_dict)
@@ -188,7 +191,8 @@ def test_batch_norm_folded_file_gives_the_same_features(tmp_path: Path) -> None:
     plain, folded = tmp_path / "plain.pth", tmp_path / "folded.pth"
     torch.save(state_dict, plain)
     folded_state_dict = _fold_batch_norm(state_dict)
-    assert not torch.allclose(folded_state_dict["layer2.0.conv1.weight"], state_dict["layer2.0.conv1.weight"])
+    key = "layer2.0.conv1.weight"
+    assert not torch.allclose(folded_state_dict[key], state_dict[key])
     torch.save(folded_state_dict, folded)
     images = torch.randn(2, 3, 64, 64)
     expected = build_encoder("resnet18", plain)(images)
@@ -225,12 +229,16 @@ def _bottle_images(mvtec_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return _image(bottle / "train/good/000.png"), _image(bottle / "test/broken_large/000.png")
 
 
-def test_partial_resnet18_loads_and_features_are_trained(weights_dir: Path, mvtec_root: Path) -> None:
+def test_partial_resnet18_loads_and_features_are_trained(
+    weights_dir: Path, mvtec_root: Path
+) -> None:
     path = weights_dir / RESNET18_PARTIAL
     if not path.is_file():
         pytest.skip(f"{path} not found")
     encoder = build_encoder("resnet18", path)
-    assert encoder.weights_sha256 == "f812ea0d3c3ca5e8860d518209448d1e3d028af1e702f27261d242eee5cc52a3"
+    assert encoder.weights_sha256 == (
+        "f812ea0d3c3ca5e8860d518209448d1e3d028af1e702f27261d242eee5cc52a3"
+    )
     assert encoder.mean == (0.485, 0.456, 0.406)
     assert set(torch.load(path, weights_only=True)) == set(encoder.state_dict())
     image, other = _bottle_images(mvtec_root)

@@ -29,7 +29,8 @@ OCE_BLOCKS = 3
 
 
 class Bottleneck(nn.Module):
-    """MFF + OCE: [(B, C1, H/4, W/4), (B, C2, H/8, W/8), (B, C3, H/16, W/16)] -> (B, 2*C3, H/32, W/32).
+    """MFF + OCE: [(B, C1, H/4, W/4), (B, C2, H/8, W/8), (B, C3, H/16, W/16)]
+    -> (B, 2*C3, H/32, W/32).
 
     feature_info: the encoder's three `FeatureInfo`s (strides 4, 8, 16 or any doubling sequence).
     noise_std: std of the Gaussian noise added to the output in training mode (0 disables).

@@ -2,7 +2,7 @@
 
     encoder = build_encoder("resnet34", weights="imagenet")
     f1, f2, f3 = encoder(images)          # images (B, 3, H, W) normalised with encoder.mean/std
-    encoder.feature_info                  # [FeatureInfo(64, 4), FeatureInfo(128, 8), FeatureInfo(256, 16)]
+    encoder.feature_info   # [FeatureInfo(64, 4), FeatureInfo(128, 8), FeatureInfo(256, 16)]
 
 Preprocessing: `encoder.mean`/`encoder.std` are ImageNet's unless the weights file is one
 recorded in `encoder_weights.KNOWN_PREPROCESSING` (by sha256: the Google Coral MobileNetV2
@@ -58,7 +58,9 @@ def build_encoder(
     """
     if name not in ENCODER_NAMES:
         raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODER_NAMES)}")
-    encoder: FeatureEncoder = MobileNetV2Encoder() if name == "mobilenet_v2" else ResNetEncoder(name)
+    encoder: FeatureEncoder = (
+        MobileNetV2Encoder() if name == "mobilenet_v2" else ResNetEncoder(name)
+    )
     path = resolve_weights(name, weights)
     if path is not None:
         load_checked(encoder, read_state_dict(path), path)

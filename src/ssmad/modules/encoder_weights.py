@@ -196,4 +196,5 @@ def load_checked(encoder: nn.Module, state_dict: Mapping[str, Tensor], path: Pat
                 f"weights file {path}: key '{key}' has shape {tuple(state_dict[key].shape)}, "
                 f"the encoder expects {tuple(tensor.shape)}; wrong architecture for this file?"
             )
-    encoder.load_state_dict({key: state_dict[key] for key in own if key in state_dict}, strict=False)
+    used = {key: state_dict[key] for key in own if key in state_dict}
+    encoder.load_state_dict(used, strict=False)

@@ -7,6 +7,12 @@ Built up to `features.13`; returned maps (output of the named block):
 These are the last blocks before each stride change (features.4, .7, .14 downsample), i.e.
 the richest map at each stride. Later blocks (features.14-18) and `classifier` are not built;
 their keys in a full torchvision file are ignored.
+
+Padding is torchvision's (1 on every side of the 3x3 convolutions) for every weights file. The
+Google Coral conversions in ../shared/weights were trained with TensorFlow "SAME" padding
+(bottom/right only on stride-2 convolutions); with symmetric padding their features differ a
+little but stay ImageNet features (top-5 unchanged, SOURCES.md). Keeping one padding rule keeps
+an encoder rebuilt from a checkpoint's state_dict identical to the one that was trained.
 """
 
 from __future__ import annotations

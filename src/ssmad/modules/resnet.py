@@ -117,7 +117,10 @@ def make_stage(
     stride: int,
     width_per_group: int = 64,
 ) -> nn.Sequential:
-    """`num_blocks` blocks, the first with `stride`: (B, C_in, H, W) -> (B, planes*exp, H/s, W/s)."""
+    """`num_blocks` blocks, the first with `stride`.
+
+    (B, C_in, H, W) -> (B, planes * block.expansion, H/stride, W/stride).
+    """
     out_channels = planes * block.expansion
     blocks = [block(in_channels, planes, stride, width_per_group)]
     blocks += [block(out_channels, planes, 1, width_per_group) for _ in range(num_blocks - 1)]
