@@ -10,67 +10,92 @@ without its loops over thresholds but with its exact thresholds and comparisons:
   binarised with `map > t`; FPR over normal pixels, PRO = mean over the 8-connected regions
   of all masks of their covered fraction; points with FPR < max_fpr are kept, their FPRs
   re-scaled by min-max to [0, 1], and the area taken with the trapezoid rule.
-Both count pixels per threshold with one `searchsorted` + `bincount` pass.
+Both work on the split pixels of `ssmad.metrics.regions` (normal pixels sorted once):
+counts above a threshold are binary searches, not passes over the maps.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ssmad.metrics.regions import label_regions
+from ssmad.metrics.regions import PixelScores, split_pixels
 from ssmad.metrics.undefined import warn_undefined
 
 ADER_EPS = 1e-8
 ADER_F1_THRESHOLDS = np.arange(0.0, 1.0 + 1e-3, 0.05)
 
 
-def _counts_above(values: np.ndarray, thresholds: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
-    """(num_groups, T) int64: per group, the number of values strictly above each threshold.
-
-    values (n,), thresholds (T,) ascending, groups (n,) int64 in [0, num_groups).
-    """
-    num_thresholds = thresholds.size
-    # Number of thresholds strictly below each value: the value counts for t_j with j < that.
-    below = np.searchsorted(thresholds, values, side="left")
-    histogram = np.bincount(groups * (num_thresholds + 1) + below,
-                            minlength=num_groups * (num_thresholds + 1))
-    histogram = histogram.reshape(num_groups, num_thresholds + 1)
-    above = np.cumsum(histogram[:, ::-1], axis=1)[:, ::-1]
-    return above[:, 1:]
+def _value_range(pixels: PixelScores):
+    """(min, max) of all map values, as scalars of the maps' dtype."""
+    values = [pixels.negative_sorted[[0, -1]]] if pixels.negative_sorted.size else []
+    if pixels.positive_scores.size:
+        values.append(pixels.positive_scores[[pixels.positive_scores.argmin(), pixels.positive_scores.argmax()]])
+    joined = np.concatenate(values)
+    return joined.min(), joined.max()
 
 
-def ader_pixel_f1max(masks: np.ndarray, maps: np.ndarray) -> float:
-    """ADer's P-F1max. masks (N, H, W) bool, maps (N, H, W) float."""
-    low, high = maps.min(), maps.max()
+def _count_above_monotone(sorted_values: np.ndarray, transform, thresholds: np.ndarray) -> np.ndarray:
+    """(T,) int64: how many of `sorted_values` (ascending) have transform(value) > threshold,
+    for a non-decreasing `transform`; a vectorised binary search over all thresholds."""
+    low = np.zeros(thresholds.size, dtype=np.int64)
+    high = np.full(thresholds.size, sorted_values.size, dtype=np.int64)
+    searching = low < high
+    while searching.any():
+        middle = (low + high) // 2
+        above = transform(sorted_values[np.minimum(middle, sorted_values.size - 1)]) > thresholds
+        high = np.where(searching & above, middle, high)
+        low = np.where(searching & ~above, middle + 1, low)
+        searching = low < high
+    return sorted_values.size - low
+
+
+def pixel_f1max_from_split(pixels: PixelScores) -> float:
+    """ADer's P-F1max from split pixels."""
+    low, high = _value_range(pixels)
     if not high > low:
         return warn_undefined("P-F1max (ader)", "the anomaly maps are constant")
-    normalised = ((maps - low) / (high - low)).reshape(-1)
-    counts = _counts_above(normalised, ADER_F1_THRESHOLDS, masks.reshape(-1).astype(np.int64), 2)
-    true_pos = counts[1].astype(np.float64)
-    predicted = (counts[0] + counts[1]).astype(np.float64)
-    positives = float(np.count_nonzero(masks))
-    precision = true_pos / (predicted + ADER_EPS)
-    recall = true_pos / (positives + ADER_EPS)
+
+    def normalise(values):
+        return (values - low) / (high - low)
+
+    positives_normalised = np.sort(normalise(pixels.positive_scores))
+    true_pos = _count_above_monotone(positives_normalised, lambda v: v, ADER_F1_THRESHOLDS).astype(np.float64)
+    false_pos = _count_above_monotone(pixels.negative_sorted, normalise, ADER_F1_THRESHOLDS)
+    precision = true_pos / (true_pos + false_pos + ADER_EPS)
+    recall = true_pos / (pixels.positive_scores.size + ADER_EPS)
     return float(np.max(2.0 * precision * recall / (precision + recall + ADER_EPS)))
 
 
-def ader_aupro(masks: np.ndarray, maps: np.ndarray, num_thresholds: int = 200, max_fpr: float = 0.3) -> float:
-    """ADer's AU-PRO. masks (N, H, W) bool, maps (N, H, W) float."""
-    low, high = maps.min(), maps.max()
+def aupro_from_split(pixels: PixelScores, num_thresholds: int = 200, max_fpr: float = 0.3) -> float:
+    """ADer's AU-PRO from split pixels."""
+    low, high = _value_range(pixels)
     if not high > low:
         return warn_undefined("AU-PRO (ader)", "the anomaly maps are constant")
-    thresholds = np.arange(low, high, (high - low) / num_thresholds)
-    ids, sizes = label_regions(masks)
-    if sizes.size == 0 or masks.all():
+    if pixels.region_sizes.size == 0 or pixels.negative_sorted.size == 0:
         return warn_undefined("AU-PRO (ader)", "no anomalous regions or no normal pixels")
-    # Group 0: normal pixels; group k: region k.
-    counts = _counts_above(maps.reshape(-1), thresholds, ids.reshape(-1).astype(np.int64), sizes.size + 1)
-    fprs = counts[0] / float(masks.size - np.count_nonzero(masks))
-    pros = (counts[1:] / sizes[:, None].astype(np.float64)).mean(axis=0)
+    thresholds = np.arange(low, high, (high - low) / num_thresholds)
+    num_neg = pixels.negative_sorted.size
+    fprs = (num_neg - np.searchsorted(pixels.negative_sorted, thresholds, side="right")) / num_neg
+    # Per region: positives strictly above each threshold (a value counts for t_j, j < below).
+    below = np.searchsorted(thresholds, pixels.positive_scores, side="left")
+    num_regions, width = pixels.region_sizes.size, thresholds.size + 1
+    histogram = np.bincount(pixels.positive_regions * width + below, minlength=num_regions * width)
+    above = np.cumsum(histogram.reshape(num_regions, width)[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    pros = (above / pixels.region_sizes[:, None].astype(np.float64)).mean(axis=0)
     kept = fprs < max_fpr
     fprs, pros = fprs[kept], pros[kept]
     if fprs.size < 2 or not fprs.max() > fprs.min():
         return warn_undefined("AU-PRO (ader)", "fewer than two distinct FPRs below the limit")
     fprs = (fprs - fprs.min()) / (fprs.max() - fprs.min())
     direction = -1.0 if np.all(np.diff(fprs) <= 0) else 1.0
-    return direction * float(np.sum(np.diff(fprs) * (pros[1:] + pros[:-1]) / 2.0))
+    return direction * float(np.dot(np.diff(fprs), pros[1:] + pros[:-1]) / 2.0)
+
+
+def ader_pixel_f1max(masks: np.ndarray, maps: np.ndarray) -> float:
+    """ADer's P-F1max. masks (N, H, W) bool, maps (N, H, W) float."""
+    return pixel_f1max_from_split(split_pixels(masks, maps))
+
+
+def ader_aupro(masks: np.ndarray, maps: np.ndarray, num_thresholds: int = 200, max_fpr: float = 0.3) -> float:
+    """ADer's AU-PRO. masks (N, H, W) bool, maps (N, H, W) float."""
+    return aupro_from_split(split_pixels(masks, maps), num_thresholds, max_fpr)

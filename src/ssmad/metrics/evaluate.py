@@ -16,10 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ssmad.metrics.ader import ader_aupro, ader_pixel_f1max
+from ssmad.metrics.ader import aupro_from_split, pixel_f1max_from_split
 from ssmad.metrics.ranking import ranking_metrics
-from ssmad.metrics.regions import label_regions, region_pixel_weights
-from ssmad.metrics.undefined import UndefinedMetricWarning, warn_undefined
+from ssmad.metrics.regions import split_pixels
+from ssmad.metrics.undefined import warn_undefined
 
 METRIC_NAMES = ("i_auroc", "i_ap", "i_f1max", "p_auroc", "p_ap", "p_f1max", "aupro")
 PROTOCOLS = ("exact", "ader")
@@ -54,36 +54,29 @@ def _squeeze_channel(values: np.ndarray, name: str) -> np.ndarray:
 
 
 def _image_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    if labels.size == 0:
-        nan = warn_undefined("image metrics", "there are no images")
-        return {"i_auroc": nan, "i_ap": nan, "i_f1max": nan}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = ranking_metrics(scores, labels.astype(np.uint32))
-    num_pos = int(labels.sum())
-    if num_pos == 0:
+    anomalous = labels == 1
+    result = ranking_metrics(scores[anomalous], scores[~anomalous])
+    if not anomalous.any():
         warn_undefined("I-AUROC, I-AP, I-F1max", "there are no anomalous images")
-    elif num_pos == labels.size:
+    elif anomalous.all():
         warn_undefined("I-AUROC", "there are no normal images")
     return {"i_auroc": result["auroc"], "i_ap": result["ap"], "i_f1max": result["f1max"]}
 
 
 def _pixel_metrics(masks: np.ndarray, maps: np.ndarray, protocol: str) -> dict[str, float]:
-    ids, sizes = label_regions(masks)
-    num_pos = int(sizes.sum())
-    if num_pos == 0:
+    pixels = split_pixels(masks, maps)
+    if pixels.positive_scores.size == 0:
         nan = warn_undefined("pixel metrics", "there are no anomalous pixels")
         return {"p_auroc": nan, "p_ap": nan, "p_f1max": nan, "aupro": nan}
-    result = ranking_metrics(maps.reshape(-1), ids.reshape(-1), region_pixel_weights(sizes))
-    del ids
-    if num_pos == masks.size:
+    if pixels.negative_sorted.size == 0:
         warn_undefined("P-AUROC, AU-PRO", "there are no normal pixels")
-    pixel = {"p_auroc": result["auroc"], "p_ap": result["ap"], "p_f1max": result["f1max"],
-             "aupro": result["aupro"]}
+    result = ranking_metrics(pixels.positive_scores, pixels.negative_sorted, pixels.pro_weights,
+                             negatives_sorted=True)
     if protocol == "ader":
-        pixel["p_f1max"] = ader_pixel_f1max(masks, maps)
-        pixel["aupro"] = ader_aupro(masks, maps)
-    return pixel
+        return {"p_auroc": result["auroc"], "p_ap": result["ap"],
+                "p_f1max": pixel_f1max_from_split(pixels), "aupro": aupro_from_split(pixels)}
+    return {"p_auroc": result["auroc"], "p_ap": result["ap"], "p_f1max": result["f1max"],
+            "aupro": result["aupro"]}
 
 
 def evaluate(
