@@ -158,6 +158,18 @@ def test_evaluate_per_class_matches_subsets_and_mean():
         assert results[name] == pytest.approx(evaluate(labels[index], scores[index], masks[index], maps[index]))
     for metric, value in results["mean"].items():
         assert value == pytest.approx((results["a"][metric] + results["b"][metric]) / 2)
+    with pytest.raises(ValueError, match="'mean'"):
+        evaluate_per_class(["mean"] * 8, labels, scores, masks, maps)
+
+
+def test_mean_over_classes_skips_undefined_values():
+    masks = np.zeros((4, 8, 8), dtype=bool)
+    masks[1, 2:5, 2:5] = True
+    maps = np.random.default_rng(10).random((4, 8, 8)).astype(np.float32) + masks
+    with pytest.warns(UndefinedMetricWarning):
+        results = evaluate_per_class(["a", "a", "b", "b"], [0, 1, 0, 0], [0.1, 0.9, 0.2, 0.3], masks, maps)
+    assert np.isnan(results["b"]["i_auroc"])
+    assert results["mean"]["i_auroc"] == results["a"]["i_auroc"] == 1.0
 
 
 def test_no_anomalies_gives_nan_with_warning():

@@ -141,6 +141,8 @@ def evaluate_per_class(
     labels_np = _as_numpy(labels).reshape(-1)
     if names.shape != labels_np.shape:
         raise ValueError(f"class_names ({names.size}) and labels ({labels_np.size}) differ in length")
+    if "mean" in set(names.tolist()):
+        raise ValueError("a class may not be named 'mean' (the key of the mean over classes); rename it")
     scores_np = _as_numpy(scores).reshape(-1)
     masks_np = None if masks is None else _as_numpy(masks)
     maps_np = None if maps is None else _as_numpy(maps)
