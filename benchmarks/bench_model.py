@@ -1,0 +1,136 @@
+"""Model benchmark: parameters, FLOPs and CPU forward throughput of the two presets.
+
+    python benchmarks/bench_model.py [--quick] [--image-size 256] [--threads N]
+
+Prints, for ``mambaad`` and ``pyramid_mamba`` (ResNet34 widths, random encoder weights):
+parameters of encoder / bottleneck / decoder; forward FLOPs per image; images/s at batch 1
+and 8 in float32 and bfloat16 autocast; and the time the same FLOPs take as one large
+float32 matrix product on this machine, with the ratio (goal: within 5x).
+
+FLOPs: convolutions and linear layers are counted by forward hooks as 2 * multiply-adds;
+the scan core is counted analytically per SS2D call on (n, D, h, w) maps with K directions,
+N states, L = h*w and rank R: x_proj 2*n*K*(R+2N)*D*L, dt_proj 2*n*K*D*R*L and the selective
+scan 9 flops per state update (dt*A, exp, dt*u, *B, decay*h + drive, *C, sum over N),
+9*n*K*D*L*N. Normalisations, activations, gathers and the blur are not counted.
+Timings on a machine shared with other processes are noisy: run it on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from ssmad.models import build_model
+from ssmad.modules.ss2d import SS2D
+
+
+class FlopCounter:
+    """Counts forward FLOPs of Conv2d / Linear (hooks) and of SS2D scan cores (wrapper)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.flops = 0
+        self.handles = []
+        self.originals = {}
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                self.handles.append(module.register_forward_hook(self.count_layer))
+            if isinstance(module, SS2D):
+                self.wrap_scan_core(module)
+
+    def count_layer(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Linear):
+            self.flops += 2 * output.numel() * module.in_features
+        else:
+            kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            self.flops += 2 * output.numel() * kernel
+
+    def wrap_scan_core(self, ss2d: SS2D) -> None:
+        original = ss2d.scan_core
+        self.originals[ss2d] = original
+
+        def counted(x: torch.Tensor) -> torch.Tensor:
+            n, d_inner, height, width = x.shape
+            K, N, R, L = ss2d.num_directions, ss2d.d_state, ss2d.dt_rank, height * width
+            self.flops += 2 * n * K * (R + 2 * N) * d_inner * L + 2 * n * K * d_inner * R * L
+            self.flops += 9 * n * K * d_inner * L * N
+            return original(x)
+
+        ss2d.scan_core = counted
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        for ss2d in self.originals:
+            del ss2d.scan_core  # back to the class method
+
+
+def forward_flops(model: nn.Module, image_size: int) -> int:
+    """FLOPs of one forward pass of one image."""
+    counter = FlopCounter(model)
+    with torch.no_grad():
+        model(torch.randn(1, 3, image_size, image_size))
+    counter.remove()
+    return counter.flops
+
+
+def matmul_flops_per_second(seconds: float = 2.0, size: int = 2048) -> float:
+    """Float32 throughput of a large square matrix product on this machine."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        runs += 1
+    return 2 * size**3 * runs / (time.perf_counter() - start)
+
+
+def images_per_second(model: nn.Module, batch: int, image_size: int, bfloat16: bool, repeats: int) -> float:
+    """Forward throughput (best of ``repeats`` after two warm-up runs)."""
+    images = torch.randn(batch, 3, image_size, image_size)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bfloat16 else nullcontext()
+    best = float("inf")
+    with torch.no_grad(), autocast:
+        for _ in range(2):
+            model(images)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(images)
+            best = min(best, time.perf_counter() - start)
+    return batch / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="batch 1 only, one timed run, float32 only")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {args.image_size}x{args.image_size}")
+    rate = matmul_flops_per_second(1.0 if args.quick else 3.0)
+    print(f"large float32 matmul: {rate / 1e9:.1f} GFLOP/s")
+    batches = (1,) if args.quick else (1, 8)
+    precisions = (False,) if args.quick else (False, True)
+    repeats = 1 if args.quick else 3
+    for preset in ("mambaad", "pyramid_mamba"):
+        torch.manual_seed(0)
+        model = build_model(preset, encoder_weights="random", image_size=args.image_size).eval()
+        counts = model.parameter_counts()
+        flops = forward_flops(model, args.image_size)
+        print(f"\n{preset}: parameters " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in counts.items()))
+        print(f"  forward {flops / 1e9:.2f} GFLOP/image = {flops / rate * 1e3:.1f} ms as one large matmul")
+        for bfloat16 in precisions:
+            for batch in batches:
+                ips = images_per_second(model, batch, args.image_size, bfloat16, repeats)
+                ratio = (1 / ips) / (flops / rate)
+                dtype = "bf16-autocast" if bfloat16 else "float32"
+                print(f"  batch {batch} {dtype:13s}: {ips:7.2f} images/s ({1e3 / ips:8.1f} ms/image, {ratio:5.1f}x matmul time)")
+
+
+if __name__ == "__main__":
+    main()
