@@ -44,7 +44,8 @@ def test_masks_are_exactly_the_changed_pixels(synthetic_root):
                 index = int(path.stem)
                 rendered = render_sample(class_name, defect, 96, sample_seed(5, class_name, "test", index))
                 written = np.asarray(Image.open(path))
-                mask = np.asarray(Image.open(synthetic_root / class_name / "ground_truth" / defect / f"{path.stem}_mask.png")) > 0
+                mask_path = synthetic_root / class_name / "ground_truth" / defect / f"{path.stem}_mask.png"
+                mask = np.asarray(Image.open(mask_path)) > 0
                 assert np.array_equal(written, rendered.image)
                 assert np.array_equal(mask, (rendered.image != rendered.clean).any(axis=-1))
                 assert mask.sum() >= 4
