@@ -92,7 +92,6 @@ def _backward(u, dt, A, B, C, dim, groups, parts, entering, grad_y, grad_u, grad
         states = np.empty((_CHUNK + 1, slabs, _LANES), dtype=np.float32)
         decays = np.empty((_CHUNK, slabs, _LANES), dtype=np.float32)
         adjoint = np.empty((slabs, _LANES), dtype=np.float32)
-        through = np.empty((slabs, _LANES), dtype=np.float32)
         first = g * per_group + part * per_group // parts
         for d in range(first, g * per_group + (part + 1) * per_group // parts):
             row = b * dim + d
@@ -106,37 +105,27 @@ def _backward(u, dt, A, B, C, dim, groups, parts, entering, grad_y, grad_u, grad
                     t = start + k
                     dt_t = dt[row, t]
                     drive = dt_t * u[row, t]
-                    decay, before, after, b_t = decays[k], states[k], states[k + 1], bb[t]
                     for s in range(slabs):
                         for j in range(_LANES):
-                            decay[s, j] = _exp(dt_t * a[s, j])
-                    for s in range(slabs):
-                        for j in range(_LANES):
-                            after[s, j] = decay[s, j] * before[s, j] + drive * b_t[s, j]
+                            decay = _exp(dt_t * a[s, j])
+                            decays[k, s, j] = decay
+                            states[k + 1, s, j] = decay * states[k, s, j] + drive * bb[t, s, j]
                 for k in range(steps - 1, -1, -1):
                     t = start + k
                     dt_t, u_t, gy = dt[row, t], u[row, t], grad_y[row, t]
                     drive = dt_t * u_t
-                    decay, before, after = decays[k], states[k], states[k + 1]
-                    b_t, c_t, gb_t, gc_t = bb[t], cc[t], gb[t], gc[t]
-                    via_decay = _F32(0.0)
-                    via_drive = _F32(0.0)
-                    # Small loops over few arrays each, so that the compiler vectorises them all.
+                    via_decay = _F32(0.0)  # dL/d(dt_t) through exp(dt_t A)
+                    via_drive = _F32(0.0)  # dL/d(dt_t u_t) through the drive dt_t B_t u_t
                     for s in range(slabs):
                         for j in range(_LANES):
-                            adjoint[s, j] += gy * c_t[s, j]  # dL/dh_t
-                        for j in range(_LANES):
-                            gc_t[s, j] += gy * after[s, j]
-                        for j in range(_LANES):
-                            through[s, j] = adjoint[s, j] * before[s, j] * decay[s, j]  # dL/d(dt A)
-                        for j in range(_LANES):
-                            via_decay += through[s, j] * a[s, j]
-                            ga[s, j] += through[s, j] * dt_t
-                        for j in range(_LANES):
-                            via_drive += adjoint[s, j] * b_t[s, j]
-                            gb_t[s, j] += adjoint[s, j] * drive
-                        for j in range(_LANES):
-                            adjoint[s, j] *= decay[s, j]  # carried to step t - 1
+                            adj = adjoint[s, j] + gy * cc[t, s, j]  # dL/dh_t
+                            gc[t, s, j] += gy * states[k + 1, s, j]
+                            q = adj * states[k, s, j] * decays[k, s, j]  # dL/d(dt_t A)
+                            via_decay += q * a[s, j]
+                            ga[s, j] += q * dt_t
+                            via_drive += adj * bb[t, s, j]
+                            gb[t, s, j] += adj * drive
+                            adjoint[s, j] = adj * decays[k, s, j]  # carried to step t - 1
                     grad_dt[row, t] = via_decay + via_drive * u_t
                     grad_u[row, t] = via_drive * dt_t
 

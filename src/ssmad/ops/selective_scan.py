@@ -92,7 +92,7 @@ def _scan_with_core(
         B, C = B.expand(-1, groups, -1, -1), C.expand(-1, groups, -1, -1)
     y, last = core(u, delta, A, B, C)
     if D is not None:
-        y = y + u * D.to(compute)[:, None]
+        y = torch.addcmul(y, u, D.to(compute)[:, None])
     if z is not None:
         y = y * F.silu(z.to(compute))
     return y.to(dtype), last
