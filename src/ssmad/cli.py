@@ -1,0 +1,217 @@
+"""Command line: ``ssmad train | test | predict | demo`` (also ``python -m ssmad ...``).
+
+Errors in what the user gave (paths, values, checkpoints) print one line naming the problem and
+the fix, and exit with status 2; ``predict`` exits with 1 when no input could be scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ssmad.engine.device import DEVICE_CHOICES
+
+PRESETS = ("pyramid_mamba", "mambaad")
+DATASET_KINDS = ("auto", "mvtec", "visa", "mpdd", "btad", "mvtec3d", "folder")
+
+
+def _comma_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of class names")
+    return names
+
+
+def _model_setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, value); the value is read as JSON when it parses, else as text."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"'{text}' is not KEY=VALUE (e.g. --set scan_order=hilbert)")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to run (default: auto)")
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=PRESETS, default="pyramid_mamba", help="model and recipe (default: pyramid_mamba)")
+    parser.add_argument("--dataset", choices=DATASET_KINDS, default="auto", help="dataset layout (default: auto-detect)")
+    parser.add_argument("--classes", type=_comma_list, help="comma-separated classes to train on (default: all under --data)")
+    parser.add_argument("--image-size", type=_positive_int, default=256, help="input side in pixels, a multiple of 32 (default 256)")
+    parser.add_argument("--encoder", help="resnet18 | resnet34 | resnet50 | wide_resnet50_2 | mobilenet_v2 (default: the preset's)")
+    parser.add_argument("--weights", help="encoder weights: a .pth file, a folder holding torchvision's file, 'imagenet' or 'random'")
+    parser.add_argument("--epochs", type=_positive_int, help="epochs (default: the preset's, 500)")
+    parser.add_argument("--batch-size", type=_positive_int, help="global batch size (default 16)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
+    parser.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value (default: no clipping)")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="mixed precision (default: none)")
+    parser.add_argument("--cache", choices=("memory", "disk", "none"), default="memory", help="where encoder features are cached (default: memory)")
+    parser.add_argument("--accumulate", type=_positive_int, default=1, help="micro-batches per step per process (default 1)")
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=10, help="epochs between checkpoints (default 10)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="normals held out for calibration (default 0.1)")
+    parser.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate the threshold aims at on normals (default 0.01)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--deterministic", action="store_true", help="ask PyTorch for deterministic kernels")
+    parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
+    parser.add_argument("--set", dest="model_settings", action="append", type=_model_setting, default=[],
+                        metavar="KEY=VALUE", help="override a ModelConfig field, e.g. --set scan_order=hilbert (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssmad", description="Multi-class visual anomaly detection with state-space models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train one model on all (or --classes) classes of a dataset")
+    train.add_argument("--data", help="dataset root (MVTec AD, VisA, MPDD, BTAD, MVTec 3D-AD or a folder of images)")
+    train.add_argument("--out", required=True, help="run folder (checkpoint.pt, train.log, test/)")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its own settings")
+    train.add_argument("--max-steps", type=_positive_int, help="stop (with a checkpoint) after this many optimiser steps")
+    train.add_argument("--test", action="store_true", help="evaluate on the test split after training (writes RUN/test)")
+    _add_train_options(train)
+    _add_device(train)
+
+    test = commands.add_parser("test", help="evaluate a trained run: metrics, overlays, curves")
+    test.add_argument("run", help="run folder or checkpoint.pt")
+    test.add_argument("--data", help="dataset root (default: the one the run was trained on)")
+    test.add_argument("--dataset", choices=DATASET_KINDS, help="dataset layout (default: the run's)")
+    test.add_argument("--classes", type=_comma_list, help="classes to test (default: the run's)")
+    test.add_argument("--protocol", choices=("exact", "ader"), default="exact", help="metric definitions (default: exact)")
+    test.add_argument("--out", help="output folder (default: RUN/test)")
+    test.add_argument("--overlays", type=int, default=8, help="overlay pictures per class (default 8, 0 = none)")
+    test.add_argument("--batch-size", type=_positive_int, default=16)
+    test.add_argument("--workers", type=int, default=0)
+    _add_device(test)
+
+    predict = commands.add_parser("predict", help="score images: JSON Lines, CSV and heatmap overlays")
+    predict.add_argument("run", help="run folder or checkpoint.pt")
+    predict.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs")
+    predict.add_argument("--out", help="output folder (default: RUN/predictions)")
+    predict.add_argument("--class", dest="class_name", help="use this class's threshold for every image")
+    predict.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
+    predict.add_argument("--batch-size", type=_positive_int, default=16)
+    _add_device(predict)
+
+    demo = commands.add_parser("demo", help="synthetic data -> train -> test, in minutes, no download")
+    demo.add_argument("--out", default="ssmad-demo", help="folder for the data and the run (default: ./ssmad-demo)")
+    demo.add_argument("--weights", help="encoder weights file (default: $SSMAD_WEIGHTS, then torch hub's cache, else random)")
+    demo.add_argument("--epochs", type=_positive_int, help="override the demo's epochs")
+    _add_device(demo)
+    return parser
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ssmad.engine.distributed import shutdown
+    from ssmad.engine.trainer import TrainConfig, Trainer, resume_config
+
+    if args.resume:
+        config = resume_config(args.out, device=args.device, max_steps=args.max_steps)
+    else:
+        if args.data is None:
+            raise ValueError("ssmad train needs --data DATASET_ROOT (or --resume to continue the run in --out)")
+        config = TrainConfig(
+            data=args.data, out=args.out, preset=args.preset, dataset=args.dataset, classes=args.classes,
+            image_size=args.image_size, encoder=args.encoder, weights=args.weights, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+            amp=args.amp, device=args.device, seed=args.seed, deterministic=args.deterministic, cache=args.cache,
+            accumulate=args.accumulate, checkpoint_every=args.checkpoint_every, val_fraction=args.val_fraction,
+            target_fpr=args.target_fpr, num_workers=args.workers, max_steps=args.max_steps,
+            model_overrides=dict(args.model_settings),
+        )
+    trainer = Trainer(config)
+    try:
+        result = trainer.fit(resume=args.resume)
+    finally:
+        shutdown(trainer.context)
+    if not trainer.context.is_main:
+        return 0
+    if not result.finished:
+        print(f"stopped at step {result.global_step}; continue with: ssmad train --resume --out {args.out}")
+        return 0
+    print(f"trained in {result.train_seconds:.0f} s (+ {result.cache_seconds:.0f} s caching); model: {result.checkpoint}")
+    if args.test:
+        return _run_test(argparse.Namespace(
+            run=str(result.checkpoint), data=None, dataset=None, classes=None, protocol="exact", out=None,
+            overlays=8, batch_size=16, workers=config.num_workers, device=args.device,
+        ))
+    return 0
+
+
+def _run_test(args: argparse.Namespace) -> int:
+    from ssmad.data import build_dataset
+    from ssmad.engine.checkpoint import load_checkpoint
+    from ssmad.engine.detector import Detector
+    from ssmad.engine.evaluation import evaluate_run, markdown_table
+
+    payload = load_checkpoint(args.run)
+    trained = payload["train_config"]
+    detector = Detector.from_checkpoint(args.run, args.device)
+    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    out_dir = Path(args.out) if args.out else run_dir / "test"
+    dataset = build_dataset(
+        args.dataset or trained["dataset"], args.data or trained["data"], "test",
+        classes=args.classes or detector.class_names, image_size=detector.image_size,
+        mean=detector.mean, std=detector.std,
+    )
+    results = evaluate_run(
+        detector, dataset, out_dir, protocol=args.protocol, overlays_per_class=args.overlays,
+        batch_size=args.batch_size, num_workers=args.workers, extra={"checkpoint": str(args.run)},
+    )
+    print(markdown_table(results))
+    print(f"reports: {out_dir}/metrics.md, metrics.json, metrics.csv; overlays: {out_dir}/overlays")
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from ssmad.engine.detector import Detector
+    from ssmad.engine.prediction import predict_files
+
+    detector = Detector.from_checkpoint(args.run, args.device)
+    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+    out_dir = Path(args.out) if args.out else run_dir / "predictions"
+    summary = predict_files(
+        detector, args.paths, out_dir, class_name=args.class_name, overlays=not args.no_overlays, batch_size=args.batch_size
+    )
+    for path, reason in summary.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    flagged = sum(row["decision"] == "anomalous" for row in summary.rows)
+    print(f"scored {len(summary.rows)} image(s), {flagged} anomalous, {len(summary.skipped)} skipped; "
+          f"results: {out_dir}/predictions.jsonl, predictions.csv")
+    return 0 if summary.rows else 1
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from ssmad.demo import run_demo
+
+    run_demo(args.out, weights=args.weights, device=args.device, epochs=args.epochs)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ssmad`` command; returns the exit status."""
+    from ssmad.engine.checkpoint import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    runners = {"train": _run_train, "test": _run_test, "predict": _run_predict, "demo": _run_demo}
+    try:
+        return runners[args.command](args)
+    except (CheckpointError, ValueError, OSError) as error:
+        print(f"ssmad {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

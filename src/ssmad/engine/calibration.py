@@ -1,0 +1,98 @@
+"""Decision thresholds, normalised scores and heatmap scales from validation normals.
+
+For each class (and once over all classes, ``global``), from the image scores ``s`` and the
+anomaly maps of the held-out normal images:
+
+- ``threshold`` = the ``1 - target_fpr`` quantile of ``s`` (linear interpolation), so about a
+  fraction ``target_fpr`` of normal images is flagged;
+- ``scale`` = the standard deviation of ``s`` (floored), and the normalised score
+  ``sigmoid((score - threshold) / scale)``: 0.5 at the threshold, towards 1 above it;
+- ``map_low`` = the median pixel value of the validation maps and ``map_high`` = ``threshold``:
+  heatmaps are shown as ``clip((map - map_low) / (map_high - map_low), 0, 1)``, one fixed scale
+  per class, so a pixel at full colour means "above the image decision threshold" and a normal
+  image never looks alarming because of per-image min-max normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+GLOBAL = "global"
+_MIN_SCALE = 1e-8
+
+
+@dataclass(frozen=True)
+class ClassCalibration:
+    """Threshold, score spread and heatmap range of one class (or of all classes)."""
+
+    threshold: float
+    scale: float
+    map_low: float
+    map_high: float
+    num_images: int
+
+    def normalize(self, scores: np.ndarray) -> np.ndarray:
+        """Raw scores (N,) -> normalised scores (N,) in (0, 1), 0.5 at the threshold."""
+        z = (np.asarray(scores, dtype=np.float64) - self.threshold) / self.scale
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+
+    def heatmap(self, maps: np.ndarray) -> np.ndarray:
+        """Anomaly maps (..., H, W) -> display values in [0, 1] on this class's fixed scale."""
+        span = max(self.map_high - self.map_low, _MIN_SCALE)
+        return np.clip((np.asarray(maps, dtype=np.float32) - self.map_low) / span, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-class calibrations plus a global one for images whose class is unknown."""
+
+    target_fpr: float
+    classes: dict[str, ClassCalibration]
+    overall: ClassCalibration
+
+    def for_class(self, class_name: str | None) -> ClassCalibration:
+        """The class's calibration, or the global one for ``None``."""
+        return self.overall if class_name is None else self.classes[class_name]
+
+    def to_dict(self) -> dict:
+        return {
+            "target_fpr": self.target_fpr,
+            "classes": {name: asdict(cal) for name, cal in self.classes.items()},
+            GLOBAL: asdict(self.overall),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Calibration:
+        return cls(
+            target_fpr=data["target_fpr"],
+            classes={name: ClassCalibration(**cal) for name, cal in data["classes"].items()},
+            overall=ClassCalibration(**data[GLOBAL]),
+        )
+
+
+def calibrate_class(scores: np.ndarray, maps: np.ndarray, target_fpr: float) -> ClassCalibration:
+    """Scores (N,) and maps (N, H, W) of normal images -> their :class:`ClassCalibration`."""
+    scores = np.asarray(scores, dtype=np.float64)
+    threshold = float(np.quantile(scores, 1.0 - target_fpr))
+    scale = max(float(scores.std()), _MIN_SCALE * max(abs(threshold), 1.0))
+    map_low = float(np.median(np.asarray(maps, dtype=np.float32)))
+    return ClassCalibration(threshold, scale, min(map_low, threshold), threshold, len(scores))
+
+
+def calibrate(
+    class_names: list[str], scores: np.ndarray, maps: np.ndarray, target_fpr: float = 0.01
+) -> Calibration:
+    """Validation normals -> :class:`Calibration`.
+
+    class_names: class of each image (N,); scores (N,); maps (N, H, W).
+    """
+    if not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target false-positive rate must be in (0, 1), got {target_fpr}")
+    names = np.asarray(class_names)
+    classes = {
+        name: calibrate_class(scores[names == name], maps[names == name], target_fpr)
+        for name in sorted(set(class_names))
+    }
+    return Calibration(target_fpr, classes, calibrate_class(scores, maps, target_fpr))

@@ -1,0 +1,206 @@
+"""Scoring new images with a trained run: ``det = ssmad.load(run); det.predict(paths)``.
+
+Which threshold an image gets (the model itself is multi-class and never sees class labels):
+
+1. ``class_name=`` given to :meth:`Detector.predict` (``--class`` on the command line);
+2. else, for a file, the nearest folder in its path whose name is a trained class
+   (``.../bottle/test/crack/001.png`` -> ``bottle``);
+3. else, if the model was trained on one class, that class;
+4. else the global calibration over the validation normals of all classes (``class`` None).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ssmad.engine.calibration import Calibration
+from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
+from ssmad.engine.device import resolve_device
+
+ImageInput = Union[str, os.PathLike, Image.Image]
+
+
+@dataclass
+class PredictionResult:
+    """Predictions for B images (unreadable files are left out and listed in ``skipped``).
+
+    scores (B,) raw image scores; normalized (B,) in (0, 1), 0.5 at the threshold;
+    decisions (B,) True = anomalous; maps (B, H, W) raw anomaly maps; heatmaps (B, H, W) the maps
+    on their class's fixed display scale in [0, 1]; class_names (B,) the calibration used
+    (None = global); paths (B,) source files (None for in-memory images);
+    skipped: (path, reason) of inputs that could not be read.
+    """
+
+    scores: np.ndarray
+    normalized: np.ndarray
+    decisions: np.ndarray
+    maps: np.ndarray
+    heatmaps: np.ndarray
+    class_names: list[str | None]
+    paths: list[str | None]
+    thresholds: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class Detector:
+    """A trained model with its calibration, ready to score images on ``device``."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        calibration: Calibration,
+        class_names: list[str],
+        image_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+    ):
+        from ssmad.data import ImageTransform
+
+        self.model = model.to(device).eval()
+        self.calibration = calibration
+        self.class_names = class_names
+        self.image_size = image_size
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+        self.device = device
+        self.transform = ImageTransform(image_size, self.mean, self.std)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> Detector:
+        """Load a finished run (folder or ``checkpoint.pt``) onto ``device``."""
+        payload = load_checkpoint(path)
+        if payload["calibration"] is None:
+            raise CheckpointError(
+                f"{path} is an unfinished training run (no calibration yet): finish it with 'ssmad train --resume'"
+            )
+        model = model_from_checkpoint(payload)
+        norm = payload["normalization"]
+        return cls(
+            model,
+            Calibration.from_dict(payload["calibration"]),
+            list(payload["class_names"]),
+            int(payload["image_size"]),
+            norm["mean"],
+            norm["std"],
+            resolve_device(device),
+        )
+
+    def class_for_path(self, path: str | os.PathLike | None) -> str | None:
+        """Rules 2-4 of the module docstring: a trained class named by a folder, the only class, or None."""
+        if path is not None:
+            for part in reversed(Path(path).resolve().parent.parts):
+                if part in self.class_names:
+                    return part
+        return self.class_names[0] if len(self.class_names) == 1 else None
+
+    def predict(
+        self,
+        inputs: ImageInput | list[ImageInput] | torch.Tensor,
+        class_name: str | None = None,
+        batch_size: int = 16,
+    ) -> PredictionResult:
+        """Score images: a path, a PIL image, a list of them, or a normalised tensor (3,H,W)/(B,3,H,W).
+
+        Tensors must already be preprocessed like training images (resized to ``image_size``,
+        normalised with ``mean``/``std``). Unreadable files are skipped and listed in ``skipped``.
+        """
+        from ssmad.data import ImageReadError, read_image
+
+        if class_name is not None and class_name not in self.class_names:
+            raise ValueError(f"unknown class '{class_name}': this model knows {', '.join(self.class_names)}")
+        skipped: list[tuple[str, str]] = []
+        if isinstance(inputs, torch.Tensor):
+            images = self._check_tensor(inputs)
+            paths: list[str | None] = [None] * len(images)
+        else:
+            items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+            tensors, paths = [], []
+            for item in items:
+                if isinstance(item, Image.Image):
+                    tensors.append(self.transform(item))
+                    paths.append(None)
+                    continue
+                try:
+                    tensors.append(self.transform(read_image(item)))
+                    paths.append(str(item))
+                except (ImageReadError, OSError) as error:
+                    skipped.append((str(item), str(error)))
+            images = torch.stack(tensors) if tensors else torch.empty(0, 3, self.image_size, self.image_size)
+        classes = [class_name or self.class_for_path(p) for p in paths]
+        maps, scores = self._score(images, batch_size)
+        cals = [self.calibration.for_class(c) for c in classes]
+        normalized = np.array([cal.normalize(s[None])[0] for cal, s in zip(cals, scores)], dtype=np.float64)
+        heatmaps = np.stack([cal.heatmap(m) for cal, m in zip(cals, maps)]) if len(maps) else maps
+        thresholds = np.array([cal.threshold for cal in cals], dtype=np.float64)
+        return PredictionResult(
+            scores=scores,
+            normalized=normalized,
+            decisions=scores > thresholds,
+            maps=maps,
+            heatmaps=heatmaps,
+            class_names=classes,
+            paths=paths,
+            thresholds=thresholds,
+            skipped=skipped,
+        )
+
+    def _check_tensor(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 3:
+            images = images[None]
+        expected = (3, self.image_size, self.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"image tensor of shape {tuple(images.shape)}: expected (B, {expected[0]}, {expected[1]}, {expected[2]}) "
+                "normalised like training images; pass file paths or PIL images to have them preprocessed"
+            )
+        return images.float()
+
+    @torch.no_grad()
+    def _score(self, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Images (N, 3, H, W) -> maps (N, H, W) and scores (N,) as float32 NumPy arrays."""
+        maps, scores = [], []
+        for batch in images.split(batch_size):
+            batch_maps, batch_scores = self.model.anomaly_map(batch.to(self.device))
+            maps.append(batch_maps.float().cpu().numpy())
+            scores.append(batch_scores.float().cpu().numpy())
+        if not maps:
+            return np.zeros((0, self.image_size, self.image_size), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(maps), np.concatenate(scores)
+
+
+def model_from_checkpoint(payload: dict) -> torch.nn.Module:
+    """Rebuild the model of a loaded checkpoint with its stored encoder and trained weights."""
+    from ssmad.models import ModelConfig, build_model
+
+    config = ModelConfig.from_dict({**payload["model_config"], "encoder_weights": "random"})
+    model = build_model(config)
+    try:
+        model.encoder.load_state_dict(payload["encoder_state"])
+        model.load_trainable_state_dict(payload["trainable_state"])
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"the checkpoint's weights do not fit its '{payload['preset']}' model ({error}); "
+            "it was written by an incompatible ssmad version or edited"
+        ) from error
+    identity = payload["encoder"]
+    model.encoder.weights_source = identity["weights_source"]
+    model.encoder.weights_sha256 = identity["weights_sha256"]
+    model.encoder.mean = tuple(payload["normalization"]["mean"])
+    model.encoder.std = tuple(payload["normalization"]["std"])
+    return model
+
+
+def load(checkpoint_path: str | os.PathLike, device: str = "auto") -> Detector:
+    """Load a trained run (its folder or ``checkpoint.pt``) as a :class:`Detector`."""
+    return Detector.from_checkpoint(checkpoint_path, device)

@@ -1,0 +1,66 @@
+"""DistributedDataParallel set-up for ``torchrun``: gloo on CPU, nccl on CUDA; rank 0 writes.
+
+``torchrun --nproc_per_node=N -m ssmad train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``; without them training runs as a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process sits in the job; ``world_size == 1`` when not distributed."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process writes checkpoints, logs and reports."""
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistributedContext:
+    """Join the process group ``torchrun`` describes in the environment (or none without it)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistributedContext()
+    context = DistributedContext(
+        rank=int(os.environ["RANK"]),
+        world_size=world_size,
+        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+    )
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return context
+
+
+def distributed_device(device: torch.device, context: DistributedContext) -> torch.device:
+    """One GPU per process on CUDA (``cuda:LOCAL_RANK``); the device itself elsewhere."""
+    if context.enabled and device.type == "cuda":
+        torch.cuda.set_device(context.local_rank)
+        return torch.device("cuda", context.local_rank)
+    return device
+
+
+def barrier(context: DistributedContext) -> None:
+    """Wait for every process (no-op when not distributed)."""
+    if context.enabled:
+        dist.barrier()
+
+
+def shutdown(context: DistributedContext) -> None:
+    """Leave the process group."""
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,173 @@
+"""``ssmad test``: the seven metrics per class and their mean, tables, overlays and curves.
+
+The numbers are those of the model in the checkpoint (the final one), never a maximum over
+epochs. Outputs in the chosen folder:
+``metrics.md`` (markdown table, percent), ``metrics.json`` and ``metrics.csv`` (fractions),
+``overlays/<class>/*.png`` (image | ground truth | heatmap on the class's fixed scale) and, when
+matplotlib is installed, ``curves.png`` (image-level ROC and PR curves per class).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ssmad.engine.detector import Detector
+from ssmad.engine.visualize import denormalize, save_overlay
+
+METRIC_KEYS = ("i_auroc", "i_ap", "i_f1max", "p_auroc", "p_ap", "p_f1max", "aupro")
+METRIC_TITLES = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AU-PRO")
+
+
+@dataclass
+class TestOutputs:
+    """Predictions on a test set: labels/scores (N,), masks (N, H, W) uint8, maps (N, H, W)."""
+
+    class_names: list[str]
+    labels: np.ndarray
+    scores: np.ndarray
+    masks: np.ndarray
+    maps: np.ndarray
+
+
+@torch.no_grad()
+def predict_test_set(detector: Detector, dataset, batch_size: int = 16, num_workers: int = 0) -> TestOutputs:
+    """Run the detector's model on every item of a test dataset."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    names, labels, scores, masks, maps = [], [], [], [], []
+    for item in tqdm(loader, desc="testing", leave=False):
+        batch_maps, batch_scores = detector.model.anomaly_map(item["image"].to(detector.device))
+        maps.append(batch_maps.float().cpu().numpy())
+        scores.append(batch_scores.float().cpu().numpy())
+        masks.append((item["mask"][:, 0] > 0.5).numpy().astype(np.uint8))
+        labels.append(np.asarray(item["label"]))
+        names.extend(item["class_name"])
+    return TestOutputs(names, np.concatenate(labels), np.concatenate(scores), np.concatenate(masks), np.concatenate(maps))
+
+
+def threshold_rates(outputs: TestOutputs, detector: Detector) -> dict[str, dict[str, float]]:
+    """Per class: test false-positive and true-positive rates of the calibrated decision."""
+    names = np.asarray(outputs.class_names)
+    rates = {}
+    for name in sorted(set(outputs.class_names)):
+        selected = names == name
+        decisions = outputs.scores[selected] > detector.calibration.for_class(name).threshold
+        labels = outputs.labels[selected]
+        rates[name] = {
+            "threshold": detector.calibration.for_class(name).threshold,
+            "test_fpr": float(decisions[labels == 0].mean()) if (labels == 0).any() else float("nan"),
+            "test_tpr": float(decisions[labels == 1].mean()) if (labels == 1).any() else float("nan"),
+        }
+    return rates
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> str:
+    """Per-class metrics dict (fractions) -> markdown table in percent, the mean row last."""
+    lines = ["| class | " + " | ".join(METRIC_TITLES) + " |", "|---" * (len(METRIC_KEYS) + 1) + "|"]
+    for name, metrics in results.items():
+        cells = " | ".join(f"{100 * metrics[k]:.1f}" for k in METRIC_KEYS)
+        label = f"**{name}**" if name == "mean" else name
+        lines.append(f"| {label} | {cells} |")
+    return "\n".join(lines)
+
+
+def write_reports(results: dict[str, dict[str, float]], out_dir: Path, extra: dict) -> None:
+    """metrics.md, metrics.json and metrics.csv in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.md").write_text(markdown_table(results) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps({**extra, "metrics": results}, indent=2))
+    with open(out_dir / "metrics.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["class", *METRIC_KEYS])
+        for name, metrics in results.items():
+            writer.writerow([name, *(f"{metrics[k]:.6f}" for k in METRIC_KEYS)])
+
+
+def write_overlays(detector: Detector, dataset, outputs: TestOutputs, out_dir: Path, per_class: int) -> int:
+    """Overlays of ``per_class`` test images per class, evenly spread over each class's images."""
+    names = np.asarray(outputs.class_names)
+    written = 0
+    for name in sorted(set(outputs.class_names)):
+        indices = np.flatnonzero(names == name)
+        chosen = indices[np.unique(np.linspace(0, len(indices) - 1, min(per_class, len(indices))).round().astype(int))]
+        heat = detector.calibration.for_class(name).heatmap(outputs.maps[chosen])
+        for index, values in zip(chosen, heat):
+            item = dataset[int(index)]
+            source = Path(item["path"])
+            file_name = f"{index:05d}_{source.parent.name}_{source.stem}.png"
+            rgb = denormalize(item["image"], detector.mean, detector.std)
+            save_overlay(out_dir / "overlays" / name / file_name, rgb, values, outputs.masks[index])
+            written += 1
+    return written
+
+
+def roc_pr_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image-level curve points: (fpr, tpr=recall, precision), each (N+1,), scores descending."""
+    order = np.argsort(-scores, kind="stable")
+    hits = labels[order].astype(np.float64)
+    tp = np.concatenate([[0.0], np.cumsum(hits)])
+    fp = np.concatenate([[0.0], np.cumsum(1 - hits)])
+    tpr = tp / max(hits.sum(), 1)
+    fpr = fp / max((1 - hits).sum(), 1)
+    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+    return fpr, tpr, precision
+
+
+def write_curves(outputs: TestOutputs, out_dir: Path) -> Path | None:
+    """``curves.png``: image-level ROC and PR per class; None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    names = np.asarray(outputs.class_names)
+    figure, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.5))
+    for name in sorted(set(outputs.class_names)):
+        selected = names == name
+        fpr, tpr, precision = roc_pr_points(outputs.labels[selected], outputs.scores[selected])
+        roc.plot(fpr, tpr, label=name)
+        pr.plot(tpr[1:], precision[1:], label=name)
+    roc.set(xlabel="false-positive rate", ylabel="true-positive rate", title="image ROC")
+    pr.set(xlabel="recall", ylabel="precision", title="image PR")
+    roc.legend(fontsize=7)
+    figure.tight_layout()
+    path = out_dir / "curves.png"
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def evaluate_run(
+    detector: Detector,
+    dataset,
+    out_dir: str | Path,
+    protocol: str = "exact",
+    overlays_per_class: int = 8,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    extra: dict | None = None,
+) -> dict[str, dict[str, float]]:
+    """Test ``detector`` on ``dataset``, write every report into ``out_dir``; returns the metrics."""
+    from ssmad.metrics import evaluate_per_class
+
+    out_dir = Path(out_dir)
+    outputs = predict_test_set(detector, dataset, batch_size, num_workers)
+    results = evaluate_per_class(
+        outputs.class_names, outputs.labels, outputs.scores, outputs.masks, outputs.maps, protocol=protocol
+    )
+    results = {name: {k: float(v) for k, v in metrics.items()} for name, metrics in results.items()}
+    info = {"protocol": protocol, "num_images": len(outputs.labels), "decision": threshold_rates(outputs, detector)}
+    write_reports(results, out_dir, {**(extra or {}), **info})
+    if overlays_per_class > 0:
+        write_overlays(detector, dataset, outputs, out_dir, overlays_per_class)
+    write_curves(outputs, out_dir)
+    return results

@@ -1,0 +1,451 @@
+"""Training: one model on the normal images of every class (multi-class), then calibration.
+
+One optimiser step uses a global batch of ``batch_size`` training images, drawn in an order that
+depends only on (seed, epoch). The batch is cut into ``world_size * accumulate`` equal
+micro-batches: each process (DDP rank) runs ``accumulate`` of them and accumulates gradients, so
+the update is the same for any split of the global batch (up to batch-norm statistics, which are
+per micro-batch). Encoder features come from a :mod:`feature cache <ssmad.engine.feature_cache>`.
+
+The checkpoint (``RUN/checkpoint.pt``) is rewritten atomically every ``checkpoint_every`` epochs,
+when ``max_steps`` is reached or the run is interrupted (Ctrl-C), and at the end with the
+calibration. It holds the optimiser, the RNG states of every process and the position in the
+epoch, so ``resume`` finishes with exactly the weights an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+import ssmad
+from ssmad.engine.calibration import Calibration, calibrate
+from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from ssmad.engine.device import resolve_device
+from ssmad.engine.distributed import DistributedContext, barrier, distributed_device, init_distributed
+from ssmad.engine.feature_cache import FeatureSource, build_feature_source
+from ssmad.engine.recipe import recipe_for
+
+AMP_CHOICES = ("none", "bf16", "fp16")
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``None`` means "the preset's value"."""
+
+    data: str
+    out: str
+    preset: str = "pyramid_mamba"
+    dataset: str = "auto"
+    classes: list[str] | None = None
+    image_size: int = 256
+    encoder: str | None = None
+    weights: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    grad_clip: float | None = None
+    amp: str = "none"
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    cache: str = "memory"
+    accumulate: int = 1
+    checkpoint_every: int = 10
+    val_fraction: float = 0.1
+    target_fpr: float = 0.01
+    num_workers: int = 0
+    max_steps: int | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: its checkpoint, whether it finished, losses and timings (seconds)."""
+
+    run_dir: Path
+    checkpoint: Path
+    finished: bool
+    epoch_losses: list[float]
+    cache_seconds: float
+    train_seconds: float
+    global_step: int
+
+
+class _Reconstructor(nn.Module):
+    """The trainable path as one module for DDP: encoder features -> decoder features."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.model.decode(features)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's torch (CPU and CUDA), NumPy and Python RNG states as plain values."""
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": _to_lists(random.getstate()),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def _to_lists(value: Any) -> Any:
+    return [_to_lists(v) for v in value] if isinstance(value, tuple) else value
+
+
+def epoch_order(seed: int, epoch: int, count: int) -> torch.Tensor:
+    """The training order of ``count`` images in ``epoch`` (0-based): a permutation (count,)."""
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(count, generator=generator)
+
+
+class Trainer:
+    """Builds the model, data and feature caches of a :class:`TrainConfig` and trains it."""
+
+    def __init__(self, config: TrainConfig, context: DistributedContext | None = None):
+        from ssmad.data import build_dataset
+        from ssmad.models import build_model
+
+        self.config = config
+        self.recipe = recipe_for(config.preset)
+        device = resolve_device(config.device)
+        self.context = context or init_distributed(device)
+        self.device = distributed_device(device, self.context)
+        if config.amp not in AMP_CHOICES:
+            raise ValueError(f"unknown --amp '{config.amp}': use one of {', '.join(AMP_CHOICES)}")
+        self.epochs = config.epochs or self.recipe.epochs
+        self.batch_size = config.batch_size or self.recipe.batch_size
+        splits = self.context.world_size * config.accumulate
+        if self.batch_size % splits:
+            raise ValueError(
+                f"batch size {self.batch_size} must be a multiple of processes x --accumulate = {splits}"
+            )
+        self.micro_batch = self.batch_size // splits
+        self.lr = config.lr or self.recipe.base_lr(self.batch_size)
+        self.weight_decay = self.recipe.weight_decay if config.weight_decay is None else config.weight_decay
+        self.run_dir = Path(config.out)
+        self.checkpoint_file = self.run_dir / CHECKPOINT_NAME
+
+        seed_everything(config.seed + self.context.rank, config.deterministic)
+        overrides = {"image_size": config.image_size, **config.model_overrides}
+        if config.encoder is not None:
+            overrides["encoder"] = config.encoder
+        if config.weights is not None:
+            overrides["encoder_weights"] = config.weights
+        self.model = build_model(config.preset, **overrides).to(self.device)
+        encoder = self.model.encoder
+        data_args = dict(
+            classes=config.classes,
+            image_size=config.image_size,
+            mean=encoder.mean,
+            std=encoder.std,
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+        )
+        self.train_set = build_dataset(config.dataset, config.data, "train", **data_args)
+        self.val_set = build_dataset(config.dataset, config.data, "val", **data_args)
+        self.class_names = list(self.train_set.class_names)
+        if len(self.train_set) < self.batch_size:
+            raise ValueError(
+                f"{len(self.train_set)} training images under {config.data} but batch size "
+                f"{self.batch_size}: use --batch-size {len(self.train_set)} or fewer"
+            )
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
+        self.network: nn.Module = _Reconstructor(self.model)
+        if self.context.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.network, device_ids=device_ids)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.epoch_losses: list[float] = []
+        self.log = _make_logger(self.run_dir, self.context.is_main)
+
+    # ----------------------------------------------------------------- checkpoints
+    def _payload(self, calibration: Calibration | None, finished: bool) -> dict[str, Any]:
+        states = [rng_state()]
+        if self.context.enabled:
+            states = [None] * self.context.world_size
+            dist.all_gather_object(states, rng_state())
+        encoder = self.model.encoder
+        return {
+            "ssmad_version": ssmad.__version__,
+            "preset": self.config.preset,
+            "model_config": self.model.config.to_dict(),
+            "encoder": {
+                "name": self.model.config.encoder,
+                "weights_source": Path(encoder.weights_source).name,
+                "weights_sha256": encoder.weights_sha256,
+            },
+            "encoder_state": self.model.encoder.state_dict(),
+            "trainable_state": self.model.trainable_state_dict(),
+            "class_names": self.class_names,
+            "normalization": {"mean": list(encoder.mean), "std": list(encoder.std)},
+            "image_size": self.config.image_size,
+            "calibration": calibration.to_dict() if calibration else None,
+            "train_config": self.config.to_dict(),
+            "progress": {
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step,
+                "epoch_losses": self.epoch_losses,
+                "finished": finished,
+                "world_size": self.context.world_size,
+            },
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": states,
+        }
+
+    def save(self, calibration: Calibration | None = None, finished: bool = False) -> None:
+        """Write the checkpoint (main process only; every process must call it)."""
+        payload = self._payload(calibration, finished)
+        if self.context.is_main:
+            save_checkpoint(payload, self.checkpoint_file)
+        barrier(self.context)
+
+    def restore(self) -> None:
+        """Continue from ``RUN/checkpoint.pt``: weights, optimiser, position and RNG streams."""
+        payload = load_checkpoint(self.checkpoint_file, expected_preset=self.config.preset)
+        progress = payload["progress"]
+        if progress["finished"]:
+            raise CheckpointError(f"{self.checkpoint_file} is a finished run: nothing to resume")
+        if progress["world_size"] != self.context.world_size:
+            raise CheckpointError(
+                f"{self.checkpoint_file} was written by {progress['world_size']} process(es); "
+                f"resume it with the same number (now {self.context.world_size})"
+            )
+        self.model.load_trainable_state_dict(payload["trainable_state"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scaler.load_state_dict(payload["scaler"])
+        self.epoch = progress["epoch"]
+        self.step_in_epoch = progress["step_in_epoch"]
+        self.global_step = progress["global_step"]
+        self.epoch_losses = list(progress["epoch_losses"])
+        set_rng_state(payload["rng"][self.context.rank])
+        self.log.info("resumed %s at epoch %d, step %d", self.checkpoint_file, self.epoch + 1, self.step_in_epoch)
+
+    # ----------------------------------------------------------------- training
+    def _step(self, source: FeatureSource, indices: torch.Tensor) -> float:
+        """One optimiser step on the global batch ``indices`` (batch_size,); returns its mean loss."""
+        cfg = self.config
+        chunks = indices.view(-1, self.micro_batch)
+        mine = chunks[self.context.rank * cfg.accumulate : (self.context.rank + 1) * cfg.accumulate]
+        autocast = (
+            torch.autocast(self.device.type, dtype=_AMP_DTYPES[cfg.amp]) if cfg.amp != "none" else nullcontext()
+        )
+        total = 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, chunk in enumerate(mine):
+            last = i == len(mine) - 1
+            sync = nullcontext() if last or not self.context.enabled else self.network.no_sync()
+            features = source.batch(chunk, self.device)
+            with sync:
+                with autocast:
+                    decoded = self.network(features)
+                    loss = self.model.loss(features, decoded) / cfg.accumulate
+                self.scaler.scale(loss).backward()
+            total += float(loss.detach())
+        if cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return total
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train (or continue) to the last epoch, calibrate, write the final checkpoint."""
+        cfg = self.config
+        if resume:
+            self.restore()
+        elif self.checkpoint_file.exists():
+            raise CheckpointError(
+                f"{self.checkpoint_file} already exists: continue it with --resume, or choose another --out"
+            )
+        if self.context.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        self.log.info(
+            "preset %s, classes %s, %d train / %d val images, device %s, %d process(es), encoder weights %s",
+            cfg.preset, ",".join(self.class_names), len(self.train_set), len(self.val_set),
+            self.device, self.context.world_size, self.model.encoder.weights_source,
+        )
+        self.log.info(
+            "epochs %d, batch %d (micro-batch %d), AdamW lr %g wd %g, cache %s",
+            self.epochs, self.batch_size, self.micro_batch, self.lr, self.weight_decay, cfg.cache,
+        )
+        start = time.perf_counter()
+        cache_dir = self.run_dir / "feature_cache" / f"rank{self.context.rank}"
+        train_source = self._source(self.train_set, cache_dir / "train")
+        val_source = self._source(self.val_set, cache_dir / "val")
+        cache_seconds = time.perf_counter() - start
+        self.log.info("encoder features of %d images cached (%s) in %.1f s", len(train_source) + len(val_source), cfg.cache, cache_seconds)
+
+        start = time.perf_counter()
+        steps_per_epoch = len(train_source) // self.batch_size
+        try:
+            finished = self._train_epochs(train_source, steps_per_epoch)
+        except KeyboardInterrupt:
+            self.save()
+            self.log.info("interrupted: checkpoint written to %s; continue with --resume", self.checkpoint_file)
+            raise
+        train_seconds = time.perf_counter() - start
+        if finished:
+            calibration = self.calibrate(val_source)
+            self.save(calibration, finished=True)
+            self.log.info("finished in %.1f s; checkpoint %s", train_seconds, self.checkpoint_file)
+        return TrainResult(
+            self.run_dir, self.checkpoint_file, finished, self.epoch_losses, cache_seconds, train_seconds, self.global_step
+        )
+
+    def _source(self, dataset, directory: Path) -> FeatureSource:
+        return build_feature_source(
+            self.model, dataset, self.device, storage=self.config.cache, directory=directory,
+            batch_size=self.batch_size, num_workers=self.config.num_workers, show_progress=self.context.is_main,
+        )
+
+    def _train_epochs(self, source: FeatureSource, steps_per_epoch: int) -> bool:
+        """Run epochs from the current position; False when ``max_steps`` stopped the run early."""
+        cfg = self.config
+        while self.epoch < self.epochs:
+            lr = self.recipe.lr_at(self.lr, self.epoch, self.epochs)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.model.train()
+            order = epoch_order(cfg.seed, self.epoch, len(source))
+            batches = order[: steps_per_epoch * self.batch_size].view(steps_per_epoch, self.batch_size)
+            bar = tqdm(
+                total=steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.epochs}",
+                disable=not self.context.is_main, leave=False,
+            )
+            started = time.perf_counter()
+            losses = []
+            while self.step_in_epoch < steps_per_epoch:
+                if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
+                    bar.close()
+                    self.save()
+                    self.log.info("stopped after %d steps (max_steps); checkpoint %s", self.global_step, self.checkpoint_file)
+                    return False
+                losses.append(self._step(source, batches[self.step_in_epoch]))
+                self.step_in_epoch += 1
+                self.global_step += 1
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+                bar.update()
+            bar.close()
+            seconds = time.perf_counter() - started
+            self.epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
+            self.epoch += 1
+            self.step_in_epoch = 0
+            eta = seconds * (self.epochs - self.epoch)
+            self.log.info(
+                "epoch %d/%d loss %.5f lr %.2e %.1f s (%.1f img/s) eta %.0f s",
+                self.epoch, self.epochs, self.epoch_losses[-1], lr, seconds,
+                max(len(losses), 1) * self.batch_size / max(seconds, 1e-9), eta,
+            )
+            if self.epoch % cfg.checkpoint_every == 0 and self.epoch < self.epochs:
+                self.save()
+        return True
+
+    @torch.no_grad()
+    def calibrate(self, source: FeatureSource) -> Calibration:
+        """Thresholds and heatmap scales from the validation normals (every process computes them)."""
+        scores, maps = anomaly_maps_of(self.model, source, self.device, self.batch_size, self.config.image_size)
+        calibration = calibrate(source.class_names, scores, maps, self.config.target_fpr)
+        for name, cal in calibration.classes.items():
+            self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images)", name, cal.threshold, calibration.target_fpr, cal.num_images)
+        return calibration
+
+
+@torch.no_grad()
+def anomaly_maps_of(
+    model: nn.Module, source: FeatureSource, device: torch.device, batch_size: int, image_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode image scores (N,) and anomaly maps (N, H, W) of every item of a feature source."""
+    model.eval()
+    scores, maps = [], []
+    for indices in torch.arange(len(source)).split(batch_size):
+        features = source.batch(indices, device)
+        batch_maps, batch_scores = model.anomaly_map_from_features(
+            features, model.decode(features), size=(image_size, image_size)
+        )
+        maps.append(batch_maps.float().cpu().numpy())
+        scores.append(batch_scores.float().cpu().numpy())
+    return np.concatenate(scores), np.concatenate(maps)
+
+
+def _make_logger(run_dir: Path, is_main: bool) -> logging.Logger:
+    """A logger writing ``RUN/train.log`` (main process) and to the console."""
+    logger = logging.getLogger(f"ssmad.train.{run_dir.resolve()}")
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    logger.propagate = False
+    if is_main and not logger.handlers:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(run_dir / "train.log")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(file_handler)
+        logger.addHandler(console)
+    return logger
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train a model as ``config`` says (or continue the run in ``config.out`` with ``resume``)."""
+    return Trainer(config).fit(resume=resume)
+
+
+def resume_config(run_dir: str | Path, **changes: Any) -> TrainConfig:
+    """The :class:`TrainConfig` stored in a run's checkpoint, with ``changes`` (e.g. device)."""
+    payload = load_checkpoint(run_dir)
+    data = {**payload["train_config"], **changes, "out": str(run_dir)}
+    return TrainConfig.from_dict(data)
