@@ -155,6 +155,7 @@ class _NumbaScan(torch.autograd.Function):
         B_s = _slabs(B.detach().transpose(2, 3), state)  # (batch, G, L, S, 16)
         C_s = _slabs(C.detach().transpose(2, 3), state)
         slabs = A_s.shape[1]
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # torch's setting
         y = torch.empty(batch * dim, length)
         entering = torch.empty(batch * dim, -(-length // _CHUNK), slabs, _LANES)
         last = torch.empty(batch * dim, slabs, _LANES)
@@ -177,6 +178,7 @@ class _NumbaScan(torch.autograd.Function):
         grad_A = torch.zeros(rows, slabs, _LANES)
         grad_B = torch.zeros(batch, groups, parts, length, slabs, _LANES)
         grad_C = torch.zeros_like(grad_B)
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
         _backward(
             u2.numpy(), dt2.numpy(), A_s.numpy(), B_s.numpy(), C_s.numpy(), dim, groups, parts, entering.numpy(),
             _as_array(grad_y.float().reshape(rows, length)), grad_u.numpy(), grad_dt.numpy(), grad_A.numpy(),
