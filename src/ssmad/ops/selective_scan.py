@@ -36,8 +36,9 @@ def selective_scan(
 
     Shapes: u, delta, z (batch, dim, L); A (dim, N); B, C (batch, N, L) or (batch, G, N, L) with
     G dividing dim (group g serves dim/G consecutive channels); D, delta_bias (dim,).
-    Returns out (batch, dim, L) in u's dtype (state and sums in float32, float64 for float64
-    inputs), plus the final state (batch, dim, N) when ``return_last_state`` (not differentiable).
+    Returns out (batch, dim, L) in u's dtype (state and sums in float32; in float64 for float64
+    inputs except on "numba", which is float32 only), plus the final state (batch, dim, N) when
+    ``return_last_state`` (not differentiable).
 
     ``backend``: "auto" (default; also read from the environment variable SSMAD_SCAN_BACKEND)
     picks "cuda" (mamba_ssm's kernel) for CUDA tensors when mamba_ssm is installed, "numba" for
