@@ -169,13 +169,13 @@ class Detector:
     @torch.no_grad()
     def _score(self, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Images (N, 3, H, W) -> maps (N, H, W) and scores (N,) as float32 NumPy arrays."""
+        if len(images) == 0:
+            return np.zeros((0, self.image_size, self.image_size), np.float32), np.zeros(0, np.float32)
         maps, scores = [], []
         for batch in images.split(batch_size):
             batch_maps, batch_scores = self.model.anomaly_map(batch.to(self.device))
             maps.append(batch_maps.float().cpu().numpy())
             scores.append(batch_scores.float().cpu().numpy())
-        if not maps:
-            return np.zeros((0, self.image_size, self.image_size), np.float32), np.zeros(0, np.float32)
         return np.concatenate(maps), np.concatenate(scores)
 
 

@@ -209,6 +209,7 @@ class Trainer:
         self.step_in_epoch = 0
         self.global_step = 0
         self.epoch_losses: list[float] = []
+        self.step_losses: list[float] = []  # losses of the current epoch's steps so far
         self.log = _make_logger(self.run_dir, self.context.is_main)
 
     # ----------------------------------------------------------------- checkpoints
@@ -239,6 +240,7 @@ class Trainer:
                 "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step,
                 "epoch_losses": self.epoch_losses,
+                "step_losses": self.step_losses,
                 "finished": finished,
                 "world_size": self.context.world_size,
             },
@@ -272,6 +274,7 @@ class Trainer:
         self.step_in_epoch = progress["step_in_epoch"]
         self.global_step = progress["global_step"]
         self.epoch_losses = list(progress["epoch_losses"])
+        self.step_losses = list(progress["step_losses"])
         set_rng_state(payload["rng"][self.context.rank])
         self.log.info("resumed %s at epoch %d, step %d", self.checkpoint_file, self.epoch + 1, self.step_in_epoch)
 
@@ -307,7 +310,7 @@ class Trainer:
         """Train (or continue) to the last epoch, calibrate, write the final checkpoint."""
         cfg = self.config
         if resume:
-            self.restore()
+            load_checkpoint(self.checkpoint_file, expected_preset=cfg.preset)
         elif self.checkpoint_file.exists():
             raise CheckpointError(
                 f"{self.checkpoint_file} already exists: continue it with --resume, or choose another --out"
@@ -330,6 +333,8 @@ class Trainer:
         val_source = self._source(self.val_set, cache_dir / "val")
         cache_seconds = time.perf_counter() - start
         self.log.info("encoder features of %d images cached (%s) in %.1f s", len(train_source) + len(val_source), cfg.cache, cache_seconds)
+        if resume:  # after caching: data loaders draw from the global RNG
+            self.restore()
 
         start = time.perf_counter()
         steps_per_epoch = len(train_source) // self.batch_size
@@ -369,7 +374,7 @@ class Trainer:
                 disable=not self.context.is_main, leave=False,
             )
             started = time.perf_counter()
-            losses = []
+            losses = self.step_losses
             while self.step_in_epoch < steps_per_epoch:
                 if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
                     bar.close()
@@ -386,6 +391,7 @@ class Trainer:
             self.epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
             self.epoch += 1
             self.step_in_epoch = 0
+            self.step_losses = []
             eta = seconds * (self.epochs - self.epoch)
             self.log.info(
                 "epoch %d/%d loss %.5f lr %.2e %.1f s (%.1f img/s) eta %.0f s",

@@ -1,0 +1,45 @@
+"""Calibration: thresholds, normalised scores and heatmap scales against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ssmad.engine.calibration import Calibration, calibrate, calibrate_class
+
+
+def test_threshold_scale_and_normalised_score_by_hand():
+    scores = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    maps = np.arange(5 * 2 * 2, dtype=np.float32).reshape(5, 2, 2) / 100  # median 0.095
+    cal = calibrate_class(scores, maps, target_fpr=0.25)
+    assert cal.threshold == pytest.approx(4.0)  # 0.75 quantile of 1..5, linear interpolation
+    assert cal.scale == pytest.approx(math.sqrt(2.0))  # population std of 1..5
+    assert cal.map_low == pytest.approx(0.095)
+    assert cal.map_high == pytest.approx(4.0)
+    normalized = cal.normalize(np.array([4.0, 4.0 + math.sqrt(2.0), 4.0 - math.sqrt(2.0)]))
+    assert normalized == pytest.approx([0.5, 1 / (1 + math.exp(-1)), 1 / (1 + math.exp(1))])
+
+
+def test_heatmap_uses_the_fixed_class_scale_not_per_image_min_max():
+    cal = calibrate_class(np.array([1.0, 2.0, 3.0]), np.zeros((3, 2, 2)), target_fpr=0.5)  # threshold 2
+    flat = np.full((2, 2), 0.5)
+    assert cal.heatmap(flat) == pytest.approx(np.full((2, 2), 0.25))  # min-max would give 0 or nan
+    assert cal.heatmap(np.array([-1.0, 4.0])) == pytest.approx([0.0, 1.0])
+
+
+def test_per_class_and_global_calibration_and_round_trip():
+    names = ["a", "a", "a", "b", "b", "b"]
+    scores = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 30.0])
+    maps = np.zeros((6, 4, 4), dtype=np.float32)
+    calibration = calibrate(names, scores, maps, target_fpr=0.5)
+    assert calibration.classes["a"].threshold == pytest.approx(2.0)
+    assert calibration.classes["b"].threshold == pytest.approx(20.0)
+    assert calibration.overall.threshold == pytest.approx(6.5)  # median of all six
+    assert calibration.for_class(None) is calibration.overall
+    assert Calibration.from_dict(calibration.to_dict()) == calibration
+
+
+@pytest.mark.parametrize("fpr", [0.0, 1.0, -0.1])
+def test_bad_target_fpr_is_an_error(fpr):
+    with pytest.raises(ValueError, match="false-positive rate"):
+        calibrate(["a"], np.array([1.0]), np.zeros((1, 2, 2)), target_fpr=fpr)
