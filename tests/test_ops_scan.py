@@ -134,6 +134,15 @@ def test_backend_choice_and_errors(monkeypatch):
         assert torch.equal(selective_scan(**inputs, delta_softplus=True), selective_scan_ref(**inputs, delta_softplus=True))
 
 
+def test_auto_backend_keeps_float64_in_float64():
+    inputs = {k: v.double() for k, v in make_inputs(batch=1, dim=4, state=3, length=50).items()}
+    with torch.no_grad():
+        auto = selective_scan(**inputs, delta_softplus=True)
+        exact = selective_scan(**inputs, delta_softplus=True, backend="torch")
+    assert auto.dtype == torch.float64
+    assert torch.equal(auto, exact)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["cuda", "torch"])
 def test_cuda_backends_match_reference(backend):

@@ -42,7 +42,8 @@ def selective_scan(
 
     ``backend``: "auto" (default; also read from the environment variable SSMAD_SCAN_BACKEND)
     picks "cuda" (mamba_ssm's kernel) for CUDA tensors when mamba_ssm is installed, "numba" for
-    CPU tensors when numba is installed, else "torch" (any device). "reference" is the slow
+    CPU tensors other than float64 when numba is installed, else "torch" (any device; float64 stays
+    float64 there). "reference" is the slow
     sequential loop.
     """
     name = _resolve_backend(backend, u)
@@ -121,7 +122,7 @@ def _resolve_backend(backend: str | None, u: Tensor) -> str:
     if name == "auto":
         if device == "cuda" and _cuda_kernel_available():
             return "cuda"
-        if device == "cpu" and _numba_available():
+        if device == "cpu" and u.dtype != torch.float64 and _numba_available():
             return "numba"
         return "torch"
     if name == "numba":
