@@ -19,9 +19,10 @@ WEIGHTS_ENV = "SSMAD_WEIGHTS"
 TORCHVISION_RESNET18 = "resnet18-f37072fd.pth"
 
 # The small configuration, chosen by measurement on a 2-core CPU (README, "Results").
-DEMO_IMAGE_SIZE = 128
-DEMO_EPOCHS = 12
-DEMO_BATCH = 8
+DEMO_IMAGE_SIZE = 64
+DEMO_NUM_TRAIN = 20
+DEMO_EPOCHS = 8
+DEMO_BATCH = 4
 DEMO_LR = 2e-3
 DEMO_MODEL = {"decoder_depths": [1, 1, 1, 1], "pyramid_levels": 1}
 
@@ -60,7 +61,9 @@ def run_demo(out: str | Path = "ssmad-demo", weights: str | None = None, device:
     started = time.perf_counter()
     weights_arg, weights_note = find_weights(weights)
     print(weights_note)
-    data_root = make_synthetic(out / "data", classes=list(DEMO_CLASSES), image_size=DEMO_IMAGE_SIZE, seed=0)
+    data_root = make_synthetic(
+        out / "data", classes=list(DEMO_CLASSES), num_train=DEMO_NUM_TRAIN, image_size=DEMO_IMAGE_SIZE, seed=0
+    )
     print(f"synthetic dataset ({', '.join(DEMO_CLASSES)}): {data_root}")
     config = TrainConfig(
         data=str(data_root), out=str(run_dir), preset="pyramid_mamba", dataset="mvtec",

@@ -174,7 +174,7 @@ class Trainer:
         self.run_dir = Path(config.out)
         self.checkpoint_file = self.run_dir / CHECKPOINT_NAME
 
-        seed_everything(config.seed + self.context.rank, config.deterministic)
+        seed_everything(config.seed, config.deterministic)  # the same initial weights (and random encoder) on every rank
         overrides = {"image_size": config.image_size, **config.model_overrides}
         if config.encoder is not None:
             overrides["encoder"] = config.encoder
@@ -204,6 +204,7 @@ class Trainer:
         if self.context.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.network = DistributedDataParallel(self.network, device_ids=device_ids)
+        seed_everything(config.seed + self.context.rank)  # each rank its own noise and drop-path stream
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.epoch = 0
         self.step_in_epoch = 0
