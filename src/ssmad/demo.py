@@ -18,13 +18,14 @@ DEMO_CLASSES = ("wood", "grid", "nut")
 WEIGHTS_ENV = "SSMAD_WEIGHTS"
 TORCHVISION_RESNET18 = "resnet18-f37072fd.pth"
 
-# The small configuration, chosen by measurement on a 2-core CPU (README, "Results").
+# The small configuration: fits the 5-minute budget on a 2-core CPU (README, "Results"; the
+# accuracy targets are not met yet with a random encoder).
 DEMO_IMAGE_SIZE = 128
 DEMO_NUM_TRAIN = 16
 DEMO_EPOCHS = 6
 DEMO_BATCH = 4
 DEMO_LR = 2e-3
-DEMO_MODEL = {"decoder_depths": [1, 1, 1, 1], "pyramid_levels": 1, "noise_std": 0.5}
+DEMO_MODEL = {"decoder_depths": [1, 1, 1, 1], "pyramid_levels": 1}
 
 
 def find_weights(explicit: str | None) -> tuple[str, str]:
