@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,27 @@ from ssmad.engine.device import DEVICE_CHOICES
 
 PRESETS = ("pyramid_mamba", "mambaad")
 DATASET_KINDS = ("auto", "mvtec", "visa", "mpdd", "btad", "mvtec3d", "folder")
+
+
+@contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (``kill``, job schedulers, torchrun) stop training with a checkpoint.
+
+    Also re-arms SIGINT for runs a shell started in the background, where it is ignored. The
+    previous handlers come back afterwards.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {stop_signal: signal.getsignal(stop_signal) for stop_signal in (signal.SIGINT, signal.SIGTERM)}
+    for stop_signal in previous:
+        signal.signal(stop_signal, interrupt)
+    try:
+        yield
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
 
 
 def _comma_list(text: str) -> list[str]:
@@ -134,7 +158,8 @@ def _run_train(args: argparse.Namespace) -> int:
         )
     trainer = Trainer(config)
     try:
-        result = trainer.fit(resume=args.resume)
+        with _stop_signals_interrupt():
+            result = trainer.fit(resume=args.resume)
     finally:
         shutdown(trainer.context)
     if not trainer.context.is_main:
