@@ -14,9 +14,10 @@ from pathlib import Path
 
 import torch
 
+from ssmad.modules.encoder_weights import TORCHVISION_FILES
+
 DEMO_CLASSES = ("wood", "grid", "nut")
 WEIGHTS_ENV = "SSMAD_WEIGHTS"
-TORCHVISION_RESNET18 = "resnet18-f37072fd.pth"
 
 # The small configuration: fits the 5-minute budget on a 2-core CPU (README, "Results"; the
 # accuracy targets are not met yet with a random encoder).
@@ -39,7 +40,7 @@ def find_weights(explicit: str | None) -> tuple[str, str]:
         if not Path(from_env).is_file():
             raise ValueError(f"{WEIGHTS_ENV}={from_env}: no such file; unset it or point it to a ResNet18 .pth file")
         return from_env, f"encoder weights: {from_env} (${WEIGHTS_ENV})"
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_RESNET18
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILES["resnet18"][0]
     if cached.is_file():
         return str(cached), f"encoder weights: {cached} (torch hub cache)"
     return "random", (
