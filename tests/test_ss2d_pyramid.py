@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from ssmad.modules.pyramid import level_weights, pyramid_scan, scan_regions, split_segments
+from ssmad.modules.pyramid import pyramid_scan, scan_regions
 from ssmad.modules.ss2d import SS2D
+from ssmad.ops.routes import level_weights, split_segments
 
 
 def crops(size: int, parts: int) -> list[tuple[int, int]]:

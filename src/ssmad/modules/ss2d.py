@@ -128,10 +128,38 @@ class SS2D(nn.Module):
         )
         return ops.merge_directions(y.view(batch, K, d_inner, L), indices, height, width)
 
+    def routed_scan(self, x: torch.Tensor) -> torch.Tensor:
+        """Every direction and pyramid level in one routed scan: (B, D, H, W) -> (B, D, H, W).
+
+        The same function as ``pyramid_scan(x, self.scan_core, ...)``: dt, B and C depend only on
+        the position, so they are projected once in raster layout for all levels.
+        """
+        batch, d_inner, height, width = x.shape
+        K, N = self.num_directions, self.d_state
+        u = x.flatten(2)  # (B, D, L)
+        x_dbl = torch.einsum("bdl,kcd->bkcl", u, self.x_proj_weight.to(u.dtype))
+        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, N, N], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))  # (B, K, D, L)
+        routes = ops.pyramid_routes(self.scan_order, height, width, K, self.pyramid_levels, self.pyramid_merge)
+        y = ops.routed_selective_scan(
+            u,
+            dts,
+            -torch.exp(self.A_logs.view(K, d_inner, N)),
+            Bs,
+            Cs,
+            D=self.Ds.view(K, d_inner),
+            delta_bias=self.dt_projs_bias,
+            routes=routes,
+        )
+        return y.to(x.dtype).view(batch, d_inner, height, width)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
         x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, H, W, D) each
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W), channels-last memory
-        y = pyramid_scan(x, self.scan_core, self.pyramid_levels, self.pyramid_merge)  # (B, D, H, W)
+        if ops.routed_scan_backend(x) is not None:  # CPU
+            y = self.routed_scan(x)  # (B, D, H, W)
+        else:
+            y = pyramid_scan(x, self.scan_core, self.pyramid_levels, self.pyramid_merge)
         y = self.out_norm(y.permute(0, 2, 3, 1))  # (B, H, W, D)
         return self.out_proj(y * F.silu(z))

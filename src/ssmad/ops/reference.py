@@ -58,3 +58,31 @@ def selective_scan_ref(
         y = y * F.silu(z.to(compute))
     out = y.to(dtype)
     return (out, state) if return_last_state else out
+
+
+def routed_scan_ref(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, routes) -> Tensor:
+    """The routed scan (see ``ssmad.ops.scan_numba.routed_scan_numba``), one route and one time
+    step after the other, differentiated by autograd.
+
+    u (batch, 1 or G, dim, L); dt (batch, G, dim, L); A (G, dim, N); B, C (batch, G, N, L);
+    routes (G, R, L). Returns y (batch, G, dim, L), each group's weighted sum of its routes.
+    """
+    groups, num_routes, _ = routes.shape
+    u = u.expand(-1, groups, -1, -1)
+    outputs = []
+    for g in range(groups):
+        y_g = torch.zeros_like(dt[:, g])  # (batch, dim, L)
+        for r in range(num_routes):
+            order = routes.index[g, r]
+            state = dt.new_zeros(dt.shape[0], dt.shape[2], A.shape[-1])  # (batch, dim, N)
+            steps = []
+            for t, pos in enumerate(order.tolist()):
+                if routes.starts[g, r, t]:
+                    state = torch.zeros_like(state)
+                dt_t = dt[:, g, :, pos, None]  # (batch, dim, 1)
+                state = torch.exp(dt_t * A[g]) * state + dt_t * u[:, g, :, pos, None] * B[:, g, None, :, pos]
+                steps.append((state * C[:, g, None, :, pos]).sum(-1))
+            y_route = torch.stack(steps, dim=-1)  # (batch, dim, L) in route order
+            y_g = y_g.index_add(2, order, routes.weight[g, r].to(y_route.dtype) * y_route)
+        outputs.append(y_g)
+    return torch.stack(outputs, dim=1)

@@ -1,6 +1,11 @@
 """Fused selective-scan core for CPU, JIT-compiled by numba (forward and hand-written backward).
 
-One sequence (batch, channel) per parallel task; the loop over time is outer and the loop over
+The kernels run :class:`~ssmad.ops.routes.Routes`: every (batch, group, channel) sequence is
+scanned along each of its group's routes, reading its inputs at the route's raster positions and
+adding the route's weighted output there, so a 2-D layer's directions and pyramid levels need no
+gathered copies. The plain selective scan is the case of one identity route per group.
+
+One (batch, group, channel) row per parallel task; the loop over time is outer and the loop over
 the N state entries inner, so the N-vector state stays in registers and no (batch, dim, L, N)
 tensor is ever written. exp is a float32 polynomial the compiler vectorises (numba has no vector
 math library here). The forward keeps the state entering every chunk of ``_CHUNK`` steps; the
@@ -16,6 +21,8 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic
 from torch import Tensor
+
+from .routes import Routes, identity_routes
 
 _CHUNK = 64
 _LANES = 16  # the state is padded to S slabs of 16: inner loops of constant length vectorise
@@ -51,40 +58,46 @@ def _exp(x):
 
 
 @numba.njit(parallel=True, **_JIT)
-def _forward(u, dt, A, B, C, dim, groups, y, entering, last):
-    """u, dt (R=batch*dim, L); A (dim, S, 16); B, C (batch, G, L, S, 16) -> y (R, L),
-    entering (R, chunks, S, 16) the state before each chunk, last (R, S, 16)."""
-    rows, length = u.shape
-    slabs = A.shape[1]
-    per_group = dim // groups
-    for row in prange(rows):
-        b, d = row // dim, row % dim
-        g = d // per_group
-        a, bb, cc = A[d], B[b, g], C[b, g]
+def _forward(u, dt, A, B, C, index, starts, weight, y, entering, last):
+    """u (batch, 1 or G, dim, L) (1: shared by the groups); dt (batch, G, dim, L); A (G, dim, S, 16);
+    B, C (batch, G, L, S, 16); routes index, starts (G, R, L), weight (G, R).
+    Adds into y (batch, G, dim, L) (zeros on entry) and writes entering (batch, G, dim, R,
+    chunks, S, 16), the state before each chunk of each route, and last (batch, G, dim, R, S, 16)."""
+    batch, groups, dim, length = dt.shape
+    routes, slabs = index.shape[1], A.shape[2]
+    shared_u = u.shape[1] == 1
+    for row in prange(batch * groups * dim):
+        b, g, d = row // (groups * dim), (row // dim) % groups, row % dim
+        a, bb, cc = A[g, d], B[b, g], C[b, g]
+        uu, dd, yy = u[b, 0 if shared_u else g, d], dt[b, g, d], y[b, g, d]
         h = np.zeros((slabs, _LANES), dtype=np.float32)
-        for t in range(length):
-            if t % _CHUNK == 0:
-                entering[row, t // _CHUNK] = h
-            dt_t = dt[row, t]
-            drive = dt_t * u[row, t]
-            acc = _F32(0.0)
-            for s in range(slabs):
-                for j in range(_LANES):
-                    h[s, j] = _exp(dt_t * a[s, j]) * h[s, j] + drive * bb[t, s, j]
-                    acc += h[s, j] * cc[t, s, j]
-            y[row, t] = acc
-        last[row] = h
+        for r in range(routes):
+            order, restart, w = index[g, r], starts[g, r], weight[g, r]
+            for t in range(length):
+                if t % _CHUNK == 0:
+                    entering[b, g, d, r, t // _CHUNK] = h
+                if restart[t]:
+                    h[:] = 0.0
+                pos = order[t]
+                dt_t = dd[pos]
+                drive = dt_t * uu[pos]
+                acc = _F32(0.0)
+                for s in range(slabs):
+                    for j in range(_LANES):
+                        h[s, j] = _exp(dt_t * a[s, j]) * h[s, j] + drive * bb[pos, s, j]
+                        acc += h[s, j] * cc[pos, s, j]
+                yy[pos] += w * acc
+            last[b, g, d, r] = h
 
 
 @numba.njit(parallel=True, **_JIT)
-def _backward(u, dt, A, B, C, dim, groups, parts, entering, grad_y, grad_u, grad_dt, grad_A, grad_B, grad_C):
-    """Reverse adjoint scan. Task (b, g, part) handles channels of group g split in ``parts``
-    and accumulates grad_B, grad_C (batch, G, parts, L, S, 16); grad_u, grad_dt (R, L);
-    grad_A (R, S, 16)."""
-    rows, length = u.shape
-    slabs = A.shape[1]
-    batch = rows // dim
-    per_group = dim // groups
+def _backward(u, dt, A, B, C, index, starts, weight, parts, entering, grad_y, grad_u, grad_dt, grad_A, grad_B, grad_C):
+    """Reverse adjoint scan of every route. Task (b, g, part) handles the channels of group g split
+    in ``parts`` and adds into (zeros on entry) grad_u, grad_dt (batch, G, dim, L), grad_A (batch,
+    G, dim, S, 16) and grad_B, grad_C (batch, G, parts, L, S, 16); grad_y is (batch, G, dim, L)."""
+    batch, groups, dim, length = dt.shape
+    routes, slabs = index.shape[1], A.shape[2]
+    shared_u = u.shape[1] == 1
     for task in prange(batch * groups * parts):
         b, g, part = task // (groups * parts), (task // parts) % groups, task % parts
         bb, cc = B[b, g], C[b, g]
@@ -92,46 +105,48 @@ def _backward(u, dt, A, B, C, dim, groups, parts, entering, grad_y, grad_u, grad
         states = np.empty((_CHUNK + 1, slabs, _LANES), dtype=np.float32)
         decays = np.empty((_CHUNK, slabs, _LANES), dtype=np.float32)
         adjoint = np.empty((slabs, _LANES), dtype=np.float32)
-        first = g * per_group + part * per_group // parts
-        for d in range(first, g * per_group + (part + 1) * per_group // parts):
-            row = b * dim + d
-            a, ga = A[d], grad_A[row]
-            adjoint[:] = 0.0
-            for chunk in range((length + _CHUNK - 1) // _CHUNK - 1, -1, -1):
-                start = chunk * _CHUNK
-                steps = min(_CHUNK, length - start)
-                states[0] = entering[row, chunk]
-                for k in range(steps):
-                    t = start + k
-                    dt_t = dt[row, t]
-                    drive = dt_t * u[row, t]
-                    for s in range(slabs):
-                        for j in range(_LANES):
-                            decay = _exp(dt_t * a[s, j])
-                            decays[k, s, j] = decay
-                            states[k + 1, s, j] = decay * states[k, s, j] + drive * bb[t, s, j]
-                for k in range(steps - 1, -1, -1):
-                    t = start + k
-                    dt_t, u_t, gy = dt[row, t], u[row, t], grad_y[row, t]
-                    drive = dt_t * u_t
-                    via_decay = _F32(0.0)  # dL/d(dt_t) through exp(dt_t A)
-                    via_drive = _F32(0.0)  # dL/d(dt_t u_t) through the drive dt_t B_t u_t
-                    for s in range(slabs):
-                        for j in range(_LANES):
-                            adj = adjoint[s, j] + gy * cc[t, s, j]  # dL/dh_t
-                            gc[t, s, j] += gy * states[k + 1, s, j]
-                            q = adj * states[k, s, j] * decays[k, s, j]  # dL/d(dt_t A)
-                            via_decay += q * a[s, j]
-                            ga[s, j] += q * dt_t
-                            via_drive += adj * bb[t, s, j]
-                            gb[t, s, j] += adj * drive
-                            adjoint[s, j] = adj * decays[k, s, j]  # carried to step t - 1
-                    grad_dt[row, t] = via_decay + via_drive * u_t
-                    grad_u[row, t] = via_drive * dt_t
-
-
-def _as_array(x: Tensor) -> np.ndarray:
-    return x.detach().contiguous().numpy()
+        for d in range(part * dim // parts, (part + 1) * dim // parts):
+            a, ga = A[g, d], grad_A[b, g, d]
+            uu, dd, gyy = u[b, 0 if shared_u else g, d], dt[b, g, d], grad_y[b, g, d]
+            guu, gdd = grad_u[b, g, d], grad_dt[b, g, d]
+            for r in range(routes):
+                order, restart, w = index[g, r], starts[g, r], weight[g, r]
+                adjoint[:] = 0.0
+                for chunk in range((length + _CHUNK - 1) // _CHUNK - 1, -1, -1):
+                    first = chunk * _CHUNK
+                    steps = min(_CHUNK, length - first)
+                    states[0] = entering[b, g, d, r, chunk]
+                    for k in range(steps):
+                        t = first + k
+                        pos = order[t]
+                        keep = _F32(0.0) if restart[t] else _ONE  # the state entering step t is h_{t-1} * keep
+                        dt_t = dd[pos]
+                        drive = dt_t * uu[pos]
+                        for s in range(slabs):
+                            for j in range(_LANES):
+                                decay = _exp(dt_t * a[s, j])
+                                decays[k, s, j] = decay
+                                states[k + 1, s, j] = decay * keep * states[k, s, j] + drive * bb[pos, s, j]
+                    for k in range(steps - 1, -1, -1):
+                        t = first + k
+                        pos = order[t]
+                        keep = _F32(0.0) if restart[t] else _ONE
+                        dt_t, u_t, gy = dd[pos], uu[pos], w * gyy[pos]
+                        drive = dt_t * u_t
+                        via_decay = _F32(0.0)  # dL/d(dt_t) through exp(dt_t A)
+                        via_drive = _F32(0.0)  # dL/d(dt_t u_t) through the drive dt_t B_t u_t
+                        for s in range(slabs):
+                            for j in range(_LANES):
+                                adj = adjoint[s, j] + gy * cc[pos, s, j]  # dL/dh_t
+                                gc[pos, s, j] += gy * states[k + 1, s, j]
+                                q = adj * keep * states[k, s, j] * decays[k, s, j]  # dL/d(dt_t A)
+                                via_decay += q * a[s, j]
+                                ga[s, j] += q * dt_t
+                                via_drive += adj * bb[pos, s, j]
+                                gb[pos, s, j] += adj * drive
+                                adjoint[s, j] = adj * decays[k, s, j] * keep  # carried to step t - 1
+                        gdd[pos] += via_decay + via_drive * u_t
+                        guu[pos] += via_drive * dt_t
 
 
 def _slabs(x: Tensor, state: int) -> Tensor:
@@ -144,57 +159,73 @@ def _slabs(x: Tensor, state: int) -> Tensor:
     return x.reshape(*x.shape[:-1], padded // _LANES, _LANES).contiguous()
 
 
-class _NumbaScan(torch.autograd.Function):
+def _float32(x: Tensor) -> Tensor:
+    return x.detach().to(torch.float32).contiguous()
+
+
+def _use_torch_threads() -> None:
+    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+class _RoutedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
-        batch, dim, length = u.shape
-        groups, state = B.shape[1], A.shape[1]
-        u2 = u.detach().reshape(batch * dim, length).contiguous()
-        dt2 = dt.detach().reshape(batch * dim, length).contiguous()
-        A_s = _slabs(A.detach(), state)  # (dim, S, 16)
-        B_s = _slabs(B.detach().transpose(2, 3), state)  # (batch, G, L, S, 16)
-        C_s = _slabs(C.detach().transpose(2, 3), state)
-        slabs = A_s.shape[1]
-        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))  # torch's setting
-        y = torch.empty(batch * dim, length)
-        entering = torch.empty(batch * dim, -(-length // _CHUNK), slabs, _LANES)
-        last = torch.empty(batch * dim, slabs, _LANES)
-        _forward(u2.numpy(), dt2.numpy(), A_s.numpy(), B_s.numpy(), C_s.numpy(), dim, groups,
-                 y.numpy(), entering.numpy(), last.numpy())
-        ctx.save_for_backward(u2, dt2, A_s, B_s, C_s, entering)
-        ctx.state = state
-        last = last.view(batch, dim, slabs * _LANES)[..., :state]
+    def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, routes: Routes) -> tuple[Tensor, Tensor]:
+        batch, groups, dim, length = dt.shape
+        num_routes, state = routes.shape[1], A.shape[-1]
+        u32, dt32 = _float32(u), _float32(dt)
+        A_s = _slabs(_float32(A), state)  # (G, dim, S, 16)
+        B_s = _slabs(_float32(B).transpose(2, 3), state)  # (batch, G, L, S, 16)
+        C_s = _slabs(_float32(C).transpose(2, 3), state)
+        index, starts, weight = routes.index.contiguous(), routes.starts.contiguous(), _float32(routes.weight)
+        slabs = A_s.shape[2]
+        y = torch.zeros(batch, groups, dim, length)
+        entering = torch.empty(batch, groups, dim, num_routes, -(-length // _CHUNK), slabs, _LANES)
+        last = torch.empty(batch, groups, dim, num_routes, slabs, _LANES)
+        _use_torch_threads()
+        _forward(u32.numpy(), dt32.numpy(), A_s.numpy(), B_s.numpy(), C_s.numpy(), index.numpy(), starts.numpy(),
+                 weight.numpy(), y.numpy(), entering.numpy(), last.numpy())
+        ctx.save_for_backward(u32, dt32, A_s, B_s, C_s, index, starts, weight, entering)
+        ctx.state, ctx.u_groups = state, u.shape[1]
+        last = last.flatten(-2)[..., :state]
         ctx.mark_non_differentiable(last)
-        return y.view(batch, dim, length), last
+        return y, last
 
     @staticmethod
-    def backward(ctx, grad_y: Tensor, _grad_last: Tensor) -> tuple[Tensor, ...]:
-        u2, dt2, A_s, B_s, C_s, entering = ctx.saved_tensors
-        rows, length = u2.shape
-        batch, groups, _, slabs, _ = B_s.shape
-        dim, state = rows // batch, ctx.state
-        parts = min(dim // groups, max(1, -(-8 // (batch * groups))))  # >= 8 tasks where possible
-        grad_u, grad_dt = torch.empty_like(u2), torch.empty_like(dt2)
-        grad_A = torch.zeros(rows, slabs, _LANES)
+    def backward(ctx, grad_y: Tensor, _grad_last: Tensor) -> tuple[Tensor | None, ...]:
+        u32, dt32, A_s, B_s, C_s, index, starts, weight, entering = ctx.saved_tensors
+        batch, groups, dim, length = dt32.shape
+        slabs, state = A_s.shape[2], ctx.state
+        parts = min(dim, max(1, -(-8 // (batch * groups))))  # >= 8 tasks where possible
+        grad_u, grad_dt = torch.zeros_like(dt32), torch.zeros_like(dt32)
+        grad_A = torch.zeros(batch, groups, dim, slabs, _LANES)
         grad_B = torch.zeros(batch, groups, parts, length, slabs, _LANES)
         grad_C = torch.zeros_like(grad_B)
-        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        _use_torch_threads()
         _backward(
-            u2.numpy(), dt2.numpy(), A_s.numpy(), B_s.numpy(), C_s.numpy(), dim, groups, parts, entering.numpy(),
-            _as_array(grad_y.float().reshape(rows, length)), grad_u.numpy(), grad_dt.numpy(), grad_A.numpy(),
-            grad_B.numpy(), grad_C.numpy(),
+            u32.numpy(), dt32.numpy(), A_s.numpy(), B_s.numpy(), C_s.numpy(), index.numpy(), starts.numpy(),
+            weight.numpy(), parts, entering.numpy(), _float32(grad_y).numpy(), grad_u.numpy(), grad_dt.numpy(),
+            grad_A.numpy(), grad_B.numpy(), grad_C.numpy(),
         )
 
         def state_major(x: Tensor) -> Tensor:  # (batch, G, parts, L, S, 16) -> (batch, G, N, L)
             return x.sum(2).flatten(-2)[..., :state].transpose(2, 3)
 
-        return (
-            grad_u.view(batch, dim, length),
-            grad_dt.view(batch, dim, length),
-            grad_A.view(batch, dim, slabs * _LANES)[..., :state].sum(0),
-            state_major(grad_B),
-            state_major(grad_C),
-        )
+        if ctx.u_groups == 1:
+            grad_u = grad_u.sum(1, keepdim=True)
+        return grad_u, grad_dt, grad_A.sum(0).flatten(-2)[..., :state], state_major(grad_B), state_major(grad_C), None
+
+
+def routed_scan_numba(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, routes: Routes) -> tuple[Tensor, Tensor]:
+    """Scan every (batch, group, channel) sequence along its group's routes, on CPU in float32.
+
+    Along a route, h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t (h restarting from 0 where the route
+    says), y_t = <C_t, h_t>, all read and written at the route's raster position of step t.
+    u (batch, 1 or G, dim, L) (1: shared by the groups); dt (batch, G, dim, L); A (G, dim, N);
+    B, C (batch, G, N, L); routes (G, R, L) (see :class:`~ssmad.ops.routes.Routes`).
+    Returns y (batch, G, dim, L), the weighted sum of the group's R route outputs, and the final
+    states (batch, G, dim, R, N) (not differentiable).
+    """
+    return _RoutedScan.apply(u, dt, A, B, C, routes)
 
 
 def scan_core_numba(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
@@ -203,4 +234,12 @@ def scan_core_numba(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> t
     u, dt (batch, dim, L); A (dim, N); B, C (batch, G, N, L), float32 CPU tensors.
     Returns y (batch, dim, L) and the final state (batch, dim, N) (not differentiable).
     """
-    return _NumbaScan.apply(u, dt, A, B, C)
+    batch, dim, length = u.shape
+    groups, state = B.shape[1], A.shape[1]
+    per_group = dim // groups
+    grouped = (batch, groups, per_group, length)
+    y, last = routed_scan_numba(
+        u.reshape(grouped), dt.reshape(grouped), A.reshape(groups, per_group, state), B, C,
+        identity_routes(groups, length),
+    )
+    return y.view(batch, dim, length), last.view(batch, dim, state)

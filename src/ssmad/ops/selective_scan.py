@@ -46,7 +46,7 @@ def selective_scan(
     float64 there). "reference" is the slow
     sequential loop.
     """
-    name = _resolve_backend(backend, u)
+    name = resolve_backend(backend, u)
     if name == "reference":
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if name == "cuda":
@@ -111,7 +111,9 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
     return names
 
 
-def _resolve_backend(backend: str | None, u: Tensor) -> str:
+def resolve_backend(backend: str | None, u: Tensor) -> str:
+    """The backend that ``backend`` (None: $SSMAD_SCAN_BACKEND, else auto) means for tensors like
+    ``u``; ValueError for an unknown one or one that cannot run them here."""
     source = "backend argument"
     if backend is None:
         backend, source = os.environ.get(BACKEND_ENV) or "auto", f"environment variable {BACKEND_ENV}"

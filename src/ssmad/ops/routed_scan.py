@@ -1,0 +1,59 @@
+"""The scan core of a 2-D layer over :class:`~ssmad.ops.routes.Routes`: every direction and
+pyramid level in one call on the map in raster layout (CPU: the numba kernel)."""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .reference import routed_scan_ref
+from .routes import Routes
+from .selective_scan import resolve_backend
+
+ROUTED_BACKENDS = ("numba", "reference")
+
+
+def routed_scan_backend(u: Tensor, backend: str | None = None) -> str | None:
+    """The backend :func:`routed_selective_scan` would use for ``u`` (the selective scan's choice,
+    see ``ssmad.ops.selective_scan``), or None when that backend has no routed kernel."""
+    name = resolve_backend(backend, u)
+    return name if name in ROUTED_BACKENDS else None
+
+
+def routed_selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor,
+    delta_bias: Tensor,
+    routes: Routes,
+    backend: str | None = None,
+) -> Tensor:
+    """Sum over G groups of their routed scans of u, plus the skip term: (batch, dim, L).
+
+    dt = softplus(delta + delta_bias); along route r of group g,
+    h_t = exp(dt_t A_g) h_{t-1} + dt_t B_t u_t, y_t = <C_t, h_t>, read and written at the route's
+    raster positions; out = sum_g sum_r weight_gr y_gr + u * sum_g D_g (the weights of a group
+    sum to 1, so the skip term D u of every route adds up to D_g u).
+
+    Shapes: u (batch, dim, L); delta (batch, G, dim, L); A (G, dim, N); B, C (batch, G, N, L);
+    D, delta_bias (G, dim); routes (G, R, L). Runs in float32 ("numba") or u's float dtype
+    ("reference", the slow loop the tests hold the kernel against).
+    """
+    name = routed_scan_backend(u, backend)
+    if name is None:
+        raise ValueError(
+            f"no routed scan for {u.device.type} tensors with backend {backend or 'auto'}; "
+            f"use one of {', '.join(ROUTED_BACKENDS)} on CPU"
+        )
+    compute = torch.float32 if name == "numba" else torch.promote_types(u.dtype, torch.float32)
+    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
+    dt = F.softplus(delta + delta_bias.to(compute)[..., None])
+    if name == "numba":
+        from .scan_numba import routed_scan_numba
+
+        y = routed_scan_numba(u.unsqueeze(1), dt, A, B, C, routes)[0]
+    else:
+        y = routed_scan_ref(u.unsqueeze(1), dt, A, B, C, routes)
+    return torch.addcmul(y.sum(1), u, D.to(compute).sum(0)[:, None])
