@@ -77,10 +77,13 @@ class AnomalyModel(nn.Module):
         enc = self.encode(images)
         return enc, self.decode(enc)
 
-    @staticmethod
-    def loss(enc_features: list[torch.Tensor], dec_features: list[torch.Tensor]) -> torch.Tensor:
-        """Training loss: sum over scales of the mean squared error, a scalar."""
-        return sum(F.mse_loss(g.float(), f.float()) for f, g in zip(enc_features, dec_features))
+    def loss(self, enc_features: list[torch.Tensor], dec_features: list[torch.Tensor]) -> torch.Tensor:
+        """Training loss, a scalar: sum over scales of ``config.loss`` between f_i and g_i (B, C, h, w).
+
+        "mse": mean squared error; "cosine": mean over the batch of 1 - cosine similarity of
+        each sample's flattened maps (B, C*h*w).
+        """
+        return sum(reconstruction_loss(f.float(), g.float(), self.config.loss) for f, g in zip(enc_features, dec_features))
 
     def anomaly_map_from_features(
         self,
@@ -134,6 +137,13 @@ class AnomalyModel(nn.Module):
             name: sum(p.numel() for p in getattr(self, name).parameters())
             for name in ("encoder", "bottleneck", "decoder")
         }
+
+
+def reconstruction_loss(target: torch.Tensor, output: torch.Tensor, kind: str) -> torch.Tensor:
+    """"mse" or "cosine" (see :meth:`AnomalyModel.loss`) of one scale, (B, ...) -> a scalar."""
+    if kind == "cosine":
+        return (1 - F.cosine_similarity(output.flatten(1), target.flatten(1), dim=1)).mean()
+    return F.mse_loss(output, target)
 
 
 def build_model(name_or_config: str | ModelConfig | Mapping[str, Any] = "pyramid_mamba", **overrides: Any) -> AnomalyModel:

@@ -7,10 +7,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ssmad.modules.pyramid import PYRAMID_MERGES
+from ssmad.ops.routes import PYRAMID_MERGES
 from ssmad.ops.scan_orders import SCAN_ORDERS
 
 NUM_DIRECTIONS = (2, 4, 8)
+LOSSES = ("mse", "cosine")
 INPUT_MULTIPLE = 32  # the bottleneck output is at stride 32
 TUPLE_FIELDS = ("decoder_depths", "lec_kernel_sizes")  # lists (from JSON) become tuples
 
@@ -24,6 +25,10 @@ class ModelConfig:
         encoder_weights: weights file | directory | "imagenet" | "random" (see build_encoder).
         image_size: side of the square training/evaluation input, a multiple of 32.
         noise_std: Gaussian feature noise on the bottleneck output in training (0 = none).
+    Training loss, summed over the three scales (see ``AnomalyModel.loss``):
+        loss: "mse" (Pyramid-Mamba's paper) or "cosine" (1 - cosine similarity of each sample's
+            flattened feature maps, as RD4AD and MambaAD's official configuration); cosine does
+            not depend on the features' scale.
     Decoder (stage widths come from the encoder: [2*C3, C3, C2, C1]):
         decoder_depths: HSS blocks per stage; modules of 3 when depth % 3 == 0, else of 2.
         drop_path_rate: drop-path rate of the first decoder block, falling linearly to 0.
@@ -42,6 +47,7 @@ class ModelConfig:
     encoder_weights: str = "imagenet"
     image_size: int = 256
     noise_std: float = 0.05
+    loss: str = "mse"
     decoder_depths: tuple[int, ...] = (3, 4, 6, 3)
     drop_path_rate: float = 0.2
     lec_kernel_sizes: tuple[int, ...] = (5, 7)
@@ -76,6 +82,7 @@ class ModelConfig:
                 f"a positive multiple of {INPUT_MULTIPLE} (e.g. 224, 256, 320, 384)",
             ),
             ("noise_std", self.noise_std >= 0, ">= 0"),
+            ("loss", self.loss in LOSSES, f"one of {', '.join(LOSSES)}"),
             (
                 "decoder_depths",
                 len(self.decoder_depths) == 4 and min(self.decoder_depths) >= 1,
@@ -128,8 +135,9 @@ def check_field_names(values: dict[str, Any]) -> None:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # MambaAD (NeurIPS 2024): hybrid scan = Hilbert order in 8 directions, no pyramid, no noise.
-    "mambaad": ModelConfig(scan_order="hilbert", num_directions=8, pyramid_levels=0, noise_std=0.0),
+    # MambaAD (NeurIPS 2024): hybrid scan = Hilbert order in 8 directions, no pyramid, no noise,
+    # the cosine loss of its official configuration.
+    "mambaad": ModelConfig(scan_order="hilbert", num_directions=8, pyramid_levels=0, noise_std=0.0, loss="cosine"),
     # Pyramid-Mamba (ICME 2025): raster order in 4 directions, 2 pyramid levels, feature noise.
     "pyramid_mamba": ModelConfig(scan_order="sweep", num_directions=4, pyramid_levels=2, noise_std=0.05),
 }
