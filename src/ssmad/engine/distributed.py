@@ -60,6 +60,15 @@ def barrier(context: DistributedContext) -> None:
         dist.barrier()
 
 
+def any_process(flag: bool, context: DistributedContext, device: torch.device) -> bool:
+    """True on every process when ``flag`` is True on at least one (``flag`` itself when not distributed)."""
+    if not context.enabled:
+        return flag
+    value = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def shutdown(context: DistributedContext) -> None:
     """Leave the process group."""
     if context.enabled and dist.is_initialized():

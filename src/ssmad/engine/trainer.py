@@ -34,7 +34,7 @@ import ssmad
 from ssmad.engine.calibration import Calibration, calibrate
 from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from ssmad.engine.device import resolve_device
-from ssmad.engine.distributed import DistributedContext, barrier, distributed_device, init_distributed
+from ssmad.engine.distributed import DistributedContext, any_process, barrier, distributed_device, init_distributed
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source
 from ssmad.engine.recipe import recipe_for
 
@@ -79,6 +79,10 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the last checkpoint on disk is left as it was."""
 
 
 @dataclass
@@ -300,6 +304,12 @@ class Trainer:
                     loss = self.model.loss(features, decoded) / cfg.accumulate
                 self.scaler.scale(loss).backward()
             total += float(loss.detach())
+        if any_process(not np.isfinite(total), self.context, self.device):  # every rank stops together
+            raise TrainingDiverged(
+                f"the training loss is not finite ({total} on this process) at epoch {self.epoch + 1}, step {self.step_in_epoch + 1}: "
+                f"training stopped, {self.checkpoint_file} keeps the last checkpointed state (if any). "
+                "Fix: a lower --lr, --grad-clip 1.0, or --amp none"
+            )
         if cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)

@@ -23,7 +23,7 @@ from ssmad.modules.encoder_weights import (
     read_state_dict,
     resolve_weights,
 )
-from ssmad.modules.mobilenet_v2 import MobileNetV2Encoder
+from ssmad.modules.mobilenet_v2 import MobileNetV2Encoder, torchvision_keys
 from ssmad.modules.resnet import RESNET_SPECS, ResNetEncoder
 
 __all__ = [
@@ -63,7 +63,10 @@ def build_encoder(
     )
     path = resolve_weights(name, weights)
     if path is not None:
-        load_checked(encoder, read_state_dict(path), path)
+        state_dict = read_state_dict(path)
+        if name == "mobilenet_v2":
+            state_dict = torchvision_keys(state_dict)
+        load_checked(encoder, state_dict, path)
         encoder.weights_source = str(path)
         encoder.weights_sha256 = file_sha256(path)
     preprocessing = preprocessing_for(encoder.weights_sha256)

