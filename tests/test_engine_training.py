@@ -1,6 +1,8 @@
 """Training end to end on tiny synthetic data: exact resume, feature cache, predict outputs."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -33,15 +35,38 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tiny_data, fini
     stopped = Trainer(tiny_config(tiny_data, tmp_path, max_steps=3)).fit()
     assert not stopped.finished and stopped.global_step == 3
     assert load_checkpoint(tmp_path)["progress"]["step_in_epoch"] == 1  # stopped mid-epoch
-    resumed = Trainer(resume_config(tmp_path, max_steps=None)).fit(resume=True)
+    resume_and_compare(tmp_path, finished_run)
+
+
+def resume_and_compare(run, finished_run):
+    """Finish the interrupted ``run`` and check it ends exactly as the uninterrupted one."""
+    resumed = Trainer(resume_config(run, max_steps=None)).fit(resume=True)
     assert resumed.finished
     expected = load_checkpoint(finished_run)
-    actual = load_checkpoint(tmp_path)
+    actual = load_checkpoint(run)
     assert expected["trainable_state"].keys() == actual["trainable_state"].keys()
     for key, value in expected["trainable_state"].items():
         assert torch.equal(value, actual["trainable_state"][key]), key
     assert actual["progress"]["epoch_losses"] == expected["progress"]["epoch_losses"]
     assert actual["calibration"] == expected["calibration"]
+
+
+def test_ctrl_c_inside_a_step_waits_for_the_step_to_finish(tiny_data, finished_run, tmp_path):
+    trainer = Trainer(tiny_config(tiny_data, tmp_path))
+    step = trainer.optimizer.step
+    calls = []
+
+    def interrupted_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives after the gradients, before the update
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = interrupted_step
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert len(calls) == 2 and load_checkpoint(tmp_path)["progress"]["global_step"] == 2
+    resume_and_compare(tmp_path, finished_run)
 
 
 def test_checkpoint_holds_what_prediction_needs(finished_run):

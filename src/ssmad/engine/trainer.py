@@ -36,6 +36,7 @@ from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_check
 from ssmad.engine.device import resolve_device
 from ssmad.engine.distributed import DistributedContext, any_process, barrier, distributed_device, init_distributed
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source
+from ssmad.engine.interrupts import deferred_interrupts
 from ssmad.engine.recipe import recipe_for
 
 AMP_CHOICES = ("none", "bf16", "fp16")
@@ -392,17 +393,19 @@ class Trainer:
                     self.save()
                     self.log.info("stopped after %d steps (max_steps); checkpoint %s", self.global_step, self.checkpoint_file)
                     return False
-                losses.append(self._step(source, batches[self.step_in_epoch]))
-                self.step_in_epoch += 1
-                self.global_step += 1
+                with deferred_interrupts():  # a checkpoint never holds half a step
+                    losses.append(self._step(source, batches[self.step_in_epoch]))
+                    self.step_in_epoch += 1
+                    self.global_step += 1
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
                 bar.update()
             bar.close()
             seconds = time.perf_counter() - started
-            self.epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
-            self.epoch += 1
-            self.step_in_epoch = 0
-            self.step_losses = []
+            with deferred_interrupts():
+                self.epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
+                self.epoch += 1
+                self.step_in_epoch = 0
+                self.step_losses = []
             eta = seconds * (self.epochs - self.epoch)
             self.log.info(
                 "epoch %d/%d loss %.5f lr %.2e %.1f s (%.1f img/s) eta %.0f s",
