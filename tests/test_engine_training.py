@@ -69,6 +69,11 @@ def test_ctrl_c_inside_a_step_waits_for_the_step_to_finish(tiny_data, finished_r
     resume_and_compare(tmp_path, finished_run)
 
 
+def test_too_few_validation_normals_for_the_target_rate_are_warned_about(finished_run):
+    log = (finished_run / "train.log").read_text()
+    assert "calibration wood: 1 validation normals cannot show a 0.01 false-positive rate" in log
+
+
 def test_checkpoint_holds_what_prediction_needs(finished_run):
     payload = load_checkpoint(finished_run)
     assert payload["preset"] == "pyramid_mamba"

@@ -35,7 +35,8 @@ INSTALL_HINT = (
 # The small configuration (README, "Results": about 2.5 minutes with the MobileNetV2 weights on
 # a 2-core CPU). A ResNet18's decoder is about 4 times wider, so it gets fewer epochs.
 DEMO_IMAGE_SIZE = 128
-DEMO_NUM_TRAIN = 32
+DEMO_NUM_TRAIN = 48  # normals per class: 32 train the model, 16 calibrate its thresholds
+DEMO_VAL_FRACTION = 1 / 3
 DEMO_EPOCHS = {"mobilenet_v2": 15, "resnet18": 6}
 DEMO_BATCH = 4
 DEMO_LR = 2e-3
@@ -121,7 +122,7 @@ def run_demo(
     config = TrainConfig(
         data=str(data_root), out=str(run_dir), preset="pyramid_mamba", dataset="mvtec",
         image_size=DEMO_IMAGE_SIZE, encoder=chosen.encoder, weights=chosen.weights, epochs=epochs,
-        batch_size=DEMO_BATCH, lr=DEMO_LR, device=device, checkpoint_every=epochs,
+        batch_size=DEMO_BATCH, lr=DEMO_LR, device=device, checkpoint_every=epochs, val_fraction=DEMO_VAL_FRACTION,
         model_overrides=dict(DEMO_MODEL),
     )
     Trainer(config).fit()

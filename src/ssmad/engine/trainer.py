@@ -423,6 +423,13 @@ class Trainer:
         calibration = calibrate(source.class_names, scores, maps, self.config.target_fpr)
         for name, cal in calibration.classes.items():
             self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images)", name, cal.threshold, calibration.target_fpr, cal.num_images)
+            if cal.num_images * calibration.target_fpr < 1:
+                self.log.warning(
+                    "calibration %s: %d validation normals cannot show a %g false-positive rate; the threshold is "
+                    "about their largest score, so new normal images will be flagged more often than that. "
+                    "Hold out more normals (--val-fraction) or aim at a larger --target-fpr",
+                    name, cal.num_images, calibration.target_fpr,
+                )
         return calibration
 
 
