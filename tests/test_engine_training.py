@@ -71,7 +71,7 @@ def test_ctrl_c_inside_a_step_waits_for_the_step_to_finish(tiny_data, finished_r
 
 def test_too_few_validation_normals_for_the_target_rate_are_warned_about(finished_run):
     log = (finished_run / "train.log").read_text()
-    assert "calibration wood: 1 validation normals cannot show a 0.01 false-positive rate" in log
+    assert "too few validation normals (nut 1, wood 1) to show a 0.01 false-positive rate" in log
 
 
 def test_checkpoint_holds_what_prediction_needs(finished_run):

@@ -423,13 +423,14 @@ class Trainer:
         calibration = calibrate(source.class_names, scores, maps, self.config.target_fpr)
         for name, cal in calibration.classes.items():
             self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images)", name, cal.threshold, calibration.target_fpr, cal.num_images)
-            if cal.num_images * calibration.target_fpr < 1:
-                self.log.warning(
-                    "calibration %s: %d validation normals cannot show a %g false-positive rate; the threshold is "
-                    "about their largest score, so new normal images will be flagged more often than that. "
-                    "Hold out more normals (--val-fraction) or aim at a larger --target-fpr",
-                    name, cal.num_images, calibration.target_fpr,
-                )
+        too_few = [f"{name} {cal.num_images}" for name, cal in calibration.classes.items() if cal.num_images * calibration.target_fpr < 1]
+        if too_few:
+            self.log.warning(
+                "calibration: too few validation normals (%s) to show a %g false-positive rate: thresholds are about "
+                "the largest validation score, so new normal images will be flagged more often (hold out more "
+                "normals with --val-fraction, or aim at a larger --target-fpr)",
+                ", ".join(too_few), calibration.target_fpr,
+            )
         return calibration
 
 
