@@ -32,8 +32,9 @@ INSTALL_HINT = (
     "download at run time), or pass --weights with torchvision's resnet18-f37072fd.pth"
 )
 
-# The small configuration (README, "Results": about 2.5 minutes with the MobileNetV2 weights on
-# a 2-core CPU). A ResNet18's decoder is about 4 times wider, so it gets fewer epochs.
+# The small configuration (README, "Results": under 2 minutes on a 2-core CPU with either
+# encoder). A ResNet18 epoch takes about twice as long as a MobileNetV2 one (wider decoder), so it
+# gets fewer epochs.
 DEMO_IMAGE_SIZE = 128
 DEMO_NUM_TRAIN = 48  # normals per class: 32 train the model, 16 calibrate its thresholds
 DEMO_VAL_FRACTION = 1 / 3
