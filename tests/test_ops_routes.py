@@ -179,3 +179,18 @@ def test_routed_scan_refuses_a_backend_without_routes():
             inputs["u"][:, 0], inputs["dt"], inputs["A"], inputs["B"], inputs["C"], torch.ones(2, 3), torch.zeros(2, 3),
             identity_routes(2, 6), backend="torch",
         )
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("numba", marks=needs_numba)])
+def test_skip_term_counts_every_route_with_its_weight(backend):
+    """With C = 0 the scans add nothing: out = u * sum_g D_g * (sum of group g's route weights)."""
+    routes = random_routes(groups=2, per_group=3, length=12, seed=4)
+    inputs = routed_inputs(batch=2, groups=2, dim=3, state=4, length=12, shared_u=True)
+    D = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 0.25]])
+    out = routed_selective_scan(
+        inputs["u"][:, 0], inputs["dt"], inputs["A"], inputs["B"], torch.zeros_like(inputs["C"]), D,
+        torch.zeros(2, 3), routes, backend=backend,
+    )
+    w = routes.weight.sum(1)  # (G,)
+    expected = inputs["u"][:, 0] * (D[0] * w[0] + D[1] * w[1])[:, None]
+    torch.testing.assert_close(out, expected)

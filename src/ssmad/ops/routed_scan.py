@@ -34,8 +34,8 @@ def routed_selective_scan(
 
     dt = softplus(delta + delta_bias); along route r of group g,
     h_t = exp(dt_t A_g) h_{t-1} + dt_t B_t u_t, y_t = <C_t, h_t>, read and written at the route's
-    raster positions; out = sum_g sum_r weight_gr y_gr + u * sum_g D_g (the weights of a group
-    sum to 1, so the skip term D u of every route adds up to D_g u).
+    raster positions; out = sum_g sum_r weight_gr (y_gr + D_g u), the skip term of every route
+    included (for pyramid routes a group's weights sum to 1, so it adds up to D_g u).
 
     Shapes: u (batch, dim, L); delta (batch, G, dim, L); A (G, dim, N); B, C (batch, G, N, L);
     D, delta_bias (G, dim); routes (G, R, L). Runs in float32 ("numba") or u's float dtype
@@ -56,4 +56,5 @@ def routed_selective_scan(
         y = routed_scan_numba(u.unsqueeze(1), dt, A, B, C, routes)[0]
     else:
         y = routed_scan_ref(u.unsqueeze(1), dt, A, B, C, routes)
-    return torch.addcmul(y.sum(1), u, D.to(compute).sum(0)[:, None])
+    skip = (D.to(compute) * routes.weight.to(compute).sum(1, keepdim=True)).sum(0)  # (dim,)
+    return torch.addcmul(y.sum(1), u, skip[:, None])
