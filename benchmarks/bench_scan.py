@@ -24,12 +24,21 @@ GROUPS = 4
 REFERENCE_MAX_LENGTH = 256  # the Python-loop reference is minutes per call beyond this
 
 
-def make_inputs(batch: int, dim: int, length: int, device: str) -> dict:
-    """Decoder-like scan arguments: u, delta (batch, dim, L), B, C (batch, 4, N, L), A (dim, N)."""
+def make_inputs(batch: int, dim: int, length: int, device: str, layout: str = "channels-last") -> dict:
+    """Decoder-like scan arguments: u, delta (batch, dim, L), B, C (batch, 4, N, L), A (dim, N).
+
+    ``layout``: u and delta as transposed views of (batch, L, dim) tensors ("channels-last", as SS2D
+    makes them) or dense (batch, dim, L) tensors ("dim-major")."""
     gen = torch.Generator().manual_seed(0)
+
+    def sequence(shift: float = 0.0) -> torch.Tensor:
+        if layout == "channels-last":
+            return (torch.randn(batch, length, dim, generator=gen) + shift).transpose(1, 2)
+        return torch.randn(batch, dim, length, generator=gen) + shift
+
     inputs = {
-        "u": torch.randn(batch, dim, length, generator=gen),
-        "delta": torch.randn(batch, dim, length, generator=gen) - 4.0,
+        "u": sequence(),
+        "delta": sequence(-4.0),
         "A": -torch.arange(1, STATE + 1, dtype=torch.float32).repeat(dim, 1),
         "B": torch.randn(batch, GROUPS, STATE, length, generator=gen),
         "C": torch.randn(batch, GROUPS, STATE, length, generator=gen),

@@ -154,3 +154,30 @@ def test_cuda_backends_match_reference(backend):
     assert relative_error(out.cpu(), out_ref) <= 1e-4
     for name in ARG_NAMES:
         assert relative_error(grads[name].cpu(), grads_ref[name]) <= 1e-3, name
+
+
+@pytest.mark.skipif("numba" not in FAST_BACKENDS, reason="numba not installed")
+@pytest.mark.parametrize("groups,dim", [(4, 64), (2, 40)])
+def test_numba_reads_channels_last_inputs_in_place(groups, dim):
+    """u and delta as transposed views of (batch, L, dim) tensors (SS2D's layout): read in place when
+    each group's channels fill whole 16-channel vectors (64 / 4), padded otherwise (40 / 2)."""
+    dense = make_inputs(batch=2, dim=dim, state=16, length=90, groups=groups)
+    channels_last = dict(dense)
+    for name in ("u", "delta", "z"):
+        channels_last[name] = dense[name].transpose(1, 2).contiguous().transpose(1, 2)
+    out_ref, last_ref, grads_ref = scan_and_grads(selective_scan_ref, dense)
+    out, last, grads = scan_and_grads(selective_scan, channels_last, backend="numba")
+    assert relative_error(out, out_ref) <= 1e-4
+    assert relative_error(last, last_ref) <= 1e-4
+    for name in ARG_NAMES:
+        assert relative_error(grads[name], grads_ref[name]) <= 1e-3, name
+
+
+@pytest.mark.skipif("numba" not in FAST_BACKENDS, reason="numba not installed")
+def test_numba_forward_without_grad_equals_forward_with_grad():
+    inputs = make_inputs(batch=1, dim=32, length=200, groups=2)
+    with torch.no_grad():
+        inference = selective_scan(**inputs, delta_softplus=True, backend="numba")
+    training = selective_scan(**{k: v.clone().requires_grad_() for k, v in inputs.items()}, delta_softplus=True,
+                              backend="numba")
+    assert torch.equal(inference, training.detach())

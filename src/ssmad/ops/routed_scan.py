@@ -47,14 +47,14 @@ def routed_selective_scan(
             f"no routed scan for {u.device.type} tensors with backend {backend or 'auto'}; "
             f"use one of {', '.join(ROUTED_BACKENDS)} on CPU"
         )
-    compute = torch.float32 if name == "numba" else torch.promote_types(u.dtype, torch.float32)
-    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
-    dt = F.softplus(delta + delta_bias.to(compute)[..., None])
     if name == "numba":
         from .scan_numba import routed_scan_numba
 
-        y = routed_scan_numba(u.unsqueeze(1), dt, A, B, C, routes)[0]
-    else:
-        y = routed_scan_ref(u.unsqueeze(1), dt, A, B, C, routes)
+        y, _ = routed_scan_numba(u.unsqueeze(1), delta, A, B, C, routes, D, delta_bias, softplus=True, sum_groups=True)
+        return y[:, 0]
+    compute = torch.promote_types(u.dtype, torch.float32)
+    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
+    dt = F.softplus(delta + delta_bias.to(compute)[..., None])
+    y = routed_scan_ref(u.unsqueeze(1), dt, A, B, C, routes).sum(1)
     skip = (D.to(compute) * routes.weight.to(compute).sum(1, keepdim=True)).sum(0)  # (dim,)
-    return torch.addcmul(y.sum(1), u, skip[:, None])
+    return torch.addcmul(y, u, skip[:, None])

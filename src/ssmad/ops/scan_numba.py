@@ -5,162 +5,367 @@ scanned along each of its group's routes, reading its inputs at the route's rast
 adding the route's weighted output there, so a 2-D layer's directions and pyramid levels need no
 gathered copies. The plain selective scan is the case of one identity route per group.
 
-One (batch, group, channel) row per parallel task; the loop over time is outer and the loop over
-the N state entries inner, so the N-vector state stays in registers and no (batch, dim, L, N)
-tensor is ever written. exp is a float32 polynomial the compiler vectorises (numba has no vector
-math library here). The forward keeps the state entering every chunk of ``_CHUNK`` steps; the
-backward recomputes a chunk's states and runs the reverse adjoint scan over it.
-"""
+Layout: channels last. One SIMD vector holds 16 channels of one group, which share the route, dt's
+time step and B_t, C_t (broadcast scalars), so the forward has no horizontal sum: the 16 x 16
+(state x channel) block of one step lives in stack arrays LLVM keeps in registers or L1, and each
+state entry costs one polynomial exp and three fused multiply-adds per 16 updates. States beyond
+16 are further passes of 16 (a scan's state entries are independent; N < 16 is padded with
+A = B = C = 0). Inputs are (batch, G, L, channels); dim is padded to a multiple of 16.
 
-import math
+The forward keeps the state entering every chunk of ``CHUNK`` steps when a backward will follow.
+The backward recomputes a chunk's states and runs the reverse adjoint scan over it; one task per
+(batch, group, part of the channels) so grad_B and grad_C, sums over channels, collect in
+per-lane buffers and are reduced across lanes once per chunk, not per step.
+"""
 
 import numba
 import numpy as np
 import torch
+import torch.nn.functional as F
 from llvmlite import ir
 from numba import prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 from torch import Tensor
 
 from .routes import Routes, identity_routes
 
-_CHUNK = 64
-_LANES = 16  # the state is padded to S slabs of 16: inner loops of constant length vectorise
+CHUNK = 32  # steps between saved states: the backward's buffers, 4 x CHUNK x 1 KB, stay in L2
+LANES = 16  # channels per vector, and state entries per pass
 _F32 = np.float32
-_LOG2E = _F32(1.4426950408889634)
-_LN2_HI = _F32(0.693359375)  # ln 2 split in two for an exact range reduction (Cephes)
-_LN2_LO = _F32(-2.12194440e-4)
-_EXP_MIN, _EXP_MAX = _F32(-87.3), _F32(88.3)
-_P0, _P1, _P2 = _F32(1.9875691500e-4), _F32(1.3981999507e-3), _F32(8.3334519073e-3)
-_P3, _P4, _P5 = _F32(4.1665795894e-2), _F32(1.6666665459e-1), _F32(5.0000001201e-1)
-_ONE, _HALF = _F32(1.0), _F32(0.5)
-_JIT = dict(fastmath=True, cache=True, error_model="numpy")
+_LOG2E, _LN2 = _F32(1.4426950408889634), _F32(0.6931471805599453)
+_ROUND = _F32(12582912.0 + 127.0)  # 1.5 * 2^23 + 127: adding it rounds x / ln 2 into the low mantissa bits
+_EXP_MIN = _F32(-87.0)  # exp(-87) ~ 1.6e-38, the smallest power of two the exponent trick can form
+# 1 + r + c2 r^2 + ... + c5 r^5: minimax relative error 1.0e-7 on |r| <= ln(2) / 2, exact at r = 0
+_C2, _C3, _C4, _C5 = _F32(0.499992311), _F32(0.166670904), _F32(0.0418902077), _F32(0.00831471942)
+_L3, _L5, _L7, _L9, _L11 = (_F32(1.0 / k) for k in (3, 5, 7, 9, 11))  # 2 atanh(s) = 2 s (1 + s^2 / 3 + ...)
+_ZERO, _ONE, _TWO = _F32(0.0), _F32(1.0), _F32(2.0)
+# fastmath without reassociation: the rounding trick in _exp must not be folded away.
+_JIT = dict(fastmath={"nnan", "ninf", "nsz", "arcp", "contract", "afn"}, error_model="numpy", cache=True)
 
 
 @intrinsic
-def _int_bits_as_float32(typingctx, bits):
-    """Reinterpret the bits of an int32 as a float32."""
+def _float32_bits(typingctx, x):
+    """The bits of a float32 as an int32."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _bits_float32(typingctx, bits):
+    """An int32's bits as a float32."""
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
 
     return types.float32(types.int32), codegen
 
 
+@intrinsic
+def _stack_float32(typingctx, size):
+    """Pointer to ``size`` (an integer literal) float32 on the stack: unlike a heap array, LLVM
+    knows it aliases nothing and may keep it in registers."""
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    count = size.literal_value
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, ir.FloatType(), size=ir.Constant(ir.IntType(64), count))
+
+    return types.CPointer(types.float32)(size), codegen
+
+
+@numba.njit(inline="always", **_JIT)
+def _block():
+    """A 16 x 16 float32 stack array."""
+    return numba.carray(_stack_float32(256), (LANES, LANES))
+
+
+@numba.njit(inline="always", **_JIT)
+def _vector():
+    """A 16-element float32 stack array."""
+    return numba.carray(_stack_float32(16), (LANES,))
+
+
+@numba.njit(inline="always", **_JIT)
+def _chunk_blocks():
+    """A (CHUNK, 16, 16) float32 stack array (32 KB)."""
+    return numba.carray(_stack_float32(8192), (CHUNK, LANES, LANES))
+
+
+@numba.njit(inline="always", **_JIT)
+def _chunk_states():
+    """A (CHUNK + 1, 16, 16) float32 stack array."""
+    return numba.carray(_stack_float32(8448), (CHUNK + 1, LANES, LANES))
+
+
+@numba.njit(inline="always", **_JIT)
+def _chunk_vectors():
+    """A (CHUNK, 16) float32 stack array."""
+    return numba.carray(_stack_float32(512), (CHUNK, LANES))
+
+
+assert CHUNK * LANES * LANES == 8192 and CHUNK * LANES == 512  # the literal sizes above
+
+
 @numba.njit(inline="always", **_JIT)
 def _exp(x):
-    """float32 exp(x), relative error ~1e-7; inputs clamped to [-87.3, 88.3]."""
-    x = min(max(x, _EXP_MIN), _EXP_MAX)
-    k = np.int32(x * _LOG2E + _F32(127.5))  # floor(x / ln 2 + 0.5) + 127 > 0: the biased exponent
-    kf = _F32(k) - _F32(127.0)
-    r = x - kf * _LN2_HI - kf * _LN2_LO  # |r| <= ln(2) / 2
-    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
-    return (p * r * r + r + _ONE) * _int_bits_as_float32(k << 23)
+    """float32 exp(x) for x <= 88, relative error <= 2e-7; x below -87 gives exp(-87)."""
+    x = max(x, _EXP_MIN)
+    v = x * _LOG2E + _ROUND
+    k = v - _ROUND  # round(x / ln 2)
+    r = x - k * _LN2
+    p = ((((_C5 * r + _C4) * r + _C3) * r + _C2) * r + _ONE) * r + _ONE
+    return p * _bits_float32(_float32_bits(v) << 23)  # times 2^k
+
+
+@numba.njit(inline="always", **_JIT)
+def _softplus(x):
+    """float32 log(1 + exp(x)), relative error <= 4e-7: log1p(z) = 2 atanh(z / (2 + z)) as a series."""
+    z = _exp(-abs(x))
+    s = z / (_TWO + z)  # in (0, 1/3]
+    s2 = s * s
+    p = ((((_L11 * s2 + _L9) * s2 + _L7) * s2 + _L5) * s2 + _L3) * s2 + _ONE
+    return max(x, _ZERO) + _TWO * s * p
+
+
+@numba.njit(inline="always", **_JIT)
+def _sigmoid(x):
+    """float32 1 / (1 + exp(-x)), the derivative of softplus."""
+    z = _exp(-abs(x))
+    return (_ONE if x >= _ZERO else z) / (_ONE + z)
 
 
 @numba.njit(parallel=True, **_JIT)
-def _forward(u, dt, A, B, C, index, starts, weight, y, entering, last):
-    """u (batch, 1 or G, dim, L) (1: shared by the groups); dt (batch, G, dim, L); A (G, dim, S, 16);
-    B, C (batch, G, L, S, 16); routes index, starts (G, R, L), weight (G, R).
-    Adds into y (batch, G, dim, L) (zeros on entry) and writes entering (batch, G, dim, R,
-    chunks, S, 16), the state before each chunk of each route, and last (batch, G, dim, R, S, 16)."""
-    batch, groups, dim, length = dt.shape
-    routes, slabs = index.shape[1], A.shape[2]
-    shared_u = u.shape[1] == 1
-    for row in prange(batch * groups * dim):
-        b, g, d = row // (groups * dim), (row // dim) % groups, row % dim
-        a, bb, cc = A[g, d], B[b, g], C[b, g]
-        uu, dd, yy = u[b, 0 if shared_u else g, d], dt[b, g, d], y[b, g, d]
-        h = np.zeros((slabs, _LANES), dtype=np.float32)
-        for r in range(routes):
-            order, restart, w = index[g, r], starts[g, r], weight[g, r]
-            for t in range(length):
-                if t % _CHUNK == 0:
-                    entering[b, g, d, r, t // _CHUNK] = h
-                if restart[t]:
-                    h[:] = 0.0
-                pos = order[t]
-                dt_t = dd[pos]
-                drive = dt_t * uu[pos]
-                acc = _F32(0.0)
-                for s in range(slabs):
-                    for j in range(_LANES):
-                        h[s, j] = _exp(dt_t * a[s, j]) * h[s, j] + drive * bb[pos, s, j]
-                        acc += h[s, j] * cc[pos, s, j]
-                yy[pos] += w * acc
-            last[b, g, d, r] = h
+def _forward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, entering, last):
+    """u (batch, 1 or G, L, dim) (1: shared by the groups); delta (batch, G, L, dim); bias, D (G, dim);
+    A (G, S, 16, dim); B, C (batch, G, L, S, 16); routes index, starts (G, R, L), weight (G, R), each
+    route visiting every position once; dim % 16 == 0; u, delta and y may be strided views (fastest
+    channels last). dt = softplus(delta + bias) if softplus else delta + bias. Writes y (batch,
+    1 or G, L, dim) (1: the groups' outputs summed), each route's weighted output plus skip D u;
+    last (batch, G, R, S, 16, dim), the final states; and, unless it is empty, entering (batch, G,
+    R, S, chunks, dim / 16, 16, 16), the state before each chunk of each route. Packed (delta with
+    one group slot while A has G): u, delta and y are (batch, 1, L, G * dim), group g's channels at
+    g * dim, as the plain scan's channels-last tensors are."""
+    batch, length = delta.shape[0], delta.shape[2]
+    groups, slabs, dim = A.shape[0], A.shape[1], A.shape[3]
+    routes = index.shape[1]
+    blocks = dim // LANES
+    packed = delta.shape[1] != groups  # the groups side by side along the channels of one tensor
+    shared_u, summed, save = u.shape[1] == 1, y.shape[1] == 1 and not packed, entering.size > 0
+    for task in prange(batch * blocks):
+        b, block = task // blocks, task % blocks
+        c0 = block * LANES
+        h, a = _block(), _block()
+        skip, u_t, dt_t, drive, acc = _vector(), _vector(), _vector(), _vector(), _vector()
+        dt_g = np.empty((length, LANES), dtype=np.float32)  # dt at each raster position
+        for g in range(groups):
+            gd, gu, gy = (0, 0, 0) if packed else (g, 0 if shared_u else g, 0 if summed else g)
+            off = g * dim if packed else 0
+            for t in range(length):  # loops of their own: inside the scan's, softplus would not vectorise
+                for j in range(LANES):
+                    dt_g[t, j] = delta[b, gd, t, off + c0 + j] + bias[g, c0 + j]
+            if softplus:
+                for t in range(length):
+                    for j in range(LANES):
+                        dt_g[t, j] = _softplus(dt_g[t, j])
+            for s in range(slabs):
+                for j in range(LANES):
+                    skip[j] = D[g, c0 + j] if s == 0 else _ZERO
+                for n in range(LANES):
+                    for j in range(LANES):
+                        a[n, j] = A[g, s, n, c0 + j]
+                for r in range(routes):
+                    w = weight[g, r]
+                    first = s == 0 and r == 0 and (g == 0 or not summed)  # y is written, not added to
+                    for t in range(length):
+                        if starts[g, r, t] or t == 0:
+                            for n in range(LANES):
+                                for j in range(LANES):
+                                    h[n, j] = _ZERO
+                        if save and t % CHUNK == 0:
+                            entering[b, g, r, s, t // CHUNK, block] = h
+                        pos = index[g, r, t]
+                        for j in range(LANES):
+                            dt_t[j] = dt_g[pos, j]
+                            u_t[j] = u[b, gu, pos, off + c0 + j]
+                            drive[j] = dt_t[j] * u_t[j]
+                            acc[j] = skip[j] * u_t[j]
+                        for n in range(LANES):
+                            b_n, c_n = B[b, g, pos, s, n], C[b, g, pos, s, n]
+                            for j in range(LANES):
+                                h_n = _exp(dt_t[j] * a[n, j]) * h[n, j] + drive[j] * b_n
+                                h[n, j] = h_n
+                                acc[j] += h_n * c_n
+                        if first:
+                            for j in range(LANES):
+                                y[b, gy, pos, off + c0 + j] = w * acc[j]
+                        else:
+                            for j in range(LANES):
+                                y[b, gy, pos, off + c0 + j] += w * acc[j]
+                    for n in range(LANES):
+                        for j in range(LANES):
+                            last[b, g, r, s, n, c0 + j] = h[n, j]
 
 
 @numba.njit(parallel=True, **_JIT)
-def _backward(u, dt, A, B, C, index, starts, weight, parts, entering, grad_y, grad_u, grad_dt, grad_A, grad_B, grad_C):
-    """Reverse adjoint scan of every route. Task (b, g, part) handles the channels of group g split
-    in ``parts`` and adds into (zeros on entry) grad_u, grad_dt (batch, G, dim, L), grad_A (batch,
-    G, dim, S, 16) and grad_B, grad_C (batch, G, parts, L, S, 16); grad_y is (batch, G, dim, L)."""
-    batch, groups, dim, length = dt.shape
-    routes, slabs = index.shape[1], A.shape[2]
-    shared_u = u.shape[1] == 1
+def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts, entering, grad_y,
+              grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D):
+    """Reverse adjoint scan of every route; shapes as in :func:`_forward`, grad_y like y.
+    Task (b, g, part) handles one of ``parts`` runs of group g's 16-channel blocks and adds into
+    (zeros on entry) grad_u, grad_delta (batch, G, L, dim) (may be strided), grad_bias, grad_D
+    (batch, G, dim), grad_A (batch, G, S, 16, dim) and grad_B, grad_C (batch, G, parts, L, S, 16)."""
+    batch, length = delta.shape[0], delta.shape[2]
+    groups, slabs, dim = A.shape[0], A.shape[1], A.shape[3]
+    routes = index.shape[1]
+    blocks = dim // LANES
+    chunks = (length + CHUNK - 1) // CHUNK
+    packed = delta.shape[1] != groups
+    shared_u, summed = u.shape[1] == 1, grad_y.shape[1] == 1
     for task in prange(batch * groups * parts):
         b, g, part = task // (groups * parts), (task // parts) % groups, task % parts
-        bb, cc = B[b, g], C[b, g]
-        gb, gc = grad_B[b, g, part], grad_C[b, g, part]
-        states = np.empty((_CHUNK + 1, slabs, _LANES), dtype=np.float32)
-        decays = np.empty((_CHUNK, slabs, _LANES), dtype=np.float32)
-        adjoint = np.empty((slabs, _LANES), dtype=np.float32)
-        for d in range(part * dim // parts, (part + 1) * dim // parts):
-            a, ga = A[g, d], grad_A[b, g, d]
-            uu, dd, gyy = u[b, 0 if shared_u else g, d], dt[b, g, d], grad_y[b, g, d]
-            guu, gdd = grad_u[b, g, d], grad_dt[b, g, d]
+        gd, gu, gy_g = (0, 0, 0) if packed else (g, 0 if shared_u else g, 0 if summed else g)
+        off = g * dim if packed else 0
+        first_block, end_block = part * blocks // parts, (part + 1) * blocks // parts
+        states = _chunk_states()  # entering state, then h_t
+        decays = _chunk_blocks()  # exp(dt_t A), 0 at a restart
+        dts, slopes = _chunk_vectors(), _chunk_vectors()  # dt and d dt / d delta
+        u_c, gy_c, gu_c, gd_c = _chunk_vectors(), _chunk_vectors(), _chunk_vectors(), _chunk_vectors()
+        lanes_b, lanes_c = _chunk_blocks(), _chunk_blocks()  # grad_B, grad_C per channel lane
+        adjoints = np.empty((end_block - first_block, LANES, LANES), dtype=np.float32)
+        a, grad_a, adjoint = _block(), _block(), _block()
+        skip, grad_b, grad_d = _vector(), _vector(), _vector()
+        u_t, gy, drive, via_decay, via_drive = _vector(), _vector(), _vector(), _vector(), _vector()
+        for s in range(slabs):
             for r in range(routes):
                 order, restart, w = index[g, r], starts[g, r], weight[g, r]
-                adjoint[:] = 0.0
-                for chunk in range((length + _CHUNK - 1) // _CHUNK - 1, -1, -1):
-                    first = chunk * _CHUNK
-                    steps = min(_CHUNK, length - first)
-                    states[0] = entering[b, g, d, r, chunk]
-                    for k in range(steps):
-                        t = first + k
-                        pos = order[t]
-                        keep = _F32(0.0) if restart[t] else _ONE  # the state entering step t is h_{t-1} * keep
-                        dt_t = dd[pos]
-                        drive = dt_t * uu[pos]
-                        for s in range(slabs):
-                            for j in range(_LANES):
-                                decay = _exp(dt_t * a[s, j])
-                                decays[k, s, j] = decay
-                                states[k + 1, s, j] = decay * keep * states[k, s, j] + drive * bb[pos, s, j]
-                    for k in range(steps - 1, -1, -1):
-                        t = first + k
-                        pos = order[t]
-                        keep = _F32(0.0) if restart[t] else _ONE
-                        dt_t, u_t, gy = dd[pos], uu[pos], w * gyy[pos]
-                        drive = dt_t * u_t
-                        via_decay = _F32(0.0)  # dL/d(dt_t) through exp(dt_t A)
-                        via_drive = _F32(0.0)  # dL/d(dt_t u_t) through the drive dt_t B_t u_t
-                        for s in range(slabs):
-                            for j in range(_LANES):
-                                adj = adjoint[s, j] + gy * cc[pos, s, j]  # dL/dh_t
-                                gc[pos, s, j] += gy * states[k + 1, s, j]
-                                q = adj * keep * states[k, s, j] * decays[k, s, j]  # dL/d(dt_t A)
-                                via_decay += q * a[s, j]
-                                ga[s, j] += q * dt_t
-                                via_drive += adj * bb[pos, s, j]
-                                gb[pos, s, j] += adj * drive
-                                adjoint[s, j] = adj * decays[k, s, j] * keep  # carried to step t - 1
-                        gdd[pos] += via_decay + via_drive * u_t
-                        guu[pos] += via_drive * dt_t
+                adjoints[:] = _ZERO
+                for chunk in range(chunks - 1, -1, -1):
+                    first = chunk * CHUNK
+                    steps = min(CHUNK, length - first)
+                    lanes_b[:] = _ZERO
+                    lanes_c[:] = _ZERO
+                    for block in range(first_block, end_block):
+                        c0 = block * LANES
+                        for j in range(LANES):
+                            skip[j] = D[g, c0 + j] if s == 0 else _ZERO
+                            grad_b[j] = _ZERO
+                            grad_d[j] = _ZERO
+                        for n in range(LANES):
+                            for j in range(LANES):
+                                a[n, j] = A[g, s, n, c0 + j]
+                                grad_a[n, j] = _ZERO
+                                adjoint[n, j] = adjoints[block - first_block, n, j]
+                                states[0, n, j] = entering[b, g, r, s, chunk, block, n, j]
+                        for k in range(steps):  # the chunk's inputs, in loops of their own to vectorise
+                            pos = order[first + k]
+                            for j in range(LANES):
+                                dts[k, j] = delta[b, gd, pos, off + c0 + j] + bias[g, c0 + j]
+                                u_c[k, j] = u[b, gu, pos, off + c0 + j]
+                                gy_c[k, j] = w * grad_y[b, gy_g, pos, off + c0 + j]
+                        if softplus:
+                            for k in range(steps):
+                                for j in range(LANES):
+                                    slopes[k, j] = _sigmoid(dts[k, j])
+                                    dts[k, j] = _softplus(dts[k, j])
+                        else:
+                            slopes[:] = _ONE
+                        for k in range(steps):  # recompute the chunk's states
+                            pos = order[first + k]
+                            keep = _ZERO if restart[first + k] else _ONE
+                            for j in range(LANES):
+                                drive[j] = dts[k, j] * u_c[k, j]
+                            for n in range(LANES):
+                                b_n = B[b, g, pos, s, n]
+                                for j in range(LANES):
+                                    decay = _exp(dts[k, j] * a[n, j]) * keep
+                                    decays[k, n, j] = decay
+                                    states[k + 1, n, j] = decay * states[k, n, j] + drive[j] * b_n
+                        for k in range(steps - 1, -1, -1):
+                            pos = order[first + k]
+                            for j in range(LANES):
+                                u_t[j] = u_c[k, j]
+                                gy[j] = gy_c[k, j]
+                                drive[j] = dts[k, j] * u_t[j]
+                                via_decay[j] = _ZERO  # dL/d(dt_t) through exp(dt_t A)
+                                via_drive[j] = _ZERO  # dL/d(dt_t u_t) through the drive dt_t B_t u_t
+                            for n in range(LANES):
+                                b_n, c_n = B[b, g, pos, s, n], C[b, g, pos, s, n]
+                                for j in range(LANES):
+                                    adj = adjoint[n, j] + gy[j] * c_n  # dL/dh_t
+                                    lanes_c[k, n, j] += gy[j] * states[k + 1, n, j]
+                                    q = adj * states[k, n, j] * decays[k, n, j]  # dL/d(dt_t A)
+                                    via_decay[j] += q * a[n, j]
+                                    grad_a[n, j] += q * dts[k, j]
+                                    via_drive[j] += adj * b_n
+                                    lanes_b[k, n, j] += adj * drive[j]
+                                    adjoint[n, j] = adj * decays[k, n, j]  # carried to step t - 1
+                            for j in range(LANES):
+                                gd_c[k, j] = (via_decay[j] + via_drive[j] * u_t[j]) * slopes[k, j]
+                                grad_b[j] += gd_c[k, j]
+                                gu_c[k, j] = via_drive[j] * dts[k, j] + gy[j] * skip[j]
+                                grad_d[j] += gy[j] * u_t[j]
+                        for k in range(steps):
+                            pos = order[first + k]
+                            for j in range(LANES):
+                                grad_delta[b, gd, pos, off + c0 + j] += gd_c[k, j]
+                                grad_u[b, gd, pos, off + c0 + j] += gu_c[k, j]
+                        for j in range(LANES):
+                            grad_bias[b, g, c0 + j] += grad_b[j]
+                            if s == 0:
+                                grad_D[b, g, c0 + j] += grad_d[j]
+                        for n in range(LANES):
+                            for j in range(LANES):
+                                adjoints[block - first_block, n, j] = adjoint[n, j]
+                                grad_A[b, g, s, n, c0 + j] += grad_a[n, j]
+                    for k in range(steps):  # the channel sums, once per chunk
+                        pos = order[first + k]
+                        for n in range(LANES):
+                            grad_B[b, g, part, pos, s, n] += lanes_b[k, n].sum()
+                            grad_C[b, g, part, pos, s, n] += lanes_c[k, n].sum()
 
 
-def _slabs(x: Tensor, state: int) -> Tensor:
-    """Pad the last dimension (N) with zeros to S*16 and split it: (..., N) -> (..., S, 16), contiguous.
+def _pad(x: Tensor, dim: int, multiple: int) -> Tensor:
+    """Zero-pad dimension ``dim`` of x to a multiple of ``multiple``: float32, contiguous."""
+    x = x.detach().to(torch.float32)
+    extra = -x.shape[dim] % multiple
+    if extra:
+        x = F.pad(x, [0, 0] * (x.dim() - 1 - dim % x.dim()) + [0, extra])
+    return x.contiguous()
 
-    Padded entries have A = B = C = 0: their state stays 0 and adds nothing to y.
-    """
-    padded = -(-state // _LANES) * _LANES
-    x = torch.nn.functional.pad(x, (0, padded - state)) if padded != state else x
-    return x.reshape(*x.shape[:-1], padded // _LANES, _LANES).contiguous()
+
+def _lanes(x: Tensor) -> Tensor:
+    """(..., dim, L) -> float32 (..., L, dim16), dim padded to a multiple of 16. A view (no copy) of
+    a channels-last tensor, or a strided view of a dense (..., dim, L) one, which the kernels read
+    as it is; a copy only where padding is needed."""
+    x = x.detach().to(torch.float32)
+    if x.shape[-2] % LANES:
+        return _pad(x.transpose(-1, -2), -1, LANES)
+    if not (x.is_contiguous() or x.transpose(-1, -2).is_contiguous()):
+        x = x.contiguous()
+    return x.transpose(-1, -2)
 
 
-def _float32(x: Tensor) -> Tensor:
-    return x.detach().to(torch.float32).contiguous()
+def _empty_like_lanes(x: Tensor, shape: tuple[int, ...], fill: float | None = None) -> Tensor:
+    """A (..., L, dim16) tensor of ``shape`` (filled with ``fill`` unless None) laid out in memory
+    like the lanes view ``x``."""
+    if x.is_contiguous():
+        out = torch.empty(shape)
+    else:
+        out = torch.empty(*shape[:-2], shape[-1], shape[-2]).transpose(-1, -2)
+    return out if fill is None else out.fill_(fill)
+
+
+def _state_passes(x: Tensor) -> Tensor:
+    """(..., N, L) -> (..., L, S, 16): state entries padded with zeros to S passes of 16."""
+    x = _pad(x.transpose(-1, -2), -1, LANES)
+    return x.view(*x.shape[:-1], -1, LANES)
+
+
+def _per_channel(x: Tensor | None, groups: int, dim: int) -> Tensor:
+    """(G, dim) or None (zeros) -> float32 (G, dim16)."""
+    return _pad(torch.zeros(groups, dim) if x is None else x, -1, LANES)
 
 
 def _use_torch_threads() -> None:
@@ -169,77 +374,141 @@ def _use_torch_threads() -> None:
 
 class _RoutedScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, routes: Routes) -> tuple[Tensor, Tensor]:
-        batch, groups, dim, length = dt.shape
-        num_routes, state = routes.shape[1], A.shape[-1]
-        u32, dt32 = _float32(u), _float32(dt)
-        A_s = _slabs(_float32(A), state)  # (G, dim, S, 16)
-        B_s = _slabs(_float32(B).transpose(2, 3), state)  # (batch, G, L, S, 16)
-        C_s = _slabs(_float32(C).transpose(2, 3), state)
-        index, starts, weight = routes.index.contiguous(), routes.starts.contiguous(), _float32(routes.weight)
-        slabs = A_s.shape[2]
-        y = torch.zeros(batch, groups, dim, length)
-        entering = torch.empty(batch, groups, dim, num_routes, -(-length // _CHUNK), slabs, _LANES)
-        last = torch.empty(batch, groups, dim, num_routes, slabs, _LANES)
+    def forward(
+        ctx,
+        u: Tensor,
+        delta: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Tensor | None,
+        delta_bias: Tensor | None,
+        routes: Routes,
+        softplus: bool,
+        sum_groups: bool,
+        backward_follows: bool,
+    ) -> tuple[Tensor, Tensor]:
+        batch, length = delta.shape[0], delta.shape[-1]
+        groups, dim, state = A.shape
+        num_routes = routes.shape[1]
+        u_l, delta_l = _lanes(u), _lanes(delta)  # (batch, 1 or G, L, dim16), or (batch, 1, L, G * dim) packed
+        dim16 = -(-dim // LANES) * LANES
+        A_l = _pad(_state_passes(A.transpose(1, 2)).permute(0, 2, 3, 1), -1, LANES)  # (G, S, 16, dim16)
+        B_l, C_l = _state_passes(B), _state_passes(C)  # (batch, G, L, S, 16)
+        D_l, bias_l = _per_channel(D, groups, dim), _per_channel(delta_bias, groups, dim)
+        index, starts, weight = routes.index.contiguous(), routes.starts.contiguous(), _pad(routes.weight, -1, 1)
+        slabs = A_l.shape[1]
+        y = _empty_like_lanes(delta_l, (batch, 1 if sum_groups else delta_l.shape[1], length, delta_l.shape[-1]))
+        needs_grad = backward_follows and any(ctx.needs_input_grad[:7])
+        chunks = -(-length // CHUNK) if needs_grad else 0
+        entering = torch.empty(batch, groups, num_routes, slabs, chunks, dim16 // LANES, LANES, LANES)
+        last = torch.empty(batch, groups, num_routes, slabs, LANES, dim16)
         _use_torch_threads()
-        _forward(u32.numpy(), dt32.numpy(), A_s.numpy(), B_s.numpy(), C_s.numpy(), index.numpy(), starts.numpy(),
-                 weight.numpy(), y.numpy(), entering.numpy(), last.numpy())
-        ctx.save_for_backward(u32, dt32, A_s, B_s, C_s, index, starts, weight, entering)
-        ctx.state, ctx.u_groups = state, u.shape[1]
-        last = last.flatten(-2)[..., :state]
+        _forward(u_l.numpy(), delta_l.numpy(), bias_l.numpy(), A_l.numpy(), B_l.numpy(), C_l.numpy(), D_l.numpy(),
+                 softplus, index.numpy(), starts.numpy(), weight.numpy(), y.numpy(), entering.numpy(), last.numpy())
+        if needs_grad:
+            ctx.save_for_backward(u_l, delta_l, bias_l, A_l, B_l, C_l, D_l, index, starts, weight, entering)
+            ctx.sizes, ctx.channels = (dim, state, u.shape[1]), delta.shape[-2]
+            ctx.options = (softplus, D is not None, delta_bias is not None)
+        last = last[..., :dim].flatten(3, 4)[..., :state, :].permute(0, 1, 4, 2, 3)  # (batch, G, dim, R, N)
         ctx.mark_non_differentiable(last)
-        return y, last
+        return y[..., : delta.shape[-2]].transpose(-1, -2), last
 
     @staticmethod
     def backward(ctx, grad_y: Tensor, _grad_last: Tensor) -> tuple[Tensor | None, ...]:
-        u32, dt32, A_s, B_s, C_s, index, starts, weight, entering = ctx.saved_tensors
-        batch, groups, dim, length = dt32.shape
-        slabs, state = A_s.shape[2], ctx.state
-        parts = min(dim, max(1, -(-8 // (batch * groups))))  # >= 8 tasks where possible
-        grad_u, grad_dt = torch.zeros_like(dt32), torch.zeros_like(dt32)
-        grad_A = torch.zeros(batch, groups, dim, slabs, _LANES)
-        grad_B = torch.zeros(batch, groups, parts, length, slabs, _LANES)
+        u_l, delta_l, bias_l, A_l, B_l, C_l, D_l, index, starts, weight, entering = ctx.saved_tensors
+        dim, state, u_groups = ctx.sizes
+        softplus, has_D, has_bias = ctx.options
+        batch, length = delta_l.shape[0], delta_l.shape[2]
+        groups, slabs, _, dim16 = A_l.shape
+        parts = min(dim16 // LANES, -(-2 * torch.get_num_threads() // (batch * groups)))  # >= 2 tasks a thread
+        grad_u, grad_delta = (_empty_like_lanes(delta_l, delta_l.shape, 0.0) for _ in range(2))
+        grad_bias, grad_D = torch.zeros(batch, groups, dim16), torch.zeros(batch, groups, dim16)
+        grad_A = torch.zeros(batch, groups, slabs, LANES, dim16)
+        grad_B = torch.zeros(batch, groups, parts, length, slabs, LANES)
         grad_C = torch.zeros_like(grad_B)
         _use_torch_threads()
         _backward(
-            u32.numpy(), dt32.numpy(), A_s.numpy(), B_s.numpy(), C_s.numpy(), index.numpy(), starts.numpy(),
-            weight.numpy(), parts, entering.numpy(), _float32(grad_y).numpy(), grad_u.numpy(), grad_dt.numpy(),
-            grad_A.numpy(), grad_B.numpy(), grad_C.numpy(),
+            u_l.numpy(), delta_l.numpy(), bias_l.numpy(), A_l.numpy(), B_l.numpy(), C_l.numpy(), D_l.numpy(),
+            softplus, index.numpy(), starts.numpy(), weight.numpy(), parts, entering.numpy(), _lanes(grad_y).numpy(),
+            grad_u.numpy(), grad_delta.numpy(), grad_bias.numpy(), grad_A.numpy(), grad_B.numpy(), grad_C.numpy(),
+            grad_D.numpy(),
         )
 
-        def state_major(x: Tensor) -> Tensor:  # (batch, G, parts, L, S, 16) -> (batch, G, N, L)
-            return x.sum(2).flatten(-2)[..., :state].transpose(2, 3)
+        def channels_first(x: Tensor) -> Tensor:  # (..., L, dim16) -> (..., dim, L)
+            return x[..., : ctx.channels].transpose(-1, -2)
 
-        if ctx.u_groups == 1:
+        def state_first(x: Tensor) -> Tensor:  # (batch, G, parts, L, S, 16) -> (batch, G, N, L)
+            return x.sum(2).flatten(-2)[..., :state].transpose(-1, -2)
+
+        if u_groups == 1:
             grad_u = grad_u.sum(1, keepdim=True)
-        return grad_u, grad_dt, grad_A.sum(0).flatten(-2)[..., :state], state_major(grad_B), state_major(grad_C), None
+        grad_A = grad_A.sum(0).flatten(1, 2)[:, :state, :dim].transpose(1, 2)  # (G, dim, N)
+        grad_D = grad_D.sum(0)[:, :dim] if has_D else None
+        grad_bias = grad_bias.sum(0)[:, :dim] if has_bias else None
+        return (channels_first(grad_u), channels_first(grad_delta), grad_A, state_first(grad_B), state_first(grad_C),
+                grad_D, grad_bias, None, None, None, None)
 
 
-def routed_scan_numba(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, routes: Routes) -> tuple[Tensor, Tensor]:
+def routed_scan_numba(
+    u: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    routes: Routes,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    softplus: bool = False,
+    sum_groups: bool = False,
+) -> tuple[Tensor, Tensor]:
     """Scan every (batch, group, channel) sequence along its group's routes, on CPU in float32.
 
-    Along a route, h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t (h restarting from 0 where the route
-    says), y_t = <C_t, h_t>, all read and written at the route's raster position of step t.
+    Along a route, h_t = exp(s_t A) h_{t-1} + s_t B_t u_t (h restarting from 0 where the route
+    says), y_t = <C_t, h_t> + D u_t, all read and written at the route's raster position of step t;
+    the step s = softplus(dt + delta_bias) with ``softplus``, else dt + delta_bias.
     u (batch, 1 or G, dim, L) (1: shared by the groups); dt (batch, G, dim, L); A (G, dim, N);
-    B, C (batch, G, N, L); routes (G, R, L) (see :class:`~ssmad.ops.routes.Routes`).
-    Returns y (batch, G, dim, L), the weighted sum of the group's R route outputs, and the final
-    states (batch, G, dim, R, N) (not differentiable).
+    B, C (batch, G, N, L); D, delta_bias (G, dim) or None (zero); routes (G, R, L) (see
+    :class:`~ssmad.ops.routes.Routes`).
+    Returns y (batch, G, dim, L), each group's weighted sum of its routes ((batch, 1, dim, L), their
+    sum over groups, with ``sum_groups``), and the final states (batch, G, dim, R, N) (not
+    differentiable). Dense u and delta are read in place; fastest as transposed views of
+    channels-last (..., L, dim) tensors, the layout y then has too.
     """
-    return _RoutedScan.apply(u, dt, A, B, C, routes)
+    backward_follows = torch.is_grad_enabled()  # else the forward keeps no chunk states
+    return _RoutedScan.apply(u, dt, A, B, C, D, delta_bias, routes, softplus, sum_groups, backward_follows)
 
 
-def scan_core_numba(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
-    """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t from h_0 = 0, on CPU in float32.
+def selective_scan_numba(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+) -> tuple[Tensor, Tensor]:
+    """The plain selective scan (one identity route per group of B and C) on CPU in float32.
 
-    u, dt (batch, dim, L); A (dim, N); B, C (batch, G, N, L), float32 CPU tensors.
-    Returns y (batch, dim, L) and the final state (batch, dim, N) (not differentiable).
+    u, delta (batch, dim, L); A (dim, N); B, C (batch, G, N, L); D, delta_bias (dim,) or None.
+    Returns y (batch, dim, L), skip D u included, and the final state (batch, dim, N) (not
+    differentiable).
     """
     batch, dim, length = u.shape
     groups, state = B.shape[1], A.shape[1]
     per_group = dim // groups
-    grouped = (batch, groups, per_group, length)
+    channels_last = u.transpose(1, 2).is_contiguous() and delta.transpose(1, 2).is_contiguous()
+    if channels_last and per_group % LANES == 0:  # the groups side by side, read in place
+        u, delta = u.unsqueeze(1), delta.unsqueeze(1)
+    else:
+        u, delta = u.reshape(batch, groups, per_group, length), delta.reshape(batch, groups, per_group, length)
+
+    def per_channel(x: Tensor | None) -> Tensor | None:
+        return None if x is None else x.reshape(groups, per_group)
+
     y, last = routed_scan_numba(
-        u.reshape(grouped), dt.reshape(grouped), A.reshape(groups, per_group, state), B, C,
-        identity_routes(groups, length),
+        u, delta, A.reshape(groups, per_group, state), B, C,
+        identity_routes(groups, length), per_channel(D), per_channel(delta_bias), delta_softplus,
     )
-    return y.view(batch, dim, length), last.view(batch, dim, state)
+    return y.reshape(batch, dim, length), last.reshape(batch, dim, state)

@@ -54,15 +54,40 @@ def selective_scan(
 
         return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if name == "numba":
-        from .scan_numba import scan_core_numba
-
-        core: ScanCore = scan_core_numba
-        compute = torch.float32
+        out, last = _scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     else:
-        core = scan_core_torch
         compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-    out, last = _scan_with_core(core, compute, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        out, last = _scan_with_core(scan_core_torch, compute, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return (out, last) if return_last_state else out
+
+
+def _grouped(B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
+    """B and C as (batch, G, N, L) with one grouping for both (an ungrouped one is broadcast)."""
+    B = B.unsqueeze(1) if B.dim() == 3 else B
+    C = C.unsqueeze(1) if C.dim() == 3 else C
+    groups = max(B.shape[1], C.shape[1])
+    return B.expand(-1, groups, -1, -1), C.expand(-1, groups, -1, -1)
+
+
+def _scan_numba(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+) -> tuple[Tensor, Tensor]:
+    """The numba kernel computes bias, softplus and skip D itself; only the gate z is applied here."""
+    from .scan_numba import selective_scan_numba
+
+    B, C = _grouped(B, C)
+    y, last = selective_scan_numba(u, delta, A, B, C, D, delta_bias, delta_softplus)
+    if z is not None:
+        y = y * F.silu(z.to(torch.float32))
+    return y.to(u.dtype), last
 
 
 def _scan_with_core(
@@ -85,13 +110,7 @@ def _scan_with_core(
         delta = delta + delta_bias.to(compute)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    if B.dim() == 3:
-        B = B.unsqueeze(1)
-    if C.dim() == 3:
-        C = C.unsqueeze(1)
-    if B.shape[1] != C.shape[1]:  # one grouping for both: broadcast the ungrouped one
-        groups = max(B.shape[1], C.shape[1])
-        B, C = B.expand(-1, groups, -1, -1), C.expand(-1, groups, -1, -1)
+    B, C = _grouped(B, C)
     y, last = core(u, delta, A, B, C)
     if D is not None:
         y = torch.addcmul(y, u, D.to(compute)[:, None])
