@@ -12,6 +12,7 @@ from ssmad.ops.scan_orders import SCAN_ORDERS
 
 NUM_DIRECTIONS = (2, 4, 8)
 LOSSES = ("mse", "cosine")
+MAP_SCALES = ("sum", "official")
 INPUT_MULTIPLE = 32  # the bottleneck output is at stride 32
 TUPLE_FIELDS = ("decoder_depths", "lec_kernel_sizes")  # lists (from JSON) become tuples
 
@@ -41,6 +42,10 @@ class ModelConfig:
         d_state, ssm_ratio, dt_rank (None = ceil(C/16)), d_conv, dt_min, dt_max, dt_init_floor.
     Anomaly map:
         blur_sigma: sigma of the Gaussian blur of the map (0 = none).
+        map_scale: "sum" (the sum over scales of 1 - cosine similarity, as DESIGN.md) or
+            "official" (the reference framework's: that sum divided by number of scales x sum of
+            the scale weights = 3 x 3 = 9, as ADer's ``cal_anomaly_map``), so maps, scores and
+            thresholds compare with the official code's. Rankings (every metric) do not change.
     """
 
     encoder: str = "resnet34"
@@ -63,6 +68,7 @@ class ModelConfig:
     dt_max: float = 1e-1
     dt_init_floor: float = 1e-4
     blur_sigma: float = 4.0
+    map_scale: str = "sum"
 
     def __post_init__(self) -> None:
         for name in TUPLE_FIELDS:
@@ -96,6 +102,7 @@ class ModelConfig:
             ("d_conv", self.d_conv % 2 == 1, "an odd kernel size"),
             ("dt_min", 0 < self.dt_min <= self.dt_max, "0 < dt_min <= dt_max"),
             ("blur_sigma", self.blur_sigma >= 0, ">= 0"),
+            ("map_scale", self.map_scale in MAP_SCALES, f"one of {', '.join(MAP_SCALES)}"),
         ]
         for name, ok, allowed in checks:
             if not ok:
