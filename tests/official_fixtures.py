@@ -56,3 +56,14 @@ def official_state_dict(name: str, fixture: dict) -> dict[str, torch.Tensor]:
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     """max |actual - expected| / max |expected|."""
     return float((actual.double() - expected.double()).abs().max() / expected.double().abs().max())
+
+
+def with_encoder(state: dict[str, torch.Tensor], seed: int = 0) -> dict[str, torch.Tensor]:
+    """``state`` plus a ``net_t.*`` ResNet34 (seeded random weights), as a full ADer checkpoint
+    holds its timm encoder (whose names are torchvision's for conv1, bn1 and layer1-3)."""
+    from ssmad.modules.resnet import ResNetEncoder
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        encoder = ResNetEncoder("resnet34").state_dict()
+    return {**{f"net_t.{k}": v for k, v in encoder.items()}, **state}
