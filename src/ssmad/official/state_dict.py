@@ -9,6 +9,7 @@ the official model's part: ``net_t.`` (encoder), ``mff_oce.`` (bottleneck), ``ne
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,10 +52,13 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if unsafe is None:
+            raise OfficialCheckpointError(f"{path} is truncated or not a PyTorch file") from error
         raise OfficialCheckpointError(
-            f"{path} holds Python objects besides tensors, which are not loaded for safety ({error}). Fix: "
-            f"where you trust the file, re-save its state dict alone: torch.save(torch.load(FILE, weights_only=False)"
-            f"['net'], 'net.pth'), then convert net.pth"
+            f"{path} holds Python objects besides tensors (e.g. a {unsafe.group(1)}), which are not loaded for safety. Fix: "
+            "where you trust the file, save its state dict alone: torch.save(torch.load(FILE, weights_only=False)"
+            "['net'], 'net.pth'), then convert net.pth"
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise OfficialCheckpointError(f"{path} is truncated or not a PyTorch file ({type(error).__name__}: {error})") from error
