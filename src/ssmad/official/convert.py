@@ -43,6 +43,9 @@ def convert(
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    for field, option in (("encoder", "--encoder / encoder="), ("encoder_weights", "--weights / weights=")):
+        if field in overrides:
+            raise ValueError(f"the encoder is chosen with {option}, not with a '{field}' setting")
     path = Path(checkpoint)
     state_dict = read_official_checkpoint(path)
     has_encoder = any(key.startswith("net_t.") for key in state_dict)
