@@ -67,7 +67,7 @@ def test_the_encoder_comes_from_the_checkpoint_or_from_weights_never_both(states
     full = with_encoder(states["mambaad"])
     assert "drop --weights" in _refusal(tmp_path, full, weights="random")
     assert "is not a resnet18" in _refusal(tmp_path, full, encoder="resnet18")
-    with pytest.raises(ValueError, match="chosen with --encoder"):
+    with pytest.raises(ValueError, match="chosen with --weights"):
         ssmad.convert(tmp_path / "official.pth", "mambaad", encoder_weights="random")
 
 
