@@ -55,9 +55,11 @@ def test_missing_and_mis_shaped_tensors_are_refused(states, tmp_path):
 
 
 def test_a_checkpoint_of_the_other_code_or_scan_is_named(states, tmp_path):
-    assert "--set num_directions=4" in _refusal(tmp_path, states["pyramid"], weights="random")
-    message = _refusal(tmp_path, states["pyramid"], weights="random", num_directions=4, scan_order="sweep")
+    message = _refusal(tmp_path, states["pyramid"], weights="random")
     assert "official Pyramid-Mamba code" in message and "--preset pyramid_mamba" in message
+    assert "has 8 scan directions, the model 4: add --set num_directions=8" in _refusal(
+        tmp_path, states["mambaad"], weights="random", num_directions=4
+    )
     assert "--preset mambaad" in _refusal(tmp_path, states["mambaad"], "pyramid_mamba", weights="random", num_directions=8, scan_order="hilbert")
     assert "add --set scan_order=hilbert" in _refusal(tmp_path, states["mambaad"], weights="random", scan_order="sweep")
 

@@ -140,8 +140,8 @@ def convert_state_dict(state_dict: Mapping[str, Tensor], config: ModelConfig, ex
             f"{source}: {len(unplaced)} decoder key(s) have no place in ssmad's model (e.g. {', '.join(unplaced[:3])}); "
             "the checkpoint comes from a modified official model"
         )
-    _check_directions(trainable, origin, config, source)
     _check_scan_tables(tables, config, source)
+    _check_directions(trainable, origin, config, source)
     trainable = {k: to_ssmad_directions(k, v, config.num_directions) for k, v in trainable.items()}
     for key, value in expected.items():  # integer counters the file may lack
         if key.endswith(OPTIONAL_SUFFIXES) and key not in trainable:
@@ -177,7 +177,9 @@ def _check_scan_tables(tables: dict[str, Tensor], config: ModelConfig, source: s
     for name, table in tables.items():
         order = _table_order(name, table)
         side = int(round(order.numel() ** 0.5))
-        if side * side != order.numel() or torch.equal(order, scan_order(config.scan_order, side, side)):
+        if side * side != order.numel():
+            raise OfficialCheckpointError(f"{source}: {name} ({order.numel()} entries) is not the table of a square map")
+        if torch.equal(order, scan_order(config.scan_order, side, side)):
             continue
         matches = [kind for kind in SCAN_ORDERS if torch.equal(order, scan_order(kind, side, side))]
         fix = f"add --set scan_order={matches[0]}" if matches else "ssmad implements none that matches it"
