@@ -37,6 +37,7 @@ class AnomalyModel(nn.Module):
             dims=(2 * c3, c3, c2, c1),
             depths=config.decoder_depths,
             drop_path_rate=config.drop_path_rate,
+            drop_path_rule=config.drop_path_rule,
             lec_kernel_sizes=config.lec_kernel_sizes,
             scan_order=config.scan_order,
             num_directions=config.num_directions,

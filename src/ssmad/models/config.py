@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ssmad.modules.decoder import DROP_PATH_RULES
 from ssmad.ops.routes import PYRAMID_MERGES
 from ssmad.ops.scan_orders import SCAN_ORDERS
 
@@ -33,6 +34,9 @@ class ModelConfig:
     Decoder (stage widths come from the encoder: [2*C3, C3, C2, C1]):
         decoder_depths: HSS blocks per stage; modules of 3 when depth % 3 == 0, else of 2.
         drop_path_rate: drop-path rate of the first decoder block, falling linearly to 0.
+        drop_path_rule: "per_block" (each block its own rate on that line) or "official" (all the
+            blocks of a stage's j-th module take the stage's j-th rate, as the official code does).
+            Training only: eval-mode outputs do not depend on it.
         lec_kernel_sizes: depthwise kernels of the LEC local branch.
     SS2D:
         scan_order: sweep | scan | zorder | zigzag | hilbert.
@@ -55,6 +59,7 @@ class ModelConfig:
     loss: str = "mse"
     decoder_depths: tuple[int, ...] = (3, 4, 6, 3)
     drop_path_rate: float = 0.2
+    drop_path_rule: str = "per_block"
     lec_kernel_sizes: tuple[int, ...] = (5, 7)
     scan_order: str = "sweep"
     num_directions: int = 4
@@ -95,6 +100,7 @@ class ModelConfig:
                 "4 stage depths >= 1",
             ),
             ("drop_path_rate", 0 <= self.drop_path_rate < 1, "in [0, 1)"),
+            ("drop_path_rule", self.drop_path_rule in DROP_PATH_RULES, f"one of {', '.join(DROP_PATH_RULES)}"),
             ("lec_kernel_sizes", all(k % 2 == 1 for k in self.lec_kernel_sizes), "odd kernel sizes"),
             ("d_state", self.d_state >= 1, ">= 1"),
             ("ssm_ratio", self.ssm_ratio > 0, "> 0"),

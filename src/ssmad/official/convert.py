@@ -7,7 +7,8 @@ weights (``CONVERTED_DEFAULTS``), each overridable:
   to maps wider than 64, which never occur at 256x256 input, so its weights were trained with
   P = 1 (the whole map and its four quadrants, averaged); ``pyramid_levels=2`` is the paper's P.
 - both: ``map_scale="official"``, the reference framework's anomaly-map scale (the sum over
-  scales divided by 9), so maps, scores and thresholds compare with the official code's.
+  scales divided by 9), so maps, scores and thresholds compare with the official code's; and
+  ``drop_path_rule="official"`` (training only, for fine-tuning a converted model).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from ssmad.modules.encoder_weights import file_sha256
 from ssmad.official.state_dict import ConvertedState, OfficialCheckpointError, convert_state_dict, read_official_checkpoint
 
 CONVERTED_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mambaad": {"map_scale": "official"},
-    "pyramid_mamba": {"map_scale": "official", "pyramid_levels": 1},
+    "mambaad": {"map_scale": "official", "drop_path_rule": "official"},
+    "pyramid_mamba": {"map_scale": "official", "drop_path_rule": "official", "pyramid_levels": 1},
 }
 
 
