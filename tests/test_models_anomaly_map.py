@@ -58,6 +58,23 @@ def test_cosine_map_hand_cases():
     torch.testing.assert_close(scores, maps.flatten(1).max(dim=1).values)
 
 
+def test_official_map_scale_is_the_reference_frameworks():
+    """ADer's cal_anomaly_map(amap_mode="add"): sum of the upsampled scales / (scales x sum of
+    unit weights), then scipy's Gaussian filter; ssmad's "sum" is 9 times that for 3 scales."""
+    torch.manual_seed(0)
+    f = [torch.randn(2, c, s, s) for c, s in ((4, 16), (6, 8), (8, 4))]
+    g = [t + 0.5 * torch.randn_like(t) for t in f]
+    total = sum(
+        torch.nn.functional.interpolate((1 - torch.cosine_similarity(a, b, dim=1))[:, None], size=(32, 32), mode="bilinear", align_corners=True)[:, 0]
+        for a, b in zip(f, g)
+    ).double().numpy()
+    reference = np.stack([gaussian_filter(m / (3 * 3), sigma=4.0) for m in total])
+    official, _ = anomaly_maps_and_scores(f, g, (32, 32), sigma=4.0, scale="official")
+    summed, _ = anomaly_maps_and_scores(f, g, (32, 32), sigma=4.0)
+    np.testing.assert_allclose(official.numpy(), reference, rtol=1e-5)
+    torch.testing.assert_close(summed, 9 * official)
+
+
 def test_single_scale_upsampling_is_bilinear_align_corners():
     f = torch.tensor([[1.0, 0.0]]).view(1, 2, 1, 1).repeat(1, 1, 1, 2)  # (1, 2, 1, 2): unit x-vectors
     g = f.clone()

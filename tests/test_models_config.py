@@ -43,7 +43,7 @@ def test_unknown_override_lists_the_valid_fields():
 
 @pytest.mark.parametrize(
     "override",
-    [{"image_size": 250}, {"num_directions": 3}, {"scan_order": "spiral"}, {"pyramid_merge": "max"}],
+    [{"image_size": 250}, {"num_directions": 3}, {"scan_order": "spiral"}, {"pyramid_merge": "max"}, {"map_scale": "mean"}, {"drop_path_rule": "linear"}],
 )
 def test_invalid_values_are_named(override):
     (name, value), = override.items()

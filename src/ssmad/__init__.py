@@ -4,9 +4,14 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """Lazy public API: ``ssmad.load(checkpoint_path, device="auto") -> Detector``."""
+    """Lazy public API: ``ssmad.load(checkpoint_path, device="auto") -> Detector`` and
+    ``ssmad.convert(official_checkpoint, preset, ...) -> AnomalyModel`` (see ``ssmad.official``)."""
     if name == "load":
         from ssmad.engine.detector import load
 
         return load
+    if name == "convert":
+        from ssmad.official import convert
+
+        return convert
     raise AttributeError(f"module 'ssmad' has no attribute {name!r}")

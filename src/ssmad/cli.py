@@ -1,4 +1,4 @@
-"""Command line: ``ssmad train | test | predict | demo`` (also ``python -m ssmad ...``).
+"""Command line: ``ssmad train | test | predict | demo | convert | calibrate`` (also ``python -m ssmad ...``).
 
 Errors in what the user gave (paths, values, checkpoints) print one line naming the problem and
 the fix, and exit with status 2; ``predict`` exits with 1 when no input could be scored.
@@ -96,6 +96,19 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE", help="override a ModelConfig field, e.g. --set scan_order=hilbert (repeatable)")
 
 
+def _add_calibration_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """Which normals to calibrate on; ``defaults=False``: None means the run's own value."""
+    run = "the run's"
+    parser.add_argument("--data", required=defaults, help="dataset root holding the normal images" + ("" if defaults else " (default: the run's)"))
+    parser.add_argument("--dataset", choices=DATASET_KINDS, default="auto" if defaults else None, help=f"dataset layout (default: {'auto-detect' if defaults else run})")
+    parser.add_argument("--classes", type=_comma_list, help=f"comma-separated classes (default: {'all under --data' if defaults else run + ' classes'})")
+    parser.add_argument("--val-fraction", type=float, default=0.1 if defaults else None, help=f"normals held out for calibration, as in training (default: {0.1 if defaults else run})")
+    parser.add_argument("--seed", type=int, default=0 if defaults else None, help=f"seed of the held-out split (default: {0 if defaults else run})")
+    parser.add_argument("--target-fpr", type=float, default=0.01 if defaults else None, help=f"false-positive rate the threshold aims at (default: {0.01 if defaults else run})")
+    parser.add_argument("--all-normals", action="store_true", help="calibrate on every normal training image (normals the model was not trained on)")
+    parser.add_argument("--batch-size", type=_positive_int, default=16 if defaults else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssmad", description="Multi-class visual anomaly detection with state-space models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
     predict.add_argument("--batch-size", type=_positive_int, default=16)
     _add_device(predict)
+
+    convert = commands.add_parser("convert", help="a checkpoint of the official MambaAD / Pyramid-Mamba code -> a calibrated run")
+    convert.add_argument("checkpoint", help="the official .pth (ADer's {'net': ...} or a bare state dict)")
+    convert.add_argument("--preset", choices=PRESETS, required=True, help="which official code trained it")
+    convert.add_argument("--out", required=True, help="run folder to write (checkpoint.pt)")
+    convert.add_argument("--encoder", default="resnet34", help="architecture of the official encoder (default resnet34)")
+    convert.add_argument("--weights", help="encoder weights for a checkpoint without net_t.* keys: a .pth file, a folder, 'imagenet' or 'random'")
+    convert.add_argument("--set", dest="model_settings", action="append", type=_model_setting, default=[], metavar="KEY=VALUE",
+                         help="override a ModelConfig field, e.g. --set pyramid_levels=2 (the paper's P) (repeatable)")
+    _add_calibration_options(convert, defaults=True)
+    _add_device(convert)
+
+    calibrate = commands.add_parser("calibrate", help="new thresholds for a run from normal images, without retraining")
+    calibrate.add_argument("run", help="run folder or checkpoint.pt")
+    _add_calibration_options(calibrate, defaults=False)
+    _add_device(calibrate)
 
     demo = commands.add_parser("demo", help="synthetic data -> train -> test, in minutes, no download")
     demo.add_argument("--out", default="ssmad-demo", help="folder for the data and the run (default: ./ssmad-demo)")
@@ -224,6 +253,44 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0 if summary.rows else 1
 
 
+def _print_calibration(calibration: Any) -> None:
+    from ssmad.engine.calibrate_run import too_few_normals
+
+    for name, cal in calibration.classes.items():
+        print(f"{name}: threshold {cal.threshold:.6g} ({cal.num_images} normals, target FPR {calibration.target_fpr:g})")
+    too_few = too_few_normals(calibration)
+    if too_few:
+        print(f"warning: too few calibration normals ({', '.join(too_few)}) to show a {calibration.target_fpr:g} "
+              "false-positive rate; use a larger --val-fraction, --all-normals or a larger --target-fpr", file=sys.stderr)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from ssmad.official import convert, write_run
+
+    model = convert(args.checkpoint, args.preset, encoder=args.encoder, weights=args.weights, **dict(args.model_settings))
+    checkpoint, calibration = write_run(
+        model, args.out, args.data, args.preset, args.checkpoint, dataset=args.dataset, classes=args.classes,
+        val_fraction=args.val_fraction, seed=args.seed, target_fpr=args.target_fpr, all_normals=args.all_normals,
+        device=args.device, batch_size=args.batch_size,
+    )
+    _print_calibration(calibration)
+    print(f"converted {args.checkpoint} ({args.preset}); run: {checkpoint}")
+    return 0
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from ssmad.engine.calibrate_run import calibrate_run
+
+    calibration = calibrate_run(
+        args.run, data=args.data, dataset=args.dataset, classes=args.classes, val_fraction=args.val_fraction,
+        seed=args.seed, target_fpr=args.target_fpr, all_normals=args.all_normals, device=args.device,
+        batch_size=args.batch_size,
+    )
+    _print_calibration(calibration)
+    print(f"calibration written to {args.run}")
+    return 0
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from ssmad.demo import run_demo
 
@@ -236,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     from ssmad.engine.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
-    runners = {"train": _run_train, "test": _run_test, "predict": _run_predict, "demo": _run_demo}
+    runners = {
+        "train": _run_train, "test": _run_test, "predict": _run_predict, "demo": _run_demo,
+        "convert": _run_convert, "calibrate": _run_calibrate,
+    }
     try:
         return runners[args.command](args)
     except (CheckpointError, ValueError, OSError) as error:

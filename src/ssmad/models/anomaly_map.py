@@ -1,5 +1,6 @@
 """Anomaly maps from encoder/decoder features: 1 - cosine similarity per scale, upsampled,
-summed, blurred; image score = max of the map (the reference framework's recipe)."""
+summed (or, ``scale="official"``, divided as the reference framework does), blurred; image
+score = max of the map (the reference framework's recipe)."""
 
 from __future__ import annotations
 
@@ -59,8 +60,16 @@ def anomaly_maps_and_scores(
     dec_features: Sequence[torch.Tensor],
     size: tuple[int, int],
     sigma: float,
+    scale: str = "sum",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blurred maps (B, H, W) and image scores (B,) = max of each blurred map."""
-    maps = gaussian_blur(cosine_distance_map(enc_features, dec_features, size), sigma)
+    """Blurred maps (B, H, W) and image scores (B,) = max of each blurred map.
+
+    ``scale``: "sum" keeps the sum over the S scales; "official" divides it by S x S, as ADer's
+    ``cal_anomaly_map(amap_mode="add")`` divides by len(scales) x sum(weights) with unit weights.
+    """
+    maps = cosine_distance_map(enc_features, dec_features, size)
+    if scale == "official":
+        maps = maps / len(enc_features) ** 2
+    maps = gaussian_blur(maps, sigma)
     return maps, maps.flatten(1).amax(dim=1)
 

@@ -37,6 +37,7 @@ class AnomalyModel(nn.Module):
             dims=(2 * c3, c3, c2, c1),
             depths=config.decoder_depths,
             drop_path_rate=config.drop_path_rate,
+            drop_path_rule=config.drop_path_rule,
             lec_kernel_sizes=config.lec_kernel_sizes,
             scan_order=config.scan_order,
             num_directions=config.num_directions,
@@ -91,9 +92,12 @@ class AnomalyModel(nn.Module):
         dec_features: list[torch.Tensor],
         size: tuple[int, int],
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maps (B, H, W) at ``size``: sum over scales of upsampled 1 - cosine similarity,
-        Gaussian blur of sigma ``config.blur_sigma``; scores (B,) = max of each map."""
-        return anomaly_maps_and_scores(enc_features, dec_features, tuple(size), self.config.blur_sigma)
+        """Maps (B, H, W) at ``size``: sum over scales of upsampled 1 - cosine similarity (scaled
+        as ``config.map_scale`` says), Gaussian blur of sigma ``config.blur_sigma``; scores (B,)
+        = max of each map."""
+        return anomaly_maps_and_scores(
+            enc_features, dec_features, tuple(size), self.config.blur_sigma, self.config.map_scale
+        )
 
     @torch.no_grad()
     def anomaly_map(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

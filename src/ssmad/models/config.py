@@ -7,11 +7,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from ssmad.modules.decoder import DROP_PATH_RULES
 from ssmad.ops.routes import PYRAMID_MERGES
 from ssmad.ops.scan_orders import SCAN_ORDERS
 
 NUM_DIRECTIONS = (2, 4, 8)
 LOSSES = ("mse", "cosine")
+MAP_SCALES = ("sum", "official")
 INPUT_MULTIPLE = 32  # the bottleneck output is at stride 32
 TUPLE_FIELDS = ("decoder_depths", "lec_kernel_sizes")  # lists (from JSON) become tuples
 
@@ -32,6 +34,9 @@ class ModelConfig:
     Decoder (stage widths come from the encoder: [2*C3, C3, C2, C1]):
         decoder_depths: HSS blocks per stage; modules of 3 when depth % 3 == 0, else of 2.
         drop_path_rate: drop-path rate of the first decoder block, falling linearly to 0.
+        drop_path_rule: "per_block" (each block its own rate on that line) or "official" (all the
+            blocks of a stage's j-th module take the stage's j-th rate, as the official code does).
+            Training only: eval-mode outputs do not depend on it.
         lec_kernel_sizes: depthwise kernels of the LEC local branch.
     SS2D:
         scan_order: sweep | scan | zorder | zigzag | hilbert.
@@ -41,6 +46,10 @@ class ModelConfig:
         d_state, ssm_ratio, dt_rank (None = ceil(C/16)), d_conv, dt_min, dt_max, dt_init_floor.
     Anomaly map:
         blur_sigma: sigma of the Gaussian blur of the map (0 = none).
+        map_scale: "sum" (the sum over scales of 1 - cosine similarity, as DESIGN.md) or
+            "official" (the reference framework's: that sum divided by number of scales x sum of
+            the scale weights = 3 x 3 = 9, as ADer's ``cal_anomaly_map``), so maps, scores and
+            thresholds compare with the official code's. Rankings (every metric) do not change.
     """
 
     encoder: str = "resnet34"
@@ -50,6 +59,7 @@ class ModelConfig:
     loss: str = "mse"
     decoder_depths: tuple[int, ...] = (3, 4, 6, 3)
     drop_path_rate: float = 0.2
+    drop_path_rule: str = "per_block"
     lec_kernel_sizes: tuple[int, ...] = (5, 7)
     scan_order: str = "sweep"
     num_directions: int = 4
@@ -63,6 +73,7 @@ class ModelConfig:
     dt_max: float = 1e-1
     dt_init_floor: float = 1e-4
     blur_sigma: float = 4.0
+    map_scale: str = "sum"
 
     def __post_init__(self) -> None:
         for name in TUPLE_FIELDS:
@@ -89,6 +100,7 @@ class ModelConfig:
                 "4 stage depths >= 1",
             ),
             ("drop_path_rate", 0 <= self.drop_path_rate < 1, "in [0, 1)"),
+            ("drop_path_rule", self.drop_path_rule in DROP_PATH_RULES, f"one of {', '.join(DROP_PATH_RULES)}"),
             ("lec_kernel_sizes", all(k % 2 == 1 for k in self.lec_kernel_sizes), "odd kernel sizes"),
             ("d_state", self.d_state >= 1, ">= 1"),
             ("ssm_ratio", self.ssm_ratio > 0, "> 0"),
@@ -96,6 +108,7 @@ class ModelConfig:
             ("d_conv", self.d_conv % 2 == 1, "an odd kernel size"),
             ("dt_min", 0 < self.dt_min <= self.dt_max, "0 < dt_min <= dt_max"),
             ("blur_sigma", self.blur_sigma >= 0, ">= 0"),
+            ("map_scale", self.map_scale in MAP_SCALES, f"one of {', '.join(MAP_SCALES)}"),
         ]
         for name, ok, allowed in checks:
             if not ok:

@@ -27,9 +27,26 @@ def drop_path_rates(total_blocks: int, max_rate: float) -> list[float]:
     return [max_rate * (total_blocks - 1 - i) / (total_blocks - 1) for i in range(total_blocks)]
 
 
+DROP_PATH_RULES = ("per_block", "official")
+
+
+def module_drop_paths(drop_paths: list[float], rule: str) -> list[list[float]]:
+    """A stage's per-block rates (one per block, in order) -> the rates of each module's blocks.
+
+    "per_block": every block keeps its own rate. "official": module j's blocks all get the
+    stage's j-th rate, as the official ``VSSLayer_up`` passes ``drop_path[i]`` to module i.
+    """
+    sizes = module_sizes(len(drop_paths))
+    if rule == "official":
+        return [[drop_paths[j]] * size for j, size in enumerate(sizes)]
+    starts = [sum(sizes[:j]) for j in range(len(sizes))]
+    return [drop_paths[start : start + size] for start, size in zip(starts, sizes)]
+
+
 class DecoderStage(nn.Module):
     """PatchExpand (in_dim -> dim channels, 2x resolution; none when in_dim is None), then
     LSS/CSS modules. (B, H, W, in_dim) -> (B, 2H, 2W, dim), or (B, H, W, dim) -> same.
+    ``drop_path_rule`` distributes ``drop_paths`` over the modules (:func:`module_drop_paths`).
     """
 
     def __init__(
@@ -38,16 +55,14 @@ class DecoderStage(nn.Module):
         dim: int,
         drop_paths: list[float],
         lec_kernel_sizes: tuple[int, ...],
+        drop_path_rule: str = "per_block",
         **ss2d_kwargs: Any,
     ) -> None:
         super().__init__()
         self.expand = PatchExpand(in_dim, dim) if in_dim is not None else nn.Identity()
-        modules = []
-        start = 0
-        for size in module_sizes(len(drop_paths)):
-            modules.append(LSSModule(dim, drop_paths[start : start + size], lec_kernel_sizes, **ss2d_kwargs))
-            start += size
-        self.lss_modules = nn.Sequential(*modules)
+        self.lss_modules = nn.Sequential(
+            *(LSSModule(dim, rates, lec_kernel_sizes, **ss2d_kwargs) for rates in module_drop_paths(drop_paths, drop_path_rule))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.lss_modules(self.expand(x))
@@ -64,6 +79,7 @@ class MambaDecoder(nn.Module):
         dims: stage widths (ResNet34: [512, 256, 128, 64]).
         depths: HSS blocks per stage (paper [3, 4, 6, 3]).
         drop_path_rate: largest drop-path rate (first block), falling linearly to 0.
+        drop_path_rule: "per_block" or "official" (see :func:`module_drop_paths`).
         lec_kernel_sizes: LEC depthwise kernels.
         ss2d_kwargs: passed to every SS2D (scan order, directions, pyramid levels, ...).
     """
@@ -74,6 +90,7 @@ class MambaDecoder(nn.Module):
         depths: Sequence[int] = (3, 4, 6, 3),
         drop_path_rate: float = 0.2,
         lec_kernel_sizes: tuple[int, ...] = (5, 7),
+        drop_path_rule: str = "per_block",
         **ss2d_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -82,7 +99,8 @@ class MambaDecoder(nn.Module):
         start = 0
         for i, (dim, depth) in enumerate(zip(dims, depths)):
             in_dim = dims[i - 1] if i > 0 else None
-            stages.append(DecoderStage(in_dim, dim, rates[start : start + depth], lec_kernel_sizes, **ss2d_kwargs))
+            stage_rates = rates[start : start + depth]
+            stages.append(DecoderStage(in_dim, dim, stage_rates, lec_kernel_sizes, drop_path_rule, **ss2d_kwargs))
             start += depth
         self.stages = nn.ModuleList(stages)
         for module in self.modules():  # official init of the Linear and LayerNorm layers
