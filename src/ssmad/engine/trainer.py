@@ -350,6 +350,7 @@ class Trainer:
 
         start = time.perf_counter()
         steps_per_epoch = len(train_source) // self.batch_size
+        self.log.info("%s", self.recipe.describe(self.lr, steps_per_epoch * self.epochs))
         try:
             finished = self._train_epochs(train_source, steps_per_epoch)
         except KeyboardInterrupt:
@@ -374,10 +375,8 @@ class Trainer:
     def _train_epochs(self, source: FeatureSource, steps_per_epoch: int) -> bool:
         """Run epochs from the current position; False when ``max_steps`` stopped the run early."""
         cfg = self.config
+        total_steps = steps_per_epoch * self.epochs
         while self.epoch < self.epochs:
-            lr = self.recipe.lr_at(self.lr, self.epoch, self.epochs)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             self.model.train()
             order = epoch_order(cfg.seed, self.epoch, len(source))
             batches = order[: steps_per_epoch * self.batch_size].view(steps_per_epoch, self.batch_size)
@@ -393,6 +392,9 @@ class Trainer:
                     self.save()
                     self.log.info("stopped after %d steps (max_steps); checkpoint %s", self.global_step, self.checkpoint_file)
                     return False
+                lr = self.recipe.lr_at(self.lr, self.global_step, total_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
                 with deferred_interrupts():  # a checkpoint never holds half a step
                     losses.append(self._step(source, batches[self.step_in_epoch]))
                     self.step_in_epoch += 1
@@ -409,7 +411,7 @@ class Trainer:
             eta = seconds * (self.epochs - self.epoch)
             self.log.info(
                 "epoch %d/%d loss %.5f lr %.2e %.1f s (%.1f img/s) eta %.0f s",
-                self.epoch, self.epochs, self.epoch_losses[-1], lr, seconds,
+                self.epoch, self.epochs, self.epoch_losses[-1], self.optimizer.param_groups[0]["lr"], seconds,
                 max(len(losses), 1) * self.batch_size / max(seconds, 1e-9), eta,
             )
             if self.epoch % cfg.checkpoint_every == 0 and self.epoch < self.epochs:
