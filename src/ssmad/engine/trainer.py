@@ -32,11 +32,13 @@ from tqdm import tqdm
 
 import ssmad
 from ssmad.engine.calibration import Calibration, calibrate
+from ssmad.engine.atomic_write import FileWriteError, atomic_write_text
 from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from ssmad.engine.device import resolve_device
 from ssmad.engine.distributed import DistributedContext, any_process, barrier, distributed_device, init_distributed
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source
 from ssmad.engine.interrupts import deferred_interrupts
+from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
 from ssmad.engine.recipe import recipe_for
 
 AMP_CHOICES = ("none", "bf16", "fp16")
@@ -160,6 +162,7 @@ class Trainer:
         from ssmad.models import build_model
 
         self.config = config
+        check_settings(config.val_fraction, config.target_fpr)
         self.recipe = recipe_for(config.preset)
         device = resolve_device(config.device)
         self.context = context or init_distributed(device)
@@ -198,11 +201,14 @@ class Trainer:
         self.train_set = build_dataset(config.dataset, config.data, "train", **data_args)
         self.val_set = build_dataset(config.dataset, config.data, "val", **data_args)
         self.class_names = list(self.train_set.class_names)
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(
-                f"{len(self.train_set)} training images under {config.data} but batch size "
-                f"{self.batch_size}: use --batch-size {len(self.train_set)} or fewer"
-            )
+        check_data(
+            [s.class_name for s in self.train_set.samples], [s.class_name for s in self.val_set.samples],
+            len(self.train_set), self.batch_size, config.data,
+        )
+        check_out_folder(self.run_dir)
+        self.cache_dir = self.run_dir / "feature_cache" / f"rank{self.context.rank}"
+        num_images = len(self.train_set) + len(self.val_set)
+        check_cache(config.cache, feature_bytes(encoder, config.image_size, num_images), self.cache_dir)
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
         self.network: nn.Module = _Reconstructor(self.model)
@@ -329,7 +335,7 @@ class Trainer:
             )
         if self.context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            atomic_write_text(self.run_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
         self.log.info(
             "preset %s, classes %s, %d train / %d val images, device %s, %d process(es), encoder weights %s",
             cfg.preset, ",".join(self.class_names), len(self.train_set), len(self.val_set),
@@ -340,9 +346,8 @@ class Trainer:
             self.epochs, self.batch_size, self.micro_batch, self.lr, self.weight_decay, cfg.cache,
         )
         start = time.perf_counter()
-        cache_dir = self.run_dir / "feature_cache" / f"rank{self.context.rank}"
-        train_source = self._source(self.train_set, cache_dir / "train")
-        val_source = self._source(self.val_set, cache_dir / "val")
+        train_source = self._source(self.train_set, self.cache_dir / "train")
+        val_source = self._source(self.val_set, self.cache_dir / "val")
         cache_seconds = time.perf_counter() - start
         self.log.info("encoder features of %d images cached (%s) in %.1f s", len(train_source) + len(val_source), cfg.cache, cache_seconds)
         if resume:  # after caching: data loaders draw from the global RNG
@@ -353,17 +358,38 @@ class Trainer:
         self.log.info("%s", self.recipe.describe(self.lr, steps_per_epoch * self.epochs))
         try:
             finished = self._train_epochs(train_source, steps_per_epoch)
+            train_seconds = time.perf_counter() - start
+            if finished:
+                calibration = self.calibrate(val_source)
         except KeyboardInterrupt:
             self.save()
             self.log.info("interrupted: checkpoint written to %s; continue with --resume", self.checkpoint_file)
             raise
-        train_seconds = time.perf_counter() - start
+        except TrainingDiverged:
+            raise
+        except Exception as error:
+            self._save_after_failure(error)
+            raise
         if finished:
-            calibration = self.calibrate(val_source)
             self.save(calibration, finished=True)
             self.log.info("finished in %.1f s; checkpoint %s", train_seconds, self.checkpoint_file)
         return TrainResult(
             self.run_dir, self.checkpoint_file, finished, self.epoch_losses, cache_seconds, train_seconds, self.global_step
+        )
+
+    def _save_after_failure(self, error: Exception) -> None:
+        """Keep the training done so far when something fails after training started.
+
+        The step counters only move once a step is complete, so the checkpoint resumes at the
+        first step (or the calibration) that did not finish. A failure of the checkpoint write
+        itself is not retried: the previous checkpoint is still on disk.
+        """
+        if isinstance(error, FileWriteError):
+            return
+        self.save()
+        self.log.error(
+            "%s: %s; checkpoint written to %s (step %d); fix the cause, then continue with "
+            "ssmad train --resume --out %s", type(error).__name__, error, self.checkpoint_file, self.global_step, self.run_dir,
         )
 
     def _source(self, dataset, directory: Path) -> FeatureSource:
