@@ -190,6 +190,8 @@ def _run_test(args: argparse.Namespace) -> int:
     payload = load_checkpoint(args.run)
     trained = payload["train_config"]
     detector = Detector.from_checkpoint(args.run, args.device)
+    for name in args.classes or []:
+        detector.check_class(name)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out_dir = Path(args.out) if args.out else run_dir / "test"
     dataset = build_dataset(
@@ -242,6 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, OSError) as error:
         print(f"ssmad {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted: {interrupt}" if interrupt.args else "interrupted", file=sys.stderr)
         return 130
