@@ -44,6 +44,7 @@ def test_exif_orientation_is_applied(tmp_path):
     assert upright[:10].mean() > 200 and upright[-10:].mean() < 50  # white on top after rotation
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_zero_byte_and_bomb_files_name_the_reason(tmp_path, monkeypatch):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")

@@ -62,5 +62,5 @@ def test_a_failure_after_training_still_leaves_a_checkpoint(tiny_data, tmp_path,
     payload = load_checkpoint(run)
     assert not payload["progress"]["finished"] and payload["progress"]["epoch"] == 1
     assert "checkpoint written" in (run / "train.log").read_text()
-    resumed = Trainer(resume_config(run)).fit(resume=True)
+    resumed = Trainer(resume_config(run), resume=True).fit()
     assert resumed.finished and load_checkpoint(run)["calibration"] is not None

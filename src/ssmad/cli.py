@@ -161,10 +161,10 @@ def _run_train(args: argparse.Namespace) -> int:
             target_fpr=args.target_fpr, num_workers=args.workers, max_steps=args.max_steps,
             model_overrides=dict(args.model_settings),
         )
-    trainer = Trainer(config)
+    trainer = Trainer(config, resume=args.resume)
     try:
         with _stop_signals_interrupt():
-            result = trainer.fit(resume=args.resume)
+            result = trainer.fit()
     finally:
         shutdown(trainer.context)
     if not trainer.context.is_main:

@@ -155,13 +155,21 @@ def epoch_order(seed: int, epoch: int, count: int) -> torch.Tensor:
 
 
 class Trainer:
-    """Builds the model, data and feature caches of a :class:`TrainConfig` and trains it."""
+    """Builds the model, data and feature caches of a :class:`TrainConfig` and trains it.
 
-    def __init__(self, config: TrainConfig, context: DistributedContext | None = None):
+    ``resume=True`` continues the run in ``config.out`` (see :func:`resume_config`). The encoder
+    is then rebuilt from the weights stored in the checkpoint, never from the weights path the run
+    recorded: the file there may have changed or moved, and the run must go on with the
+    network it started with.
+    """
+
+    def __init__(self, config: TrainConfig, context: DistributedContext | None = None, resume: bool = False):
         from ssmad.data import build_dataset
+        from ssmad.engine.detector import model_from_checkpoint
         from ssmad.models import build_model
 
         self.config = config
+        self.resume = resume
         check_settings(config.val_fraction, config.target_fpr)
         self.recipe = recipe_for(config.preset)
         device = resolve_device(config.device)
@@ -183,12 +191,16 @@ class Trainer:
         self.checkpoint_file = self.run_dir / CHECKPOINT_NAME
 
         seed_everything(config.seed, config.deterministic)  # the same initial weights (and random encoder) on every rank
-        overrides = {"image_size": config.image_size, **config.model_overrides}
-        if config.encoder is not None:
-            overrides["encoder"] = config.encoder
-        if config.weights is not None:
-            overrides["encoder_weights"] = config.weights
-        self.model = build_model(config.preset, **overrides).to(self.device)
+        self.resume_payload = self._resume_payload() if resume else None
+        if self.resume_payload is not None:
+            self.model = model_from_checkpoint(self.resume_payload).to(self.device)
+        else:
+            overrides = {"image_size": config.image_size, **config.model_overrides}
+            if config.encoder is not None:
+                overrides["encoder"] = config.encoder
+            if config.weights is not None:
+                overrides["encoder_weights"] = config.weights
+            self.model = build_model(config.preset, **overrides).to(self.device)
         encoder = self.model.encoder
         data_args = dict(
             classes=config.classes,
@@ -268,8 +280,8 @@ class Trainer:
             save_checkpoint(payload, self.checkpoint_file)
         barrier(self.context)
 
-    def restore(self) -> None:
-        """Continue from ``RUN/checkpoint.pt``: weights, optimiser, position and RNG streams."""
+    def _resume_payload(self) -> dict[str, Any]:
+        """The checkpoint to continue, checked to be unfinished and of this job's process count."""
         payload = load_checkpoint(self.checkpoint_file, expected_preset=self.config.preset)
         progress = payload["progress"]
         if progress["finished"]:
@@ -279,6 +291,12 @@ class Trainer:
                 f"{self.checkpoint_file} was written by {progress['world_size']} process(es); "
                 f"resume it with the same number (now {self.context.world_size})"
             )
+        return payload
+
+    def restore(self) -> None:
+        """Continue from the checkpoint read at construction: weights, optimiser, position, RNG streams."""
+        payload = self.resume_payload
+        progress = payload["progress"]
         self.model.load_trainable_state_dict(payload["trainable_state"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scaler.load_state_dict(payload["scaler"])
@@ -288,7 +306,12 @@ class Trainer:
         self.epoch_losses = list(progress["epoch_losses"])
         self.step_losses = list(progress["step_losses"])
         set_rng_state(payload["rng"][self.context.rank])
-        self.log.info("resumed %s at epoch %d, step %d", self.checkpoint_file, self.epoch + 1, self.step_in_epoch)
+        self.resume_payload = None  # the optimiser state lives on in the optimiser; free the copy
+        identity = payload["encoder"]
+        self.log.info(
+            "resumed %s at epoch %d, step %d; encoder weights from the checkpoint (%s, sha256 %s)",
+            self.checkpoint_file, self.epoch + 1, self.step_in_epoch, identity["weights_source"], identity["weights_sha256"],
+        )
 
     # ----------------------------------------------------------------- training
     def _step(self, source: FeatureSource, indices: torch.Tensor) -> float:
@@ -324,12 +347,10 @@ class Trainer:
         self.scaler.update()
         return total
 
-    def fit(self, resume: bool = False) -> TrainResult:
+    def fit(self) -> TrainResult:
         """Train (or continue) to the last epoch, calibrate, write the final checkpoint."""
         cfg = self.config
-        if resume:
-            load_checkpoint(self.checkpoint_file, expected_preset=cfg.preset)
-        elif self.checkpoint_file.exists():
+        if not self.resume and self.checkpoint_file.exists():
             raise CheckpointError(
                 f"{self.checkpoint_file} already exists: continue it with --resume, or choose another --out"
             )
@@ -350,7 +371,7 @@ class Trainer:
         val_source = self._source(self.val_set, self.cache_dir / "val")
         cache_seconds = time.perf_counter() - start
         self.log.info("encoder features of %d images cached (%s) in %.1f s", len(train_source) + len(val_source), cfg.cache, cache_seconds)
-        if resume:  # after caching: data loaders draw from the global RNG
+        if self.resume:  # after caching: data loaders draw from the global RNG
             self.restore()
 
         start = time.perf_counter()
@@ -497,7 +518,7 @@ def _make_logger(run_dir: Path, is_main: bool) -> logging.Logger:
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Train a model as ``config`` says (or continue the run in ``config.out`` with ``resume``)."""
-    return Trainer(config).fit(resume=resume)
+    return Trainer(config, resume=resume).fit()
 
 
 def resume_config(run_dir: str | Path, **changes: Any) -> TrainConfig:
