@@ -38,6 +38,7 @@ from ssmad.engine.device import resolve_device
 from ssmad.engine.distributed import DistributedContext, any_process, barrier, distributed_device, init_distributed
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source
 from ssmad.engine.interrupts import deferred_interrupts
+from ssmad.engine.optimizer import build_optimizer
 from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
 from ssmad.engine.recipe import recipe_for
 
@@ -221,8 +222,7 @@ class Trainer:
         self.cache_dir = self.run_dir / "feature_cache" / f"rank{self.context.rank}"
         num_images = len(self.train_set) + len(self.val_set)
         check_cache(config.cache, feature_bytes(encoder, config.image_size, num_images), self.cache_dir)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
+        self.optimizer = build_optimizer(self.model, self.lr, self.weight_decay)
         self.network: nn.Module = _Reconstructor(self.model)
         if self.context.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
