@@ -37,7 +37,7 @@ from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_check
 from ssmad.engine.device import resolve_device
 from ssmad.engine.distributed import DistributedContext, any_process, barrier, distributed_device, init_distributed
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source
-from ssmad.engine.interrupts import deferred_interrupts
+from ssmad.engine.interrupts import StopRequests
 from ssmad.engine.optimizer import build_optimizer
 from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
 from ssmad.engine.recipe import recipe_for
@@ -420,7 +420,15 @@ class Trainer:
         )
 
     def _train_epochs(self, source: FeatureSource, steps_per_epoch: int) -> bool:
-        """Run epochs from the current position; False when ``max_steps`` stopped the run early."""
+        """Run epochs from the current position; False when ``max_steps`` stopped the run early.
+
+        Ctrl-C and SIGTERM take effect between steps only, on every process after the same
+        step (:class:`~ssmad.engine.interrupts.StopRequests`), as a KeyboardInterrupt.
+        """
+        with StopRequests(self.context, self.device) as stops:
+            return self._run_epochs(source, steps_per_epoch, stops)
+
+    def _run_epochs(self, source: FeatureSource, steps_per_epoch: int, stops: StopRequests) -> bool:
         cfg = self.config
         total_steps = steps_per_epoch * self.epochs
         while self.epoch < self.epochs:
@@ -442,19 +450,18 @@ class Trainer:
                 lr = self.recipe.lr_at(self.lr, self.global_step, total_steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                with deferred_interrupts():  # a checkpoint never holds half a step
-                    losses.append(self._step(source, batches[self.step_in_epoch]))
-                    self.step_in_epoch += 1
-                    self.global_step += 1
+                losses.append(self._step(source, batches[self.step_in_epoch]))
+                self.step_in_epoch += 1
+                self.global_step += 1
+                stops.agreed()  # a checkpoint never holds half a step
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
                 bar.update()
             bar.close()
             seconds = time.perf_counter() - started
-            with deferred_interrupts():
-                self.epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
-                self.epoch += 1
-                self.step_in_epoch = 0
-                self.step_losses = []
+            self.epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.step_losses = []
             eta = seconds * (self.epochs - self.epoch)
             self.log.info(
                 "epoch %d/%d loss %.5f lr %.2e %.1f s (%.1f img/s) eta %.0f s",
@@ -463,6 +470,7 @@ class Trainer:
             )
             if self.epoch % cfg.checkpoint_every == 0 and self.epoch < self.epochs:
                 self.save()
+            stops.agreed()
         return True
 
     @torch.no_grad()
