@@ -29,6 +29,7 @@ from PIL import Image, ImageOps
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+MIN_SIDE = 8  # pixels; a smaller picture holds no product (a broken export, a tracking pixel)
 
 
 class ImageReadError(OSError):
@@ -36,8 +37,9 @@ class ImageReadError(OSError):
 
 
 def is_image_file(path: Path) -> bool:
-    """True for a regular file whose extension is a supported image type (case-insensitive)."""
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    """True for a file (or a symbolic link, even a broken or looping one, so that reading it names
+    the problem) whose extension is a supported image type (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and (path.is_file() or path.is_symlink())
 
 
 class _TruncationProbe(io.BytesIO):
@@ -117,11 +119,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def read_image(path: str | Path) -> Image.Image:
     """Read an image file of any common format and PIL mode as an 8-bit RGB `PIL.Image`.
 
-    Raises `ImageReadError` (an OSError) naming the file when it is missing, corrupt or
-    truncated.
+    Raises `ImageReadError` (an OSError) naming the file when it is missing, corrupt,
+    truncated, or smaller than `MIN_SIDE` pixels on a side.
     """
     path = Path(path)
-    return to_rgb(_open_fully(path))
+    image = to_rgb(_open_fully(path))
+    if min(image.size) < MIN_SIDE:
+        raise _unreadable(path, f"{image.width}x{image.height} pixels is too small (at least {MIN_SIDE} px a side)")
+    return image
 
 
 def read_mask(path: str | Path) -> np.ndarray:

@@ -44,7 +44,7 @@ class PredictSummary:
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files, folders (searched recursively for images) and globs -> (files, missing inputs)."""
-    from ssmad.data.image_io import IMAGE_EXTENSIONS
+    from ssmad.data.image_io import is_image_file
 
     files: list[Path] = []
     missing: list[tuple[str, str]] = []
@@ -55,7 +55,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
             continue
         for path in matches:
             if path.is_dir():
-                files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+                files.extend(sorted(p for p in path.rglob("*") if is_image_file(p)))
             elif path.is_file():
                 files.append(path)
     return files, missing

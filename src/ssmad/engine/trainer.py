@@ -31,8 +31,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import ssmad
-from ssmad.engine.calibration import Calibration, calibrate
+from ssmad.data.screening import screen_samples
 from ssmad.engine.atomic_write import FileWriteError, atomic_write_text
+from ssmad.engine.calibration import Calibration, calibrate
 from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from ssmad.engine.device import resolve_device
 from ssmad.engine.distributed import DistributedContext, any_process, barrier, distributed_device, init_distributed
@@ -41,6 +42,7 @@ from ssmad.engine.interrupts import StopRequests
 from ssmad.engine.optimizer import build_optimizer
 from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
 from ssmad.engine.recipe import recipe_for
+from ssmad.engine.training_files import check_unchanged, record_files
 
 AMP_CHOICES = ("none", "bf16", "fp16")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -214,11 +216,13 @@ class Trainer:
         self.train_set = build_dataset(config.dataset, config.data, "train", **data_args)
         self.val_set = build_dataset(config.dataset, config.data, "val", **data_args)
         self.class_names = list(self.train_set.class_names)
+        check_out_folder(self.run_dir)
+        self.log = _make_logger(self.run_dir, self.context.is_main)
+        self.data_files = self._usable_files()
         check_data(
             [s.class_name for s in self.train_set.samples], [s.class_name for s in self.val_set.samples],
             len(self.train_set), self.batch_size, config.data,
         )
-        check_out_folder(self.run_dir)
         self.cache_dir = self.run_dir / "feature_cache" / f"rank{self.context.rank}"
         num_images = len(self.train_set) + len(self.val_set)
         check_cache(config.cache, feature_bytes(encoder, config.image_size, num_images), self.cache_dir)
@@ -234,7 +238,25 @@ class Trainer:
         self.global_step = 0
         self.epoch_losses: list[float] = []
         self.step_losses: list[float] = []  # losses of the current epoch's steps so far
-        self.log = _make_logger(self.run_dir, self.context.is_main)
+
+    def _usable_files(self) -> dict[str, Any]:
+        """Keep the usable training and validation images; returns the checkpoint's record of them.
+
+        A new run decodes every file once and leaves out (naming them) the unusable ones; a
+        resumed run checks that the files are those it recorded (:mod:`ssmad.engine.training_files`).
+        """
+        listed = [*self.train_set.samples, *self.val_set.samples]
+        recorded = self.resume_payload.get("data_files") if self.resume_payload is not None else None
+        if recorded is not None:
+            usable, rejected = check_unchanged(recorded, listed, self.checkpoint_file), []
+        else:
+            usable, rejected = screen_samples(listed)
+            for path, reason in rejected:
+                self.log.warning("left out unusable training image %s: %s", path, reason)
+        kept = {id(sample) for sample in usable}
+        for dataset in (self.train_set, self.val_set):
+            dataset.samples = [sample for sample in dataset.samples if id(sample) in kept]
+        return record_files(usable, rejected) if recorded is None else recorded
 
     # ----------------------------------------------------------------- checkpoints
     def _payload(self, calibration: Calibration | None, finished: bool) -> dict[str, Any]:
@@ -255,6 +277,7 @@ class Trainer:
             "encoder_state": self.model.encoder.state_dict(),
             "trainable_state": self.model.trainable_state_dict(),
             "class_names": self.class_names,
+            "data_files": self.data_files,
             "normalization": {"mean": list(encoder.mean), "std": list(encoder.std)},
             "image_size": self.config.image_size,
             "calibration": calibration.to_dict() if calibration else None,
@@ -515,7 +538,7 @@ def _make_logger(run_dir: Path, is_main: bool) -> logging.Logger:
     logger.propagate = False
     if is_main and not logger.handlers:
         run_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(run_dir / "train.log")
+        file_handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8", errors="backslashreplace")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         console = logging.StreamHandler()
         console.setFormatter(logging.Formatter("%(message)s"))
