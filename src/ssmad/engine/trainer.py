@@ -37,7 +37,7 @@ from ssmad.engine.calibration import Calibration, calibrate
 from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from ssmad.engine.device import resolve_device
 from ssmad.engine.distributed import DistributedContext, any_process, barrier, distributed_device, init_distributed
-from ssmad.engine.feature_cache import FeatureSource, build_feature_source
+from ssmad.engine.feature_cache import FeatureSource, build_feature_source, cache_key, open_disk_cache
 from ssmad.engine.interrupts import StopRequests
 from ssmad.engine.optimizer import build_optimizer
 from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
@@ -70,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     cache: str = "memory"
+    cache_dir: str | None = None  # --cache disk: where features are kept (default RUN/feature_cache)
     accumulate: int = 1
     checkpoint_every: int = 10
     val_fraction: float = 0.1
@@ -223,9 +224,13 @@ class Trainer:
             [s.class_name for s in self.train_set.samples], [s.class_name for s in self.val_set.samples],
             len(self.train_set), self.batch_size, config.data,
         )
-        self.cache_dir = self.run_dir / "feature_cache" / f"rank{self.context.rank}"
-        num_images = len(self.train_set) + len(self.val_set)
-        check_cache(config.cache, feature_bytes(encoder, config.image_size, num_images), self.cache_dir)
+        cache_root = Path(config.cache_dir) if config.cache_dir else self.run_dir / "feature_cache"
+        self.cache_dir = cache_root / f"rank{self.context.rank}"
+        to_compute = [
+            len(dataset) for dataset, part in ((self.train_set, "train"), (self.val_set, "val"))
+            if config.cache != "disk" or open_disk_cache(self.cache_dir / part, cache_key(self.model, dataset))[0] is None
+        ]
+        check_cache(config.cache, feature_bytes(encoder, config.image_size, sum(to_compute)), self.cache_dir)
         self.optimizer = build_optimizer(self.model, self.lr, self.weight_decay)
         self.network: nn.Module = _Reconstructor(self.model)
         if self.context.enabled:
@@ -393,7 +398,10 @@ class Trainer:
         train_source = self._source(self.train_set, self.cache_dir / "train")
         val_source = self._source(self.val_set, self.cache_dir / "val")
         cache_seconds = time.perf_counter() - start
-        self.log.info("encoder features of %d images cached (%s) in %.1f s", len(train_source) + len(val_source), cfg.cache, cache_seconds)
+        self.log.info(
+            "encoder features of %d images cached (%s) in %.1f s: train %s, val %s", len(train_source) + len(val_source),
+            cfg.cache, cache_seconds, train_source.origin, val_source.origin,
+        )
         if self.resume:  # after caching: data loaders draw from the global RNG
             self.restore()
 
