@@ -395,14 +395,15 @@ class Trainer:
             self.epochs, self.batch_size, self.micro_batch, self.lr, self.weight_decay, cfg.cache,
         )
         start = time.perf_counter()
-        train_source = self._source(self.train_set, self.cache_dir / "train")
-        val_source = self._source(self.val_set, self.cache_dir / "val")
+        with torch.random.fork_rng(devices=[]):  # a reused cache and a computed one leave the same RNG state
+            train_source = self._source(self.train_set, self.cache_dir / "train")
+            val_source = self._source(self.val_set, self.cache_dir / "val")
         cache_seconds = time.perf_counter() - start
         self.log.info(
             "encoder features of %d images cached (%s) in %.1f s: train %s, val %s", len(train_source) + len(val_source),
             cfg.cache, cache_seconds, train_source.origin, val_source.origin,
         )
-        if self.resume:  # after caching: data loaders draw from the global RNG
+        if self.resume:
             self.restore()
 
         start = time.perf_counter()
