@@ -185,7 +185,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_test(args: argparse.Namespace) -> int:
-    from ssmad.data import build_dataset
+    from ssmad.data import build_dataset, printable
     from ssmad.data.screening import screen_samples
     from ssmad.engine.checkpoint import load_checkpoint
     from ssmad.engine.detector import Detector
@@ -205,7 +205,7 @@ def _run_test(args: argparse.Namespace) -> int:
     )
     dataset.samples, skipped = screen_samples(dataset.samples)
     for path, reason in skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
     if not dataset.samples:
         raise ValueError(f"no usable test image under {args.data or trained['data']}: every file was skipped")
     results = evaluate_run(
@@ -220,6 +220,7 @@ def _run_test(args: argparse.Namespace) -> int:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from ssmad.data import printable
     from ssmad.engine.detector import Detector
     from ssmad.engine.prediction import predict_files
 
@@ -230,7 +231,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         detector, args.paths, out_dir, class_name=args.class_name, overlays=not args.no_overlays, batch_size=args.batch_size
     )
     for path, reason in summary.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
     flagged = sum(row["decision"] == "anomalous" for row in summary.rows)
     print(f"scored {len(summary.rows)} image(s), {flagged} anomalous, {len(summary.skipped)} skipped; "
           f"results: {out_dir}/predictions.jsonl, predictions.csv")
@@ -246,6 +247,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssmad`` command; returns the exit status."""
+    from ssmad.data import printable
     from ssmad.engine.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
@@ -253,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return runners[args.command](args)
     except (CheckpointError, ValueError, OSError) as error:
-        print(f"ssmad {args.command}: error: {error}", file=sys.stderr)
+        print(f"ssmad {args.command}: error: {printable(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         print(f"interrupted: {interrupt}" if interrupt.args else "interrupted", file=sys.stderr)

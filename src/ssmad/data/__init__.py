@@ -6,7 +6,7 @@ or a user's own folders; `make_synthetic(root, ...)` writes a small MVTec-layout
 """
 
 from ssmad.data.dataset import AnomalyDataset, build_dataset, split_validation
-from ssmad.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image, read_mask, to_rgb
+from ssmad.data.image_io import IMAGE_EXTENSIONS, ImageReadError, printable, read_image, read_mask, to_rgb
 from ssmad.data.layouts import DATASET_KINDS, detect_kind
 from ssmad.data.synthetic import SYNTHETIC_CLASSES, make_synthetic
 from ssmad.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
@@ -23,6 +23,7 @@ __all__ = [
     "build_dataset",
     "detect_kind",
     "make_synthetic",
+    "printable",
     "read_image",
     "read_mask",
     "split_validation",

@@ -36,6 +36,11 @@ class ImageReadError(OSError):
     """An image or mask file could not be read; the message names the file."""
 
 
+def printable(text: str) -> str:
+    """``text`` safe for any console or log: bytes of non-UTF-8 file names shown as ``\\xe9``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def is_image_file(path: Path) -> bool:
     """True for a file (or a symbolic link, even a broken or looping one, so that reading it names
     the problem) whose extension is a supported image type (case-insensitive)."""

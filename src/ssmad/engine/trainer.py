@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import ssmad
+from ssmad.data.image_io import printable
 from ssmad.data.screening import screen_samples
 from ssmad.engine.atomic_write import FileWriteError, atomic_write_text
 from ssmad.engine.calibration import Calibration, calibrate
@@ -257,7 +258,7 @@ class Trainer:
         else:
             usable, rejected = screen_samples(listed)
             for path, reason in rejected:
-                self.log.warning("left out unusable training image %s: %s", path, reason)
+                self.log.warning("left out unusable training image %s: %s", printable(path), printable(reason))
         kept = {id(sample) for sample in usable}
         for dataset in (self.train_set, self.val_set):
             dataset.samples = [sample for sample in dataset.samples if id(sample) in kept]
