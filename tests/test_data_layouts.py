@@ -180,3 +180,29 @@ def test_real_mvtec_bottle(mvtec_root):
     anomalous = next(i for i, s in enumerate(test.samples) if s.label == 1)
     sample = test[anomalous]
     assert sample["image"].shape == (3, 256, 256) and sample["mask"].sum() > 0
+
+
+def test_folder_masks_are_matched_by_defect_folder_before_stem(tmp_path):
+    """MVTec-style names in a folder dataset: test/<defect>/000.png gets ground_truth/<defect>/000_mask.png."""
+    product = tmp_path / "widget"
+    for i in range(3):
+        write_image(product / "train" / f"{i}.png")
+    write_image(product / "test" / "crack" / "000.png", value=0)
+    write_image(product / "test" / "scratch" / "000.png", value=0)
+    write_mask(product / "ground_truth" / "crack" / "000_mask.png", box=(0, 0, 2, 2))
+    write_mask(product / "ground_truth" / "scratch" / "000_mask.png", box=(0, 0, 10, 8))
+    dataset = build_dataset("folder", product, "test")
+    masks = {s.defect_type: s.mask_path for s in dataset.samples}
+    assert masks["crack"] == product / "ground_truth" / "crack" / "000_mask.png"
+    assert masks["scratch"] == product / "ground_truth" / "scratch" / "000_mask.png"
+
+
+def test_folder_mask_matched_by_stem_only_when_unambiguous(tmp_path):
+    product = tmp_path / "widget"
+    for i in range(3):
+        write_image(product / "train" / f"{i}.png")
+    write_image(product / "test" / "dent" / "000.png", value=0)
+    write_mask(product / "masks" / "a" / "000_mask.png")
+    write_mask(product / "masks" / "b" / "000.png")
+    with pytest.raises(ValueError, match=r"ambiguous.*a[/\\]000_mask.png.*b[/\\]000.png"):
+        build_dataset("folder", product, "test")

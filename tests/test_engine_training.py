@@ -40,7 +40,7 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tiny_data, fini
 
 def resume_and_compare(run, finished_run):
     """Finish the interrupted ``run`` and check it ends exactly as the uninterrupted one."""
-    resumed = Trainer(resume_config(run, max_steps=None)).fit(resume=True)
+    resumed = Trainer(resume_config(run, max_steps=None), resume=True).fit()
     assert resumed.finished
     expected = load_checkpoint(finished_run)
     actual = load_checkpoint(run)
@@ -87,9 +87,9 @@ def test_existing_run_is_never_overwritten_and_finished_runs_do_not_resume(tiny_
     with pytest.raises(CheckpointError, match="already exists"):
         Trainer(tiny_config(tiny_data, finished_run)).fit()
     with pytest.raises(CheckpointError, match="finished run"):
-        Trainer(resume_config(finished_run)).fit(resume=True)
+        Trainer(resume_config(finished_run), resume=True).fit()
     with pytest.raises(CheckpointError, match="not 'mambaad'"):
-        Trainer(tiny_config(tiny_data, finished_run, preset="mambaad")).fit(resume=True)
+        Trainer(tiny_config(tiny_data, finished_run, preset="mambaad"), resume=True).fit()
 
 
 def test_disk_and_memory_caches_hold_the_encoder_features(tiny_data, tmp_path):

@@ -85,6 +85,8 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value (default: no clipping)")
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="mixed precision (default: none)")
     parser.add_argument("--cache", choices=("memory", "disk", "none"), default="memory", help="where encoder features are cached (default: memory)")
+    parser.add_argument("--cache-dir", help="folder of the --cache disk features, reused by --resume and by later runs "
+                        "when they match (default: RUN/feature_cache)")
     parser.add_argument("--accumulate", type=_positive_int, default=1, help="micro-batches per step per process (default 1)")
     parser.add_argument("--checkpoint-every", type=_positive_int, default=10, help="epochs between checkpoints (default 10)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="normals held out for calibration (default 0.1)")
@@ -186,14 +188,15 @@ def _run_train(args: argparse.Namespace) -> int:
             image_size=args.image_size, encoder=args.encoder, weights=args.weights, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
             amp=args.amp, device=args.device, seed=args.seed, deterministic=args.deterministic, cache=args.cache,
+            cache_dir=args.cache_dir,
             accumulate=args.accumulate, checkpoint_every=args.checkpoint_every, val_fraction=args.val_fraction,
             target_fpr=args.target_fpr, num_workers=args.workers, max_steps=args.max_steps,
             model_overrides=dict(args.model_settings),
         )
-    trainer = Trainer(config)
+    trainer = Trainer(config, resume=args.resume)
     try:
         with _stop_signals_interrupt():
-            result = trainer.fit(resume=args.resume)
+            result = trainer.fit()
     finally:
         shutdown(trainer.context)
     if not trainer.context.is_main:
@@ -211,7 +214,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _run_test(args: argparse.Namespace) -> int:
-    from ssmad.data import build_dataset
+    from ssmad.data import build_dataset, printable
+    from ssmad.data.screening import screen_samples
     from ssmad.engine.checkpoint import load_checkpoint
     from ssmad.engine.detector import Detector
     from ssmad.engine.evaluation import evaluate_run, markdown_table
@@ -219,6 +223,8 @@ def _run_test(args: argparse.Namespace) -> int:
     payload = load_checkpoint(args.run)
     trained = payload["train_config"]
     detector = Detector.from_checkpoint(args.run, args.device)
+    for name in args.classes or []:
+        detector.check_class(name)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out_dir = Path(args.out) if args.out else run_dir / "test"
     dataset = build_dataset(
@@ -226,16 +232,24 @@ def _run_test(args: argparse.Namespace) -> int:
         classes=args.classes or detector.class_names, image_size=detector.image_size,
         mean=detector.mean, std=detector.std,
     )
+    dataset.samples, skipped = screen_samples(dataset.samples)
+    for path, reason in skipped:
+        print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
+    if not dataset.samples:
+        raise ValueError(f"no usable test image under {args.data or trained['data']}: every file was skipped")
     results = evaluate_run(
         detector, dataset, out_dir, protocol=args.protocol, overlays_per_class=args.overlays,
-        batch_size=args.batch_size, num_workers=args.workers, extra={"checkpoint": str(args.run)},
+        batch_size=args.batch_size, num_workers=args.workers,
+        extra={"checkpoint": str(args.run), "skipped": [{"path": p, "reason": r} for p, r in skipped]},
     )
     print(markdown_table(results))
-    print(f"reports: {out_dir}/metrics.md, metrics.json, metrics.csv; overlays: {out_dir}/overlays")
+    print(f"reports: {out_dir}/metrics.md, metrics.json, metrics.csv; overlays: {out_dir}/overlays"
+          + (f"; {len(skipped)} unusable test image(s) skipped (listed in metrics.json)" if skipped else ""))
     return 0
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from ssmad.data import printable
     from ssmad.engine.detector import Detector
     from ssmad.engine.prediction import predict_files
 
@@ -246,7 +260,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         detector, args.paths, out_dir, class_name=args.class_name, overlays=not args.no_overlays, batch_size=args.batch_size
     )
     for path, reason in summary.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
+        print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
     flagged = sum(row["decision"] == "anomalous" for row in summary.rows)
     print(f"scored {len(summary.rows)} image(s), {flagged} anomalous, {len(summary.skipped)} skipped; "
           f"results: {out_dir}/predictions.jsonl, predictions.csv")
@@ -300,6 +314,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssmad`` command; returns the exit status."""
+    from ssmad.data import printable
     from ssmad.engine.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
@@ -310,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return runners[args.command](args)
     except (CheckpointError, ValueError, OSError) as error:
-        print(f"ssmad {args.command}: error: {error}", file=sys.stderr)
+        print(f"ssmad {args.command}: error: {printable(str(error))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted: {interrupt}" if interrupt.args else "interrupted", file=sys.stderr)
         return 130

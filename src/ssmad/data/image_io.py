@@ -6,54 +6,105 @@ Conversions (never a crash, never silent clipping):
 - 16-bit images ("I;16", "I;16B", "I;16L", and "I" as PIL opens 16-bit PNGs) are scaled by
   255/65535 (not clipped at 255); 32-bit float images ("F") are taken as [0, 1] when their
   maximum is at most 1, else as [0, 255], and clipped to that range.
-A corrupt or truncated file raises `ImageReadError` naming the file, even when a caller has
-set `PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True` globally.
+EXIF orientation is applied (a phone picture is seen upright), the same way for training,
+test and prediction images, since every one of them is read here.
+
+A file is read from disk once and decoded once. A corrupt or truncated file, a zero-byte file,
+a file that is no image and a decompression bomb (more pixels than `PIL.Image.MAX_IMAGE_PIXELS`)
+raise `ImageReadError` naming the file and the reason. PIL's process-wide
+`ImageFile.LOAD_TRUNCATED_IMAGES` is never changed (flipping it is not thread-safe); a truncated
+file is recognised by the decoder asking for bytes past the end of the data, whatever that flag
+says (TIFF data, decoded by libtiff, is the exception: with the flag set True by an application
+a truncated TIFF is padded, as PIL does).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+MIN_SIDE = 8  # pixels; a smaller picture holds no product (a broken export, a tracking pixel)
 
 
 class ImageReadError(OSError):
     """An image or mask file could not be read; the message names the file."""
 
 
+def printable(text: str) -> str:
+    """``text`` safe for any console or log: bytes of non-UTF-8 file names shown as ``\\xe9``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def is_image_file(path: Path) -> bool:
-    """True for a regular file whose extension is a supported image type (case-insensitive)."""
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+    """True for a file (or a symbolic link, even a broken or looping one, so that reading it names
+    the problem) whose extension is a supported image type (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and (path.is_file() or path.is_symlink())
+
+
+class _TruncationProbe(io.BytesIO):
+    """In-memory file data that records a read past its end once `armed` (while decoding)."""
+
+    armed = False
+    ran_out = False
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if self.armed and size != 0 and not data:
+            self.ran_out = True
+        return data
+
+
+def _unreadable(path: Path, reason: str) -> ImageReadError:
+    return ImageReadError(
+        f"cannot read image file {path}: {reason}. Replace the file or remove it from the input folder."
+    )
 
 
 def _open_fully(path: Path) -> Image.Image:
-    """Open and decode `path` completely, refusing truncated data. Raises ImageReadError."""
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    """Read `path` once and decode it completely, refusing truncated data. Raises ImageReadError."""
     try:
-        with Image.open(path) as probe:
-            probe.verify()
-        image = Image.open(path)
-        image.load()
+        data = path.read_bytes()
     except FileNotFoundError as error:
         raise ImageReadError(f"image file not found: {path}") from error
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageReadError(
-            f"cannot read image file {path}: {error}. The file is corrupt, truncated or not "
-            "an image; replace it or remove it from the dataset folder."
-        ) from error
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    except OSError as error:
+        raise _unreadable(path, error.strerror or str(error)) from error
+    if not data:
+        raise _unreadable(path, "the file is empty (0 bytes)")
+    probe = _TruncationProbe(data)
+    try:
+        image = Image.open(probe)
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and image.width * image.height > limit:
+            raise _unreadable(
+                path, f"{image.width}x{image.height} pixels is more than the {limit} PIL decodes safely "
+                "(a decompression bomb or a far too large picture)"
+            )
+        probe.armed = True
+        image.load()
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise _unreadable(path, f"{error} (a decompression bomb or a far too large picture)") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise _unreadable(path, f"{error} (the file is corrupt, truncated or not an image)") from error
+    if probe.ran_out:
+        raise _unreadable(path, "image file is truncated")
     return image
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB (see the module docstring for the rules)."""
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright (EXIF orientation applied) 8-bit RGB of any PIL image (rules: module docstring).
+
+    `read_image` applies it to files; `Detector.predict` to PIL images given in memory, so both
+    are prepared alike.
+    """
+    image = ImageOps.exif_transpose(image)
     if image.mode == "RGB":
         return image
     if image.mode in _SIXTEEN_BIT_MODES:
@@ -73,11 +124,14 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def read_image(path: str | Path) -> Image.Image:
     """Read an image file of any common format and PIL mode as an 8-bit RGB `PIL.Image`.
 
-    Raises `ImageReadError` (an OSError) naming the file when it is missing, corrupt or
-    truncated.
+    Raises `ImageReadError` (an OSError) naming the file when it is missing, corrupt,
+    truncated, or smaller than `MIN_SIDE` pixels on a side.
     """
     path = Path(path)
-    return _to_rgb(_open_fully(path))
+    image = to_rgb(_open_fully(path))
+    if min(image.size) < MIN_SIDE:
+        raise _unreadable(path, f"{image.width}x{image.height} pixels is too small (at least {MIN_SIDE} px a side)")
+    return image
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -86,7 +140,7 @@ def read_mask(path: str | Path) -> np.ndarray:
     Any mode is accepted (1-bit, 8-bit, palette, 16-bit, RGB: a pixel is anomalous when any
     channel is non-zero). Raises `ImageReadError` naming the file.
     """
-    image = _open_fully(Path(path))
+    image = ImageOps.exif_transpose(_open_fully(Path(path)))
     if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA", "PA"):
         values = np.asarray(image.convert("RGB"))
         return values.max(axis=2) > 0

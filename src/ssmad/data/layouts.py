@@ -12,8 +12,11 @@ records (file paths and labels; nothing is decoded here). Layouts (DESIGN.md §5
 - visa: `split_csv/1cls.csv` (object, split, label, image, mask; paths relative to the root).
 - folder (a user's own product): normal images directly in the class folder, or in
   `train/` (or `train/good/`); optional `test/good/` (or `test/ok/`) and any other
-  `test/<defect>/` folders; masks anywhere under `ground_truth/` or `masks/`, matched to a
-  test image by file stem (`<stem>.*` or `<stem>_mask.*`).
+  `test/<defect>/` folders; masks under `ground_truth/` or `masks/`, matched to a test image
+  `test/<defect>/<stem>.*` by its defect folder first (`<mask folder>/<defect>/<stem>[_mask].*`),
+  else by file stem anywhere below the mask folders, but only when exactly one mask has that
+  stem: two candidates are an error naming both (a wrong mask would silently corrupt the pixel
+  metrics).
 """
 
 from __future__ import annotations
@@ -60,15 +63,33 @@ def _find_mask(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _mask_index(folders: list[Path]) -> dict[str, Path]:
-    """Map of image stem -> mask file for every mask below `folders` (recursively)."""
-    index: dict[str, Path] = {}
+def _mask_index(folders: list[Path]) -> dict[str, list[Path]]:
+    """Map of image stem -> every mask file with that stem below `folders` (recursively)."""
+    index: dict[str, list[Path]] = {}
     for folder in folders:
         for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
             if is_image_file(path):
                 stem = path.stem[: -len("_mask")] if path.stem.endswith("_mask") else path.stem
-                index.setdefault(stem, path)
+                index.setdefault(stem, []).append(path)
     return index
+
+
+def _one_mask(image: Path, candidates: list[Path]) -> Path | None:
+    """The only candidate mask of `image`, None without one; two or more are an error naming them."""
+    if len(candidates) > 1:
+        raise ValueError(
+            f"ambiguous mask for test image {image}: both {candidates[0]} and {candidates[1]} match it; "
+            "put each mask under <mask folder>/<defect>/ named like its image, or rename one"
+        )
+    return candidates[0] if candidates else None
+
+
+def _folder_mask(image: Path, defect: str, mask_roots: list[Path], index: dict[str, list[Path]]) -> Path | None:
+    """The mask of a folder-layout test image: in its defect's mask folder first, else by unique stem."""
+    in_defect_folder = [mask for root in mask_roots if (mask := _find_mask(root / defect, image.stem))]
+    if in_defect_folder:
+        return _one_mask(image, in_defect_folder)
+    return _one_mask(image, index.get(image.stem, []))
 
 
 # ---------------------------------------------------------------- MVTec AD, MPDD, BTAD
@@ -151,7 +172,8 @@ def _folder_class(class_dir: Path, class_name: str) -> tuple[list[Sample], list[
     train_paths = (list_images(class_dir) or list_images(class_dir / "train")
                    or list_images(class_dir / "train" / "good"))
     train = [Sample(path, 0, class_name, "good") for path in train_paths]
-    masks = _mask_index([class_dir / name for name in MASK_FOLDER_NAMES])
+    mask_roots = [class_dir / name for name in MASK_FOLDER_NAMES]
+    masks = _mask_index(mask_roots)
     test: list[Sample] = []
     for type_dir in _subfolders(class_dir / "test"):
         normal = type_dir.name.lower() in NORMAL_FOLDER_NAMES
@@ -159,7 +181,8 @@ def _folder_class(class_dir: Path, class_name: str) -> tuple[list[Sample], list[
             if normal:
                 test.append(Sample(path, 0, class_name, type_dir.name))
             else:
-                test.append(Sample(path, 1, class_name, type_dir.name, masks.get(path.stem)))
+                mask = _folder_mask(path, type_dir.name, mask_roots, masks)
+                test.append(Sample(path, 1, class_name, type_dir.name, mask))
     return train, test
 
 

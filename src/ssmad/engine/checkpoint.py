@@ -16,6 +16,7 @@ with ``weights_only=True``):
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import zipfile
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ssmad.engine.atomic_write import atomic_write_bytes
 
 FORMAT = "ssmad-checkpoint"
 FORMAT_VERSION = 1
@@ -34,24 +37,15 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
+    """Write ``payload`` to ``path`` atomically (:mod:`ssmad.engine.atomic_write`).
 
-    A crash while writing leaves the previous file at ``path`` untouched.
+    A crash, a kill or a full disk while writing leaves the previous file at ``path`` untouched
+    (a full disk raises ``FileWriteError`` saying so); a temporary file a killed writer left is
+    removed by the next write.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "format_version": FORMAT_VERSION, **payload}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, expected_preset: str | None = None) -> dict[str, Any]:

@@ -104,6 +104,13 @@ class Detector:
                     return part
         return self.class_names[0] if len(self.class_names) == 1 else None
 
+    def check_class(self, class_name: str | None) -> None:
+        """Refuse a class this model was not trained on, naming the ones it knows."""
+        if class_name is not None and class_name not in self.class_names:
+            raise ValueError(
+                f"unknown class '{class_name}': this model was trained on {', '.join(self.class_names)}; use one of them"
+            )
+
     def predict(
         self,
         inputs: ImageInput | list[ImageInput] | torch.Tensor,
@@ -112,31 +119,49 @@ class Detector:
     ) -> PredictionResult:
         """Score images: a path, a PIL image, a list of them, or a normalised tensor (3,H,W)/(B,3,H,W).
 
-        Tensors must already be preprocessed like training images (resized to ``image_size``,
-        normalised with ``mean``/``std``). Unreadable files are skipped and listed in ``skipped``.
+        Files and PIL images are prepared alike (`ssmad.data.to_rgb`: EXIF orientation, 16-bit,
+        palette, CMYK...). Tensors must already be preprocessed like training images (resized to
+        ``image_size``, normalised with ``mean``/``std``). Unreadable files are skipped and listed
+        in ``skipped``.
         """
-        from ssmad.data import ImageReadError, read_image
+        from ssmad.data import ImageReadError, read_image, to_rgb
 
-        if class_name is not None and class_name not in self.class_names:
-            raise ValueError(f"unknown class '{class_name}': this model knows {', '.join(self.class_names)}")
-        skipped: list[tuple[str, str]] = []
+        self.check_class(class_name)
         if isinstance(inputs, torch.Tensor):
             images = self._check_tensor(inputs)
-            paths: list[str | None] = [None] * len(images)
-        else:
-            items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-            tensors, paths = [], []
-            for item in items:
-                if isinstance(item, Image.Image):
-                    tensors.append(self.transform(item))
-                    paths.append(None)
-                    continue
-                try:
-                    tensors.append(self.transform(read_image(item)))
-                    paths.append(str(item))
-                except (ImageReadError, OSError) as error:
-                    skipped.append((str(item), str(error)))
-            images = torch.stack(tensors) if tensors else torch.empty(0, 3, self.image_size, self.image_size)
+            return self._result(images, [None] * len(images), class_name, [], batch_size)
+        decoded, paths, skipped = [], [], []
+        for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+            if isinstance(item, Image.Image):
+                decoded.append(to_rgb(item))
+                paths.append(None)
+                continue
+            try:
+                decoded.append(read_image(item))
+                paths.append(str(item))
+            except (ImageReadError, OSError) as error:
+                skipped.append((str(item), str(error)))
+        return self.predict_decoded(decoded, paths, class_name, batch_size, skipped)
+
+    def predict_decoded(
+        self,
+        images: list[Image.Image],
+        paths: list[str | None],
+        class_name: str | None = None,
+        batch_size: int = 16,
+        skipped: list[tuple[str, str]] | None = None,
+    ) -> PredictionResult:
+        """Score RGB images already prepared by ``read_image``/``to_rgb``; ``paths`` pick thresholds."""
+        self.check_class(class_name)
+        tensors = (torch.stack([self.transform(image) for image in images]) if images
+                   else torch.empty(0, 3, self.image_size, self.image_size))
+        return self._result(tensors, paths, class_name, list(skipped or []), batch_size)
+
+    def _result(
+        self, images: torch.Tensor, paths: list[str | None], class_name: str | None,
+        skipped: list[tuple[str, str]], batch_size: int,
+    ) -> PredictionResult:
+        """Score normalised images (N, 3, H, W) and attach each one's calibration."""
         classes = [class_name or self.class_for_path(p) for p in paths]
         maps, scores = self._score(images, batch_size)
         cals = [self.calibration.for_class(c) for c in classes]

@@ -10,6 +10,7 @@ matplotlib is installed, ``curves.png`` (image-level ROC and PR curves per class
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ssmad.engine.atomic_write import atomic_write_text
 from ssmad.engine.detector import Detector
 from ssmad.engine.visualize import denormalize, save_overlay
 
@@ -79,15 +81,16 @@ def markdown_table(results: dict[str, dict[str, float]]) -> str:
 
 
 def write_reports(results: dict[str, dict[str, float]], out_dir: Path, extra: dict) -> None:
-    """metrics.md, metrics.json and metrics.csv in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.md").write_text(markdown_table(results) + "\n")
-    (out_dir / "metrics.json").write_text(json.dumps({**extra, "metrics": results}, indent=2))
-    with open(out_dir / "metrics.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["class", *METRIC_KEYS])
-        for name, metrics in results.items():
-            writer.writerow([name, *(f"{metrics[k]:.6f}" for k in METRIC_KEYS)])
+    """metrics.md, metrics.json and metrics.csv in ``out_dir``, each written atomically: a full
+    disk or a kill leaves the previous report whole (and raises ``FileWriteError`` saying so)."""
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["class", *METRIC_KEYS])
+    for name, metrics in results.items():
+        writer.writerow([name, *(f"{metrics[k]:.6f}" for k in METRIC_KEYS)])
+    atomic_write_text(out_dir / "metrics.json", json.dumps({**extra, "metrics": results}, indent=2))
+    atomic_write_text(out_dir / "metrics.csv", table.getvalue())
+    atomic_write_text(out_dir / "metrics.md", markdown_table(results) + "\n")
 
 
 def write_overlays(detector: Detector, dataset, outputs: TestOutputs, out_dir: Path, per_class: int) -> int:

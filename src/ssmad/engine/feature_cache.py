@@ -5,25 +5,40 @@ change: computing them once turns every later epoch into bottleneck + decoder wo
 Features live in memory (tensors) or on disk (``.npy`` memory maps, for datasets larger than
 RAM). ``LiveFeatures`` is the uncached path (the encoder runs on every batch), kept for
 comparison and for very large datasets.
+
+A disk cache is reused by ``--resume`` and by any later run pointed at the same folder
+(``--cache-dir``) when its manifest (``cache.json``, written last) matches: the sha256 of the
+encoder's weights (of the tensors themselves, so a random encoder counts too) and of the weights
+file, the normalisation, the input size and the file list with each file's size and
+modification time. Anything else is rebuilt, saying why: no manifest (a build that was
+interrupted), another encoder, another input size, a file gone, added or changed, or a feature
+file that is truncated or unreadable.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ssmad.engine.atomic_write import atomic_write_text
+from ssmad.engine.training_files import file_stamp
+
 CACHE_CHOICES = ("memory", "disk", "none")
+MANIFEST = "cache.json"
 
 
 class FeatureSource(Protocol):
     """Encoder features by dataset index."""
 
     class_names: list[str]
+    origin: str  # how the features came to be: "computed", "reused ...", "rebuilt: ...", "not cached"
 
     def __len__(self) -> int: ...
 
@@ -35,9 +50,10 @@ class FeatureSource(Protocol):
 class FeatureCache:
     """Stored features: ``features[s]`` is (N, C_s, H_s, W_s), a tensor or a disk memory map."""
 
-    def __init__(self, features: list[torch.Tensor | np.ndarray], class_names: list[str]):
+    def __init__(self, features: list[torch.Tensor | np.ndarray], class_names: list[str], origin: str = "computed"):
         self.features = features
         self.class_names = class_names
+        self.origin = origin
 
     def __len__(self) -> int:
         return len(self.class_names)
@@ -54,6 +70,7 @@ class LiveFeatures:
         self.model = model
         self.dataset = dataset
         self.class_names = class_names
+        self.origin = "not cached"
 
     def __len__(self) -> int:
         return len(self.class_names)
@@ -66,6 +83,65 @@ class LiveFeatures:
 def dataset_class_names(dataset: Dataset) -> list[str]:
     """The class of every item of an :class:`ssmad.data.AnomalyDataset`, in index order."""
     return [sample.class_name for sample in dataset.samples]
+
+
+def cache_key(model: torch.nn.Module, dataset: Dataset) -> dict[str, Any]:
+    """What a disk cache's features depend on (see the module docstring), as plain JSON values."""
+    encoder = model.encoder
+    digest = hashlib.sha256()
+    for name, tensor in encoder.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return {
+        "encoder_state_sha256": digest.hexdigest(),
+        "encoder_weights_sha256": encoder.weights_sha256,
+        "normalization": [list(encoder.mean), list(encoder.std)],
+        "image_size": list(dataset.transform.size_hw),
+        "files": [file_stamp(sample.path) for sample in dataset.samples],
+    }
+
+
+def _key_difference(stored: dict[str, Any], key: dict[str, Any]) -> str | None:
+    """Why a stored cache key does not fit ``key`` (naming a file where files differ), or None."""
+    if stored.get("encoder_state_sha256") != key["encoder_state_sha256"] or \
+            stored.get("encoder_weights_sha256") != key["encoder_weights_sha256"]:
+        return "it holds another encoder's features"
+    if stored.get("normalization") != key["normalization"] or stored.get("image_size") != key["image_size"]:
+        return "it was computed at another input size or normalisation"
+    old = {stamp[0]: stamp for stamp in stored.get("files", [])}
+    new = {stamp[0]: stamp for stamp in key["files"]}
+    for path in new:
+        if path not in old:
+            return f"{path} is new"
+        if old[path] != new[path]:
+            return f"{path} changed"
+    gone = [path for path in old if path not in new]
+    if gone:
+        return f"{gone[0]} is gone"
+    if [s[0] for s in stored["files"]] != [s[0] for s in key["files"]]:
+        return "the files are in another order"
+    return None
+
+
+def open_disk_cache(directory: Path, key: dict[str, Any]) -> tuple[FeatureCache | None, str]:
+    """(the reusable cache in ``directory``, "reused ...") or (None, why it cannot be reused)."""
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return None, "no complete cache there yet"
+    try:
+        stored = json.loads(manifest.read_text())
+        why = _key_difference(stored["key"], key)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, f"its manifest {manifest} is unreadable"
+    if why:
+        return None, why
+    try:
+        features = [np.load(directory / f"scale{s}.npy", mmap_mode="r") for s in range(len(stored["shapes"]))]
+    except (OSError, ValueError) as error:
+        return None, f"a feature file is truncated or unreadable ({error})"
+    if [list(f.shape) for f in features] != stored["shapes"]:
+        return None, "a feature file does not have the recorded shape"
+    return FeatureCache(features, stored["class_names"], f"reused from {directory}"), "reused"
 
 
 @torch.no_grad()
@@ -87,8 +163,17 @@ def build_feature_source(
         raise ValueError(f"unknown feature cache '{storage}': use one of {', '.join(CACHE_CHOICES)}")
     if storage == "none":
         return LiveFeatures(model, dataset, dataset_class_names(dataset))
-    if storage == "disk" and directory is None:
-        raise ValueError("a disk feature cache needs a folder")
+    origin = "computed"
+    if storage == "disk":
+        if directory is None:
+            raise ValueError("a disk feature cache needs a folder")
+        directory = Path(directory)
+        key = cache_key(model, dataset)
+        cache, why = open_disk_cache(directory, key)
+        if cache is not None:
+            return cache
+        origin = f"rebuilt in {directory}: {why}" if (directory / MANIFEST).is_file() else f"computed in {directory}"
+        (directory / MANIFEST).unlink(missing_ok=True)  # an interrupted rebuild is never trusted
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     features: list[torch.Tensor | np.ndarray] = []
     class_names: list[str] = []
@@ -102,10 +187,12 @@ def build_feature_source(
             store[start:stop] = f.numpy() if isinstance(store, np.ndarray) else f
         class_names.extend(item["class_name"])
         start = stop
-    for store in features:
-        if isinstance(store, np.memmap):
+    if storage == "disk":
+        for store in features:
             store.flush()
-    return FeatureCache(features, class_names)
+        manifest = {"key": key, "shapes": [list(store.shape) for store in features], "class_names": class_names}
+        atomic_write_text(directory / MANIFEST, json.dumps(manifest))
+    return FeatureCache(features, class_names, origin)
 
 
 def _allocate(

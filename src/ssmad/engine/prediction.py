@@ -5,14 +5,21 @@ Outputs in the chosen folder:
   ``class`` (the calibration used; empty/null = global), ``score`` (raw), ``normalized``
   (0.5 at the threshold), ``threshold`` and ``decision`` (``anomalous`` or ``normal``), and
   ``overlay`` (the picture's file name, when written);
-- ``skipped.csv``: inputs that were missing or unreadable, with the reason (also printed);
+- ``skipped.csv``: inputs that were missing or unreadable, and overlays that could not be
+  written, with the reason (also printed);
 - ``overlays/*.png``: image | heatmap on the class's fixed scale.
+
+Rows are written (and flushed) batch by batch as they are scored, so an interrupt (Ctrl-C) or
+a failure keeps every row scored before it; the interrupt says how many rows were written. A
+failing overlay costs only that picture: its row is kept with an empty ``overlay``. Each file
+is read and decoded once, for scoring and its overlay alike.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ssmad.engine.atomic_write import atomic_write_text
 from ssmad.engine.detector import Detector
 from ssmad.engine.visualize import save_overlay
 
@@ -36,7 +44,7 @@ class PredictSummary:
 
 def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files, folders (searched recursively for images) and globs -> (files, missing inputs)."""
-    from ssmad.data.image_io import IMAGE_EXTENSIONS
+    from ssmad.data.image_io import is_image_file
 
     files: list[Path] = []
     missing: list[tuple[str, str]] = []
@@ -47,7 +55,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]]]
             continue
         for path in matches:
             if path.is_dir():
-                files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS))
+                files.extend(sorted(p for p in path.rglob("*") if is_image_file(p)))
             elif path.is_file():
                 files.append(path)
     return files, missing
@@ -61,50 +69,88 @@ def predict_files(
     overlays: bool = True,
     batch_size: int = 16,
 ) -> PredictSummary:
-    """Score every image the inputs name; write the outputs described in the module docstring."""
+    """Score every image the inputs name; write the outputs described in the module docstring.
+
+    Raises KeyboardInterrupt (saying how many rows were written) when interrupted.
+    """
+    detector.check_class(class_name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files, missing = expand_inputs(inputs)
     summary = PredictSummary(skipped=list(missing))
-    for start in range(0, len(files), batch_size):
-        result = detector.predict(files[start : start + batch_size], class_name=class_name, batch_size=batch_size)
-        summary.skipped.extend(result.skipped)
-        for i in range(len(result)):
-            overlay = ""
-            if overlays:
-                from ssmad.data import read_image
-
-                path = Path(result.paths[i])
-                overlay = f"{start + i:05d}_{path.stem}.png"
-                rgb = _display_image(read_image(path), detector.image_size)
-                save_overlay(out_dir / "overlays" / overlay, rgb, result.heatmaps[i])
-            summary.rows.append(
-                {
-                    "path": result.paths[i],
-                    "class": result.class_names[i],
-                    "score": float(result.scores[i]),
-                    "normalized": float(result.normalized[i]),
-                    "threshold": float(result.thresholds[i]),
-                    "decision": "anomalous" if result.decisions[i] else "normal",
-                    "overlay": overlay,
-                }
-            )
-    with open(out_dir / "predictions.jsonl", "w") as handle:
-        for row in summary.rows:
-            handle.write(json.dumps(row) + "\n")
-    with open(out_dir / "predictions.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+    jsonl_path, csv_path = out_dir / "predictions.jsonl", out_dir / "predictions.csv"
+    with open(jsonl_path, "w", encoding="utf-8") as jsonl, \
+            open(csv_path, "w", newline="", encoding="utf-8", errors="surrogateescape") as table:
+        writer = csv.DictWriter(table, fieldnames=CSV_FIELDS)
         writer.writeheader()
-        writer.writerows({**row, "class": row["class"] or ""} for row in summary.rows)
-    skipped_file = out_dir / "skipped.csv"
-    if summary.skipped:
-        with open(skipped_file, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "reason"])
-            writer.writerows(summary.skipped)
-    elif skipped_file.exists():
-        skipped_file.unlink()
+        try:
+            for start in range(0, len(files), batch_size):
+                rows = _score_batch(detector, files[start : start + batch_size], start, out_dir, class_name, overlays, summary)
+                for row in rows:
+                    jsonl.write(json.dumps(row) + "\n")
+                    writer.writerow({**row, "class": row["class"] or ""})
+                jsonl.flush()
+                table.flush()
+                summary.rows.extend(rows)
+        except KeyboardInterrupt as interrupt:
+            _write_skipped(out_dir, summary.skipped)
+            raise KeyboardInterrupt(
+                f"{len(summary.rows)} row(s) written to {jsonl_path} and {csv_path.name} before the interrupt"
+            ) from interrupt
+    _write_skipped(out_dir, summary.skipped)
     return summary
+
+
+def _score_batch(
+    detector: Detector, files: list[Path], start: int, out_dir: Path, class_name: str | None,
+    overlays: bool, summary: PredictSummary,
+) -> list[dict]:
+    """Rows of one batch of files (numbered from ``start``); unreadable files go to ``summary.skipped``."""
+    from ssmad.data import ImageReadError, read_image
+
+    images, paths = [], []
+    for path in files:
+        try:
+            images.append(read_image(path))
+            paths.append(str(path))
+        except (ImageReadError, OSError) as error:
+            summary.skipped.append((str(path), str(error)))
+    result = detector.predict_decoded(images, paths, class_name=class_name, batch_size=len(files))
+    rows = []
+    for i, image in enumerate(images):
+        overlay = ""
+        if overlays:
+            name = f"{start + i:05d}_{Path(paths[i]).stem}.png"
+            try:
+                save_overlay(out_dir / "overlays" / name, _display_image(image, detector.image_size), result.heatmaps[i])
+                overlay = name
+            except OSError as error:
+                summary.skipped.append((paths[i], f"overlay not written: {error}"))
+        rows.append(
+            {
+                "path": paths[i],
+                "class": result.class_names[i],
+                "score": float(result.scores[i]),
+                "normalized": float(result.normalized[i]),
+                "threshold": float(result.thresholds[i]),
+                "decision": "anomalous" if result.decisions[i] else "normal",
+                "overlay": overlay,
+            }
+        )
+    return rows
+
+
+def _write_skipped(out_dir: Path, skipped: list[tuple[str, str]]) -> None:
+    """``skipped.csv`` with every (input, reason); removed when nothing was skipped."""
+    skipped_file = out_dir / "skipped.csv"
+    if not skipped:
+        skipped_file.unlink(missing_ok=True)
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "reason"])
+    writer.writerows(skipped)
+    atomic_write_text(skipped_file, buffer.getvalue())
 
 
 def _display_image(image: Image.Image, size: int) -> np.ndarray:

@@ -31,13 +31,19 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 import ssmad
+from ssmad.data.image_io import printable
+from ssmad.data.screening import screen_samples
+from ssmad.engine.atomic_write import FileWriteError, atomic_write_text
 from ssmad.engine.calibration import Calibration, calibrate
 from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from ssmad.engine.device import resolve_device
 from ssmad.engine.distributed import DistributedContext, any_process, barrier, distributed_device, init_distributed
-from ssmad.engine.feature_cache import FeatureSource, build_feature_source
-from ssmad.engine.interrupts import deferred_interrupts
+from ssmad.engine.feature_cache import FeatureSource, build_feature_source, cache_key, open_disk_cache
+from ssmad.engine.interrupts import StopRequests
+from ssmad.engine.optimizer import build_optimizer
+from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
 from ssmad.engine.recipe import recipe_for
+from ssmad.engine.training_files import check_unchanged, record_files
 
 AMP_CHOICES = ("none", "bf16", "fp16")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     cache: str = "memory"
+    cache_dir: str | None = None  # --cache disk: where features are kept (default RUN/feature_cache)
     accumulate: int = 1
     checkpoint_every: int = 10
     val_fraction: float = 0.1
@@ -153,13 +160,22 @@ def epoch_order(seed: int, epoch: int, count: int) -> torch.Tensor:
 
 
 class Trainer:
-    """Builds the model, data and feature caches of a :class:`TrainConfig` and trains it."""
+    """Builds the model, data and feature caches of a :class:`TrainConfig` and trains it.
 
-    def __init__(self, config: TrainConfig, context: DistributedContext | None = None):
+    ``resume=True`` continues the run in ``config.out`` (see :func:`resume_config`). The encoder
+    is then rebuilt from the weights stored in the checkpoint, never from the weights path the run
+    recorded: the file there may have changed or moved, and the run must go on with the
+    network it started with.
+    """
+
+    def __init__(self, config: TrainConfig, context: DistributedContext | None = None, resume: bool = False):
         from ssmad.data import build_dataset
+        from ssmad.engine.detector import model_from_checkpoint
         from ssmad.models import build_model
 
         self.config = config
+        self.resume = resume
+        check_settings(config.val_fraction, config.target_fpr)
         self.recipe = recipe_for(config.preset)
         device = resolve_device(config.device)
         self.context = context or init_distributed(device)
@@ -180,12 +196,16 @@ class Trainer:
         self.checkpoint_file = self.run_dir / CHECKPOINT_NAME
 
         seed_everything(config.seed, config.deterministic)  # the same initial weights (and random encoder) on every rank
-        overrides = {"image_size": config.image_size, **config.model_overrides}
-        if config.encoder is not None:
-            overrides["encoder"] = config.encoder
-        if config.weights is not None:
-            overrides["encoder_weights"] = config.weights
-        self.model = build_model(config.preset, **overrides).to(self.device)
+        self.resume_payload = self._resume_payload() if resume else None
+        if self.resume_payload is not None:
+            self.model = model_from_checkpoint(self.resume_payload).to(self.device)
+        else:
+            overrides = {"image_size": config.image_size, **config.model_overrides}
+            if config.encoder is not None:
+                overrides["encoder"] = config.encoder
+            if config.weights is not None:
+                overrides["encoder_weights"] = config.weights
+            self.model = build_model(config.preset, **overrides).to(self.device)
         encoder = self.model.encoder
         data_args = dict(
             classes=config.classes,
@@ -198,13 +218,21 @@ class Trainer:
         self.train_set = build_dataset(config.dataset, config.data, "train", **data_args)
         self.val_set = build_dataset(config.dataset, config.data, "val", **data_args)
         self.class_names = list(self.train_set.class_names)
-        if len(self.train_set) < self.batch_size:
-            raise ValueError(
-                f"{len(self.train_set)} training images under {config.data} but batch size "
-                f"{self.batch_size}: use --batch-size {len(self.train_set)} or fewer"
-            )
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=self.lr, weight_decay=self.weight_decay)
+        check_out_folder(self.run_dir)
+        self.log = _make_logger(self.run_dir, self.context.is_main)
+        self.data_files = self._usable_files()
+        check_data(
+            [s.class_name for s in self.train_set.samples], [s.class_name for s in self.val_set.samples],
+            len(self.train_set), self.batch_size, config.data,
+        )
+        cache_root = Path(config.cache_dir) if config.cache_dir else self.run_dir / "feature_cache"
+        self.cache_dir = cache_root / f"rank{self.context.rank}"
+        to_compute = [
+            len(dataset) for dataset, part in ((self.train_set, "train"), (self.val_set, "val"))
+            if config.cache != "disk" or open_disk_cache(self.cache_dir / part, cache_key(self.model, dataset))[0] is None
+        ]
+        check_cache(config.cache, feature_bytes(encoder, config.image_size, sum(to_compute)), self.cache_dir)
+        self.optimizer = build_optimizer(self.model, self.lr, self.weight_decay)
         self.network: nn.Module = _Reconstructor(self.model)
         if self.context.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -216,7 +244,25 @@ class Trainer:
         self.global_step = 0
         self.epoch_losses: list[float] = []
         self.step_losses: list[float] = []  # losses of the current epoch's steps so far
-        self.log = _make_logger(self.run_dir, self.context.is_main)
+
+    def _usable_files(self) -> dict[str, Any]:
+        """Keep the usable training and validation images; returns the checkpoint's record of them.
+
+        A new run decodes every file once and leaves out (naming them) the unusable ones; a
+        resumed run checks that the files are those it recorded (:mod:`ssmad.engine.training_files`).
+        """
+        listed = [*self.train_set.samples, *self.val_set.samples]
+        recorded = self.resume_payload.get("data_files") if self.resume_payload is not None else None
+        if recorded is not None:
+            usable, rejected = check_unchanged(recorded, listed, self.checkpoint_file), []
+        else:
+            usable, rejected = screen_samples(listed)
+            for path, reason in rejected:
+                self.log.warning("left out unusable training image %s: %s", printable(path), printable(reason))
+        kept = {id(sample) for sample in usable}
+        for dataset in (self.train_set, self.val_set):
+            dataset.samples = [sample for sample in dataset.samples if id(sample) in kept]
+        return record_files(usable, rejected) if recorded is None else recorded
 
     # ----------------------------------------------------------------- checkpoints
     def _payload(self, calibration: Calibration | None, finished: bool) -> dict[str, Any]:
@@ -237,6 +283,7 @@ class Trainer:
             "encoder_state": self.model.encoder.state_dict(),
             "trainable_state": self.model.trainable_state_dict(),
             "class_names": self.class_names,
+            "data_files": self.data_files,
             "normalization": {"mean": list(encoder.mean), "std": list(encoder.std)},
             "image_size": self.config.image_size,
             "calibration": calibration.to_dict() if calibration else None,
@@ -262,8 +309,8 @@ class Trainer:
             save_checkpoint(payload, self.checkpoint_file)
         barrier(self.context)
 
-    def restore(self) -> None:
-        """Continue from ``RUN/checkpoint.pt``: weights, optimiser, position and RNG streams."""
+    def _resume_payload(self) -> dict[str, Any]:
+        """The checkpoint to continue, checked to be unfinished and of this job's process count."""
         payload = load_checkpoint(self.checkpoint_file, expected_preset=self.config.preset)
         progress = payload["progress"]
         if progress["finished"]:
@@ -273,6 +320,12 @@ class Trainer:
                 f"{self.checkpoint_file} was written by {progress['world_size']} process(es); "
                 f"resume it with the same number (now {self.context.world_size})"
             )
+        return payload
+
+    def restore(self) -> None:
+        """Continue from the checkpoint read at construction: weights, optimiser, position, RNG streams."""
+        payload = self.resume_payload
+        progress = payload["progress"]
         self.model.load_trainable_state_dict(payload["trainable_state"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scaler.load_state_dict(payload["scaler"])
@@ -282,7 +335,12 @@ class Trainer:
         self.epoch_losses = list(progress["epoch_losses"])
         self.step_losses = list(progress["step_losses"])
         set_rng_state(payload["rng"][self.context.rank])
-        self.log.info("resumed %s at epoch %d, step %d", self.checkpoint_file, self.epoch + 1, self.step_in_epoch)
+        self.resume_payload = None  # the optimiser state lives on in the optimiser; free the copy
+        identity = payload["encoder"]
+        self.log.info(
+            "resumed %s at epoch %d, step %d; encoder weights from the checkpoint (%s, sha256 %s)",
+            self.checkpoint_file, self.epoch + 1, self.step_in_epoch, identity["weights_source"], identity["weights_sha256"],
+        )
 
     # ----------------------------------------------------------------- training
     def _step(self, source: FeatureSource, indices: torch.Tensor) -> float:
@@ -318,18 +376,16 @@ class Trainer:
         self.scaler.update()
         return total
 
-    def fit(self, resume: bool = False) -> TrainResult:
+    def fit(self) -> TrainResult:
         """Train (or continue) to the last epoch, calibrate, write the final checkpoint."""
         cfg = self.config
-        if resume:
-            load_checkpoint(self.checkpoint_file, expected_preset=cfg.preset)
-        elif self.checkpoint_file.exists():
+        if not self.resume and self.checkpoint_file.exists():
             raise CheckpointError(
                 f"{self.checkpoint_file} already exists: continue it with --resume, or choose another --out"
             )
         if self.context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            atomic_write_text(self.run_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
         self.log.info(
             "preset %s, classes %s, %d train / %d val images, device %s, %d process(es), encoder weights %s",
             cfg.preset, ",".join(self.class_names), len(self.train_set), len(self.val_set),
@@ -340,29 +396,54 @@ class Trainer:
             self.epochs, self.batch_size, self.micro_batch, self.lr, self.weight_decay, cfg.cache,
         )
         start = time.perf_counter()
-        cache_dir = self.run_dir / "feature_cache" / f"rank{self.context.rank}"
-        train_source = self._source(self.train_set, cache_dir / "train")
-        val_source = self._source(self.val_set, cache_dir / "val")
+        with torch.random.fork_rng(devices=[]):  # a reused cache and a computed one leave the same RNG state
+            train_source = self._source(self.train_set, self.cache_dir / "train")
+            val_source = self._source(self.val_set, self.cache_dir / "val")
         cache_seconds = time.perf_counter() - start
-        self.log.info("encoder features of %d images cached (%s) in %.1f s", len(train_source) + len(val_source), cfg.cache, cache_seconds)
-        if resume:  # after caching: data loaders draw from the global RNG
+        self.log.info(
+            "encoder features of %d images cached (%s) in %.1f s: train %s, val %s", len(train_source) + len(val_source),
+            cfg.cache, cache_seconds, train_source.origin, val_source.origin,
+        )
+        if self.resume:
             self.restore()
 
         start = time.perf_counter()
         steps_per_epoch = len(train_source) // self.batch_size
+        self.log.info("%s", self.recipe.describe(self.lr, steps_per_epoch * self.epochs))
         try:
             finished = self._train_epochs(train_source, steps_per_epoch)
+            train_seconds = time.perf_counter() - start
+            if finished:
+                calibration = self.calibrate(val_source)
         except KeyboardInterrupt:
             self.save()
             self.log.info("interrupted: checkpoint written to %s; continue with --resume", self.checkpoint_file)
             raise
-        train_seconds = time.perf_counter() - start
+        except TrainingDiverged:
+            raise
+        except Exception as error:
+            self._save_after_failure(error)
+            raise
         if finished:
-            calibration = self.calibrate(val_source)
             self.save(calibration, finished=True)
             self.log.info("finished in %.1f s; checkpoint %s", train_seconds, self.checkpoint_file)
         return TrainResult(
             self.run_dir, self.checkpoint_file, finished, self.epoch_losses, cache_seconds, train_seconds, self.global_step
+        )
+
+    def _save_after_failure(self, error: Exception) -> None:
+        """Keep the training done so far when something fails after training started.
+
+        The step counters only move once a step is complete, so the checkpoint resumes at the
+        first step (or the calibration) that did not finish. A failure of the checkpoint write
+        itself is not retried: the previous checkpoint is still on disk.
+        """
+        if isinstance(error, FileWriteError):
+            return
+        self.save()
+        self.log.error(
+            "%s: %s; checkpoint written to %s (step %d); fix the cause, then continue with "
+            "ssmad train --resume --out %s", type(error).__name__, error, self.checkpoint_file, self.global_step, self.run_dir,
         )
 
     def _source(self, dataset, directory: Path) -> FeatureSource:
@@ -372,12 +453,18 @@ class Trainer:
         )
 
     def _train_epochs(self, source: FeatureSource, steps_per_epoch: int) -> bool:
-        """Run epochs from the current position; False when ``max_steps`` stopped the run early."""
+        """Run epochs from the current position; False when ``max_steps`` stopped the run early.
+
+        Ctrl-C and SIGTERM take effect between steps only, on every process after the same
+        step (:class:`~ssmad.engine.interrupts.StopRequests`), as a KeyboardInterrupt.
+        """
+        with StopRequests(self.context, self.device) as stops:
+            return self._run_epochs(source, steps_per_epoch, stops)
+
+    def _run_epochs(self, source: FeatureSource, steps_per_epoch: int, stops: StopRequests) -> bool:
         cfg = self.config
+        total_steps = steps_per_epoch * self.epochs
         while self.epoch < self.epochs:
-            lr = self.recipe.lr_at(self.lr, self.epoch, self.epochs)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             self.model.train()
             order = epoch_order(cfg.seed, self.epoch, len(source))
             batches = order[: steps_per_epoch * self.batch_size].view(steps_per_epoch, self.batch_size)
@@ -393,27 +480,30 @@ class Trainer:
                     self.save()
                     self.log.info("stopped after %d steps (max_steps); checkpoint %s", self.global_step, self.checkpoint_file)
                     return False
-                with deferred_interrupts():  # a checkpoint never holds half a step
-                    losses.append(self._step(source, batches[self.step_in_epoch]))
-                    self.step_in_epoch += 1
-                    self.global_step += 1
+                lr = self.recipe.lr_at(self.lr, self.global_step, total_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                losses.append(self._step(source, batches[self.step_in_epoch]))
+                self.step_in_epoch += 1
+                self.global_step += 1
+                stops.agreed()  # a checkpoint never holds half a step
                 bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
                 bar.update()
             bar.close()
             seconds = time.perf_counter() - started
-            with deferred_interrupts():
-                self.epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
-                self.epoch += 1
-                self.step_in_epoch = 0
-                self.step_losses = []
+            self.epoch_losses.append(float(np.mean(losses)) if losses else float("nan"))
+            self.epoch += 1
+            self.step_in_epoch = 0
+            self.step_losses = []
             eta = seconds * (self.epochs - self.epoch)
             self.log.info(
                 "epoch %d/%d loss %.5f lr %.2e %.1f s (%.1f img/s) eta %.0f s",
-                self.epoch, self.epochs, self.epoch_losses[-1], lr, seconds,
+                self.epoch, self.epochs, self.epoch_losses[-1], self.optimizer.param_groups[0]["lr"], seconds,
                 max(len(losses), 1) * self.batch_size / max(seconds, 1e-9), eta,
             )
             if self.epoch % cfg.checkpoint_every == 0 and self.epoch < self.epochs:
                 self.save()
+            stops.agreed()
         return True
 
     @torch.no_grad()
@@ -458,7 +548,7 @@ def _make_logger(run_dir: Path, is_main: bool) -> logging.Logger:
     logger.propagate = False
     if is_main and not logger.handlers:
         run_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(run_dir / "train.log")
+        file_handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8", errors="backslashreplace")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         console = logging.StreamHandler()
         console.setFormatter(logging.Formatter("%(message)s"))
@@ -469,7 +559,7 @@ def _make_logger(run_dir: Path, is_main: bool) -> logging.Logger:
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:
     """Train a model as ``config`` says (or continue the run in ``config.out`` with ``resume``)."""
-    return Trainer(config).fit(resume=resume)
+    return Trainer(config, resume=resume).fit()
 
 
 def resume_config(run_dir: str | Path, **changes: Any) -> TrainConfig:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,28 +174,82 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     return _strip_module_prefix(state_dict)
 
 
-def load_checked(encoder: nn.Module, state_dict: Mapping[str, Tensor], path: Path) -> None:
-    """Copy `state_dict` into `encoder`, checking every key the encoder has.
+_LAYER_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
 
-    Missing or mis-shaped keys raise `EncoderWeightsError` naming the file and the key; keys the
-    encoder does not have (layer4, fc, classifier, later MobileNetV2 blocks) are ignored;
-    batch-norm `num_batches_tracked` counters may be absent.
+# (block type, blocks in layer1-3, inner width of layer1's first block) -> torchvision's name.
+_RESNET_SHAPES = {
+    ("basic", (2, 2, 2), 64): "resnet18",
+    ("basic", (3, 4, 6), 64): "resnet34",
+    ("bottleneck", (3, 4, 6), 64): "resnet50",
+    ("bottleneck", (3, 4, 6), 128): "wide_resnet50_2",
+    ("bottleneck", (3, 4, 23), 64): "resnet101",
+    ("bottleneck", (3, 4, 23), 128): "wide_resnet101_2",
+    ("bottleneck", (3, 8, 36), 64): "resnet152",
+}
+
+
+def guess_architecture(state_dict: Mapping[str, Tensor]) -> str | None:
+    """torchvision's name of the network a state_dict's keys and shapes describe (None if unknown)."""
+    if "features.0.0.weight" in state_dict and "features.1.conv.0.0.weight" in state_dict:
+        return "mobilenet_v2"
+    blocks = [0, 0, 0]
+    for key in state_dict:
+        match = _LAYER_BLOCK.match(key)
+        if match and int(match.group(1)) <= 3:
+            layer = int(match.group(1)) - 1
+            blocks[layer] = max(blocks[layer], int(match.group(2)) + 1)
+    first = state_dict.get("layer1.0.conv1.weight")
+    if first is None:
+        return None
+    kind = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
+    return _RESNET_SHAPES.get((kind, tuple(blocks), int(first.shape[0])))
+
+
+def _stage(key: str) -> str:
+    """The stage a parameter belongs to: `layer2`, `conv1`, or `features.7` for MobileNetV2."""
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] == "features" else parts[0]
+
+
+def _architecture_hint(state_dict: Mapping[str, Tensor]) -> str:
+    guess = guess_architecture(state_dict)
+    return (f"the file looks like {guess}: pass --encoder {guess} (encoder='{guess}')" if guess
+            else "it is not a torchvision-layout file for this architecture")
+
+
+def load_checked(encoder: nn.Module, state_dict: Mapping[str, Tensor], path: Path) -> None:
+    """Copy `state_dict` into `encoder`, checking every key of the stages the encoder builds.
+
+    Missing or mis-shaped keys, and keys of a built stage that the encoder does not have (e.g.
+    `layer1.2.*` of a ResNet34 file given to resnet18, whose other keys all fit), raise
+    `EncoderWeightsError` naming the file, the key and the architecture the file looks like.
+    Keys of stages the encoder does not build (layer4, fc, classifier, later MobileNetV2 blocks)
+    are ignored; batch-norm `num_batches_tracked` counters may be absent.
     """
     own = encoder.state_dict()
+    name = getattr(encoder, "name", "this encoder")
     missing = [
         key for key in own if key not in state_dict and not key.endswith(OPTIONAL_SUFFIXES)
     ]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise EncoderWeightsError(
-            f"weights file {path} lacks key '{missing[0]}'{more} needed by the encoder; "
-            f"it is not a torchvision-layout file for this architecture"
+            f"weights file {path} lacks key '{missing[0]}'{more} needed by encoder '{name}'; "
+            + _architecture_hint(state_dict)
         )
     for key, tensor in own.items():
         if key in state_dict and state_dict[key].shape != tensor.shape:
             raise EncoderWeightsError(
                 f"weights file {path}: key '{key}' has shape {tuple(state_dict[key].shape)}, "
-                f"the encoder expects {tuple(tensor.shape)}; wrong architecture for this file?"
+                f"encoder '{name}' expects {tuple(tensor.shape)}; " + _architecture_hint(state_dict)
             )
+    stages = {_stage(key) for key in own}
+    foreign = [key for key in state_dict if _stage(key) in stages and key not in own]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise EncoderWeightsError(
+            f"weights file {path} has key '{foreign[0]}'{more} that encoder '{name}' does not have "
+            f"in the stages it uses; " + _architecture_hint(state_dict)
+        )
     used = {key: state_dict[key] for key in own if key in state_dict}
     encoder.load_state_dict(used, strict=False)

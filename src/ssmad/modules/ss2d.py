@@ -88,8 +88,6 @@ class SS2D(nn.Module):
         a_log = torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(K * d_inner, 1)
         self.A_logs = nn.Parameter(a_log)  # (K*D, N)
         self.Ds = nn.Parameter(torch.ones(K * d_inner))  # (K*D,)
-        self.A_logs._no_weight_decay = True
-        self.Ds._no_weight_decay = True
 
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
