@@ -1,13 +1,16 @@
 """Model benchmark: parameters, FLOPs and CPU forward and training throughput of the two presets.
 
-    python benchmarks/bench_model.py [--quick] [--image-size 256] [--threads N] [--encoder resnet34]
+    python benchmarks/bench_model.py [--quick] [--image-size 256] [--threads N] [--encoder resnet34] [--breakdown]
 
 Prints, for ``mambaad`` and ``pyramid_mamba`` (ResNet34 widths unless --encoder, random encoder
 weights): parameters of encoder / bottleneck / decoder; forward FLOPs per image; images/s at
 batch 1 and 8 in float32 and bfloat16 autocast; the time the same FLOPs take as one large
 float32 matrix product on this machine, with the ratio (goal: within 5x); and the training
 step (bottleneck + decoder forward and backward and an AdamW step on cached encoder features)
-in images/s at batch 4.
+in images/s at batch 4. ``--breakdown`` adds, for the training step and for an inference pass at batch 1
+(encoder included), the share of the time spent in the scan forward, the scan backward, the
+projections (in_proj / x_proj / dt_proj / out_proj and other matrix products), convolutions, norms
+(LEC InstanceNorm, LayerNorm, BatchNorm), the encoder and the rest, from torch.profiler's self times.
 
 FLOPs: convolutions and linear layers are counted by forward hooks as 2 * multiply-adds;
 the scan core is counted analytically per SS2D call on (n, D, h, w) maps with K directions,
@@ -128,12 +131,75 @@ def train_images_per_second(model: nn.Module, batch: int, image_size: int, repea
     return batch / best
 
 
+SCAN_FUNCTIONS = ("_RoutedScan",)  # the numba scan's autograd function: forward and backward events
+CATEGORIES = {  # torch.profiler event name -> category, by prefix
+    "projections": ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::linear", "aten::matmul"),
+    "convolutions": ("aten::convolution", "aten::_convolution", "aten::mkldnn_convolution", "aten::conv",
+                     "aten::thnn_conv", "aten::_slow_conv", "aten::convolution_backward"),
+    "norms": ("aten::native_layer_norm", "aten::layer_norm", "aten::instance_norm", "aten::batch_norm",
+              "aten::native_batch_norm", "aten::_native_batch_norm", "aten::native_layer_norm_backward",
+              "aten::native_batch_norm_backward"),
+}
+
+
+def category(name: str) -> str:
+    if name.startswith(SCAN_FUNCTIONS):
+        return "scan backward" if "Backward" in name else "scan forward"
+    for label, prefixes in CATEGORIES.items():
+        if name.startswith(prefixes):
+            return label
+    return "rest"
+
+
+def breakdown(fn, extra: dict[str, float] | None = None) -> str:
+    """Shares of ``fn()``'s self CPU time by category (one profiled run after a warm-up)."""
+    fn()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    totals: dict[str, float] = dict(extra or {})
+    for event in prof.key_averages():
+        label = category(event.key)
+        totals[label] = totals.get(label, 0.0) + event.self_cpu_time_total / 1e6
+    whole = sum(totals.values())
+    order = ("encoder", "scan forward", "scan backward", "projections", "convolutions", "norms", "rest")
+    return f"{whole:.2f} s: " + ", ".join(f"{k} {100 * totals[k] / whole:.0f} %" for k in order if k in totals)
+
+
+def training_breakdown(model: nn.Module, batch: int, image_size: int) -> str:
+    features = model.encode(torch.randn(batch, 3, image_size, image_size))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+
+    def step():
+        loss = model.loss(features, model.decode(features))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    result = breakdown(step)
+    model.eval()
+    return result
+
+
+def inference_breakdown(model: nn.Module, image_size: int) -> str:
+    images = torch.randn(1, 3, image_size, image_size)
+    with torch.no_grad():
+        model.encode(images)
+        start = time.perf_counter()
+        features = model.encode(images)
+        encoder = time.perf_counter() - start
+        size = (image_size, image_size)
+        return breakdown(lambda: model.anomaly_map_from_features(features, model.decode(features), size),
+                         {"encoder": encoder})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 1 only, one timed run, float32 only")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--encoder", default="resnet34", help="encoder architecture (default resnet34, the papers')")
+    parser.add_argument("--breakdown", action="store_true", help="where the time goes (torch.profiler)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,7 +224,10 @@ def main() -> None:
                 dtype = "bf16-autocast" if bfloat16 else "float32"
                 print(f"  batch {batch} {dtype:13s}: {ips:7.2f} images/s ({1e3 / ips:8.1f} ms/image, {ratio:5.1f}x matmul time)")
         ips = train_images_per_second(model, 4, args.image_size, repeats)
-        print(f"  training step, batch 4, float32: {ips:7.2f} images/s ({1e3 / ips:8.1f} ms/image)")
+        print(f"  training step, batch 4, float32: {ips:7.2f} images/s ({4 / ips:6.2f} s/step)")
+        if args.breakdown:
+            print(f"  training step breakdown, {training_breakdown(model, 4, args.image_size)}")
+            print(f"  inference breakdown (batch 1), {inference_breakdown(model, args.image_size)}")
 
 
 if __name__ == "__main__":

@@ -134,17 +134,18 @@ class SS2D(nn.Module):
         """
         batch, d_inner, height, width = x.shape
         K, N = self.num_directions, self.d_state
-        u = x.flatten(2)  # (B, D, L)
-        x_dbl = torch.einsum("bdl,kcd->bkcl", u, self.x_proj_weight.to(u.dtype))
-        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, N, N], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))  # (B, K, D, L)
+        u = x.flatten(2)  # (B, D, L); a view of (B, L, D) for channels-last x, as the scan reads it
+        # matmul broadcast over (B, K) writes contiguous (B, K, L, .) outputs, the layout the scan reads in place
+        x_dbl = torch.matmul(u.transpose(1, 2).unsqueeze(1), self.x_proj_weight.to(u.dtype).transpose(1, 2))
+        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, N, N], dim=3)  # (B, K, L, R), (B, K, L, N) x 2
+        dts = torch.matmul(dts, self.dt_projs_weight.to(dts.dtype).transpose(1, 2))  # (B, K, L, D)
         routes = ops.pyramid_routes(self.scan_order, height, width, K, self.pyramid_levels, self.pyramid_merge)
         y = ops.routed_selective_scan(
             u,
-            dts,
+            dts.transpose(2, 3),
             -torch.exp(self.A_logs.view(K, d_inner, N)),
-            Bs,
-            Cs,
+            Bs.transpose(2, 3),
+            Cs.transpose(2, 3),
             D=self.Ds.view(K, d_inner),
             delta_bias=self.dt_projs_bias,
             routes=routes,
