@@ -7,6 +7,7 @@ batch*dim*N*L / time. Timings on a shared machine are noisy: compare runs made t
 
     python benchmarks/bench_scan.py            # every shape, every backend
     python benchmarks/bench_scan.py --quick    # the two acceptance shapes only
+    python benchmarks/bench_scan.py --quick --threads 1 --layout dim-major
 """
 
 import argparse
@@ -62,8 +63,8 @@ def median_seconds(fn, repeats: int, device: str) -> float:
     return statistics.median(times)
 
 
-def bench(batch: int, dim: int, length: int, backend: str, repeats: int, device: str) -> tuple[float, float]:
-    inputs = make_inputs(batch, dim, length, device)
+def bench(batch: int, dim: int, length: int, backend: str, repeats: int, device: str, layout: str) -> tuple[float, float]:
+    inputs = make_inputs(batch, dim, length, device, layout)
 
     def forward():
         with torch.no_grad():
@@ -80,27 +81,44 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only (8, 4x128, 4096) and (1, 4x256, 1024)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads, which the numba kernel follows")
+    parser.add_argument("--layout", choices=("channels-last", "dim-major"), default="channels-last",
+                        help="u and delta as SS2D makes them (channels-last, default) or dense (batch, dim, L)")
     parser.add_argument("--backends", nargs="*", help="default: every backend available on the device")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     shapes = QUICK_SHAPES if args.quick else [(b, d, n) for b in (1, 8) for d, n in DECODER_SHAPES]
     backends = args.backends or available_backends(args.device)
+    fastest = backends[0]  # the device's own kernel (numba on CPU); every row gives it as a ratio to "torch"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, N = {STATE}, "
-          f"median of {args.repeats}")
-    header = f"{'batch':>5} {'dim':>9} {'L':>5} {'backend':>9} | {'fwd ms':>9} {'G upd/s':>7} | {'fwd+bwd ms':>10} {'G upd/s':>7}"
+          f"G = {GROUPS}, layout {args.layout}, median of {args.repeats}")
+    header = (f"{'batch':>5} {'dim':>9} {'L':>5} {'backend':>9} | {'fwd ms':>9} {'G upd/s':>7} | "
+              f"{'fwd+bwd ms':>10} {'G upd/s':>7} | {f'{fastest}/torch':>12}")
     print(header)
     print("-" * len(header))
     skipped = False
     for batch, dim, length in shapes:
         updates = batch * dim * STATE * length
+        times = {}
         for backend in backends:
             label = f"{batch:>5} {f'4x{dim // 4}':>9} {length:>5} {backend:>9} |"
             if backend == "reference" and length > REFERENCE_MAX_LENGTH:
                 print(f"{label} {'skipped (too slow)':>38}")
                 skipped = True
                 continue
-            fwd, both = bench(batch, dim, length, backend, args.repeats, args.device)
-            print(f"{label} {fwd * 1e3:9.1f} {updates / fwd / 1e9:7.3f} | {both * 1e3:10.1f} {updates / both / 1e9:7.3f}",
-                  flush=True)
+            fwd, both = times[backend] = bench(batch, dim, length, backend, args.repeats, args.device, args.layout)
+            ratio = ""
+            if backend == fastest and "torch" in backends:
+                torch_fwd, torch_both = times["torch"] = bench(
+                    batch, dim, length, "torch", args.repeats, args.device, args.layout
+                )
+                ratio = f"{torch_fwd / fwd:5.1f}x {torch_both / both:5.1f}x"
+            if backend == "torch" and fastest != "torch":
+                fwd, both = times["torch"]
+            print(f"{label} {fwd * 1e3:9.1f} {updates / fwd / 1e9:7.3f} | {both * 1e3:10.1f} {updates / both / 1e9:7.3f} |"
+                  f" {ratio:>12}", flush=True)
+    print(f"{fastest}/torch: how many times faster than the torch backend, forward and forward+backward.")
     if skipped:
         print(f"reference: run only for L <= {REFERENCE_MAX_LENGTH} (a Python loop over L).")
 
