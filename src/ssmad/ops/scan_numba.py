@@ -36,7 +36,8 @@ from torch import Tensor
 from .routes import Routes, identity_routes
 
 CHUNK = 32  # steps between saved states: the backward's buffers, 4 x CHUNK x 1 KB, stay in L2
-LANES = 16  # channels per vector, and state entries per pass
+LANES = 16  # channels per vector
+PASS = 16  # state entries per pass
 _F32 = np.float32
 _LOG2E, _LN2 = _F32(1.4426950408889634), _F32(0.6931471805599453)
 _ROUND = _F32(12582912.0 + 127.0)  # 1.5 * 2^23 + 127: adding it rounds x / ln 2 into the low mantissa bits
@@ -84,7 +85,7 @@ def _stack_float32(typingctx, size):
 @numba.njit(inline="always", **_JIT)
 def _block():
     """A 16 x 16 float32 stack array."""
-    return numba.carray(_stack_float32(256), (LANES, LANES))
+    return numba.carray(_stack_float32(256), (PASS, LANES))
 
 
 @numba.njit(inline="always", **_JIT)
@@ -96,13 +97,13 @@ def _vector():
 @numba.njit(inline="always", **_JIT)
 def _chunk_blocks():
     """A (CHUNK, 16, 16) float32 stack array (32 KB)."""
-    return numba.carray(_stack_float32(8192), (CHUNK, LANES, LANES))
+    return numba.carray(_stack_float32(8192), (CHUNK, PASS, LANES))
 
 
 @numba.njit(inline="always", **_JIT)
 def _chunk_states():
     """A (CHUNK + 1, 16, 16) float32 stack array."""
-    return numba.carray(_stack_float32(8448), (CHUNK + 1, LANES, LANES))
+    return numba.carray(_stack_float32(8448), (CHUNK + 1, PASS, LANES))
 
 
 @numba.njit(inline="always", **_JIT)
@@ -111,7 +112,7 @@ def _chunk_vectors():
     return numba.carray(_stack_float32(512), (CHUNK, LANES))
 
 
-assert CHUNK * LANES * LANES == 8192 and CHUNK * LANES == 512  # the literal sizes above
+assert PASS * LANES == 256 and CHUNK * PASS * LANES == 8192 and CHUNK * LANES == 512  # the literal sizes above
 
 
 @numba.njit(inline="always", **_JIT)
@@ -178,7 +179,7 @@ def _forward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, ent
             for s in range(slabs):
                 for j in range(LANES):
                     skip[j] = D[g, c0 + j] if s == 0 else _ZERO
-                for n in range(LANES):
+                for n in range(PASS):
                     for j in range(LANES):
                         a[n, j] = A[g, s, n, c0 + j]
                 for r in range(routes):
@@ -186,7 +187,7 @@ def _forward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, ent
                     first = s == 0 and r == 0 and (g == 0 or not summed)  # y is written, not added to
                     for t in range(length):
                         if starts[g, r, t] or t == 0:
-                            for n in range(LANES):
+                            for n in range(PASS):
                                 for j in range(LANES):
                                     h[n, j] = _ZERO
                         if save and t % CHUNK == 0:
@@ -197,7 +198,7 @@ def _forward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, ent
                             u_t[j] = u[b, gu, pos, off + c0 + j]
                             drive[j] = dt_t[j] * u_t[j]
                             acc[j] = skip[j] * u_t[j]
-                        for n in range(LANES):
+                        for n in range(PASS):
                             b_n, c_n = B[b, g, pos, s, n], C[b, g, pos, s, n]
                             for j in range(LANES):
                                 h_n = _exp(dt_t[j] * a[n, j]) * h[n, j] + drive[j] * b_n
@@ -209,7 +210,7 @@ def _forward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, ent
                         else:
                             for j in range(LANES):
                                 y[b, gy, pos, off + c0 + j] += w * acc[j]
-                    for n in range(LANES):
+                    for n in range(PASS):
                         for j in range(LANES):
                             last[b, g, r, s, n, c0 + j] = h[n, j]
 
@@ -238,7 +239,7 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
         dts, slopes = _chunk_vectors(), _chunk_vectors()  # dt and d dt / d delta
         u_c, gy_c, gu_c, gd_c = _chunk_vectors(), _chunk_vectors(), _chunk_vectors(), _chunk_vectors()
         lanes_b, lanes_c = _chunk_blocks(), _chunk_blocks()  # grad_B, grad_C per channel lane
-        adjoints = np.empty((end_block - first_block, LANES, LANES), dtype=np.float32)
+        adjoints = np.empty((end_block - first_block, PASS, LANES), dtype=np.float32)
         a, grad_a, adjoint = _block(), _block(), _block()
         skip, grad_b, grad_d = _vector(), _vector(), _vector()
         u_t, gy, drive, via_decay, via_drive = _vector(), _vector(), _vector(), _vector(), _vector()
@@ -257,7 +258,7 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
                             skip[j] = D[g, c0 + j] if s == 0 else _ZERO
                             grad_b[j] = _ZERO
                             grad_d[j] = _ZERO
-                        for n in range(LANES):
+                        for n in range(PASS):
                             for j in range(LANES):
                                 a[n, j] = A[g, s, n, c0 + j]
                                 grad_a[n, j] = _ZERO
@@ -281,7 +282,7 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
                             keep = _ZERO if restart[first + k] else _ONE
                             for j in range(LANES):
                                 drive[j] = dts[k, j] * u_c[k, j]
-                            for n in range(LANES):
+                            for n in range(PASS):
                                 b_n = B[b, g, pos, s, n]
                                 for j in range(LANES):
                                     decay = _exp(dts[k, j] * a[n, j]) * keep
@@ -295,7 +296,7 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
                                 drive[j] = dts[k, j] * u_t[j]
                                 via_decay[j] = _ZERO  # dL/d(dt_t) through exp(dt_t A)
                                 via_drive[j] = _ZERO  # dL/d(dt_t u_t) through the drive dt_t B_t u_t
-                            for n in range(LANES):
+                            for n in range(PASS):
                                 b_n, c_n = B[b, g, pos, s, n], C[b, g, pos, s, n]
                                 for j in range(LANES):
                                     adj = adjoint[n, j] + gy[j] * c_n  # dL/dh_t
@@ -320,13 +321,13 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
                             grad_bias[b, g, c0 + j] += grad_b[j]
                             if s == 0:
                                 grad_D[b, g, c0 + j] += grad_d[j]
-                        for n in range(LANES):
+                        for n in range(PASS):
                             for j in range(LANES):
                                 adjoints[block - first_block, n, j] = adjoint[n, j]
                                 grad_A[b, g, s, n, c0 + j] += grad_a[n, j]
                     for k in range(steps):  # the channel sums, once per chunk
                         pos = order[first + k]
-                        for n in range(LANES):
+                        for n in range(PASS):
                             grad_B[b, g, part, pos, s, n] += lanes_b[k, n].sum()
                             grad_C[b, g, part, pos, s, n] += lanes_c[k, n].sum()
 
@@ -364,8 +365,8 @@ def _empty_like_lanes(x: Tensor, shape: tuple[int, ...], fill: float | None = No
 
 def _state_passes(x: Tensor) -> Tensor:
     """(..., N, L) -> (..., L, S, 16): state entries padded with zeros to S passes of 16."""
-    x = _pad(x.transpose(-1, -2), -1, LANES)
-    return x.view(*x.shape[:-1], -1, LANES)
+    x = _pad(x.transpose(-1, -2), -1, PASS)
+    return x.view(*x.shape[:-1], -1, PASS)
 
 
 def _per_channel(x: Tensor | None, groups: int, dim: int) -> Tensor:
@@ -406,8 +407,8 @@ class _RoutedScan(torch.autograd.Function):
         y = _empty_like_lanes(delta_l, (batch, 1 if sum_groups else delta_l.shape[1], length, delta_l.shape[-1]))
         needs_grad = backward_follows and any(ctx.needs_input_grad[:7])
         chunks = -(-length // CHUNK) if needs_grad else 0
-        entering = torch.empty(batch, groups, num_routes, slabs, chunks, dim16 // LANES, LANES, LANES)
-        last = torch.empty(batch, groups, num_routes, slabs, LANES, dim16)
+        entering = torch.empty(batch, groups, num_routes, slabs, chunks, dim16 // LANES, PASS, LANES)
+        last = torch.empty(batch, groups, num_routes, slabs, PASS, dim16)
         _use_torch_threads()
         _forward(u_l.numpy(), delta_l.numpy(), bias_l.numpy(), A_l.numpy(), B_l.numpy(), C_l.numpy(), D_l.numpy(),
                  softplus, index.numpy(), starts.numpy(), weight.numpy(), y.numpy(), entering.numpy(), last.numpy())
@@ -429,8 +430,8 @@ class _RoutedScan(torch.autograd.Function):
         parts = min(dim16 // LANES, -(-2 * torch.get_num_threads() // (batch * groups)))  # >= 2 tasks a thread
         grad_u, grad_delta = (_empty_like_lanes(delta_l, delta_l.shape, 0.0) for _ in range(2))
         grad_bias, grad_D = torch.zeros(batch, groups, dim16), torch.zeros(batch, groups, dim16)
-        grad_A = torch.zeros(batch, groups, slabs, LANES, dim16)
-        grad_B = torch.zeros(batch, groups, parts, length, slabs, LANES)
+        grad_A = torch.zeros(batch, groups, slabs, PASS, dim16)
+        grad_B = torch.zeros(batch, groups, parts, length, slabs, PASS)
         grad_C = torch.zeros_like(grad_B)
         _use_torch_threads()
         _backward(
