@@ -237,12 +237,12 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
         states = _chunk_states()  # entering state, then h_t
         decays = _chunk_blocks()  # exp(dt_t A), 0 at a restart
         dts, slopes = _chunk_vectors(), _chunk_vectors()  # dt and d dt / d delta
-        u_c, gy_c, gu_c, gd_c = _chunk_vectors(), _chunk_vectors(), _chunk_vectors(), _chunk_vectors()
+        u_c, gy_c, drive_c = _chunk_vectors(), _chunk_vectors(), _chunk_vectors()  # u, w grad_y, dt u
+        via_decay, via_drive = _chunk_vectors(), _chunk_vectors()  # dL/d(dt_t) through exp(dt_t A); dL/d(dt_t u_t)
         lanes_b, lanes_c = _chunk_blocks(), _chunk_blocks()  # grad_B, grad_C per channel lane
         adjoints = np.empty((end_block - first_block, PASS, LANES), dtype=np.float32)
         a, grad_a, adjoint = _block(), _block(), _block()
         skip, grad_b, grad_d = _vector(), _vector(), _vector()
-        u_t, gy, drive, via_decay, via_drive = _vector(), _vector(), _vector(), _vector(), _vector()
         for s in range(slabs):
             for r in range(routes):
                 order, restart, w = index[g, r], starts[g, r], weight[g, r]
@@ -277,46 +277,44 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
                                     dts[k, j] = _softplus(dts[k, j])
                         else:
                             slopes[:] = _ONE
+                        for k in range(steps):  # per-step vectors as whole-chunk loops: these vectorise
+                            for j in range(LANES):
+                                drive_c[k, j] = dts[k, j] * u_c[k, j]
+                                via_decay[k, j] = _ZERO
+                                via_drive[k, j] = _ZERO
                         for k in range(steps):  # recompute the chunk's states
                             pos = order[first + k]
                             keep = _ZERO if restart[first + k] else _ONE
-                            for j in range(LANES):
-                                drive[j] = dts[k, j] * u_c[k, j]
                             for n in range(PASS):
                                 b_n = B[b, g, pos, s, n]
                                 for j in range(LANES):
                                     decay = _exp(dts[k, j] * a[n, j]) * keep
                                     decays[k, n, j] = decay
-                                    states[k + 1, n, j] = decay * states[k, n, j] + drive[j] * b_n
+                                    states[k + 1, n, j] = decay * states[k, n, j] + drive_c[k, j] * b_n
                         for k in range(steps - 1, -1, -1):
                             pos = order[first + k]
-                            for j in range(LANES):
-                                u_t[j] = u_c[k, j]
-                                gy[j] = gy_c[k, j]
-                                drive[j] = dts[k, j] * u_t[j]
-                                via_decay[j] = _ZERO  # dL/d(dt_t) through exp(dt_t A)
-                                via_drive[j] = _ZERO  # dL/d(dt_t u_t) through the drive dt_t B_t u_t
                             for n in range(PASS):
                                 b_n, c_n = B[b, g, pos, s, n], C[b, g, pos, s, n]
                                 for j in range(LANES):
-                                    adj = adjoint[n, j] + gy[j] * c_n  # dL/dh_t
-                                    lanes_c[k, n, j] += gy[j] * states[k + 1, n, j]
+                                    adj = adjoint[n, j] + gy_c[k, j] * c_n  # dL/dh_t
+                                    lanes_c[k, n, j] += gy_c[k, j] * states[k + 1, n, j]
                                     q = adj * states[k, n, j] * decays[k, n, j]  # dL/d(dt_t A)
-                                    via_decay[j] += q * a[n, j]
+                                    via_decay[k, j] += q * a[n, j]
                                     grad_a[n, j] += q * dts[k, j]
-                                    via_drive[j] += adj * b_n
-                                    lanes_b[k, n, j] += adj * drive[j]
+                                    via_drive[k, j] += adj * b_n
+                                    lanes_b[k, n, j] += adj * drive_c[k, j]
                                     adjoint[n, j] = adj * decays[k, n, j]  # carried to step t - 1
-                            for j in range(LANES):
-                                gd_c[k, j] = (via_decay[j] + via_drive[j] * u_t[j]) * slopes[k, j]
-                                grad_b[j] += gd_c[k, j]
-                                gu_c[k, j] = via_drive[j] * dts[k, j] + gy[j] * skip[j]
-                                grad_d[j] += gy[j] * u_t[j]
                         for k in range(steps):
+                            for j in range(LANES):
+                                via_decay[k, j] = (via_decay[k, j] + via_drive[k, j] * u_c[k, j]) * slopes[k, j]
+                                via_drive[k, j] = via_drive[k, j] * dts[k, j] + gy_c[k, j] * skip[j]
+                                grad_b[j] += via_decay[k, j]
+                                grad_d[j] += gy_c[k, j] * u_c[k, j]
+                        for k in range(steps):  # now dL/d(delta_t) and dL/d(u_t)
                             pos = order[first + k]
                             for j in range(LANES):
-                                grad_delta[b, gd, pos, off + c0 + j] += gd_c[k, j]
-                                grad_u[b, gd, pos, off + c0 + j] += gu_c[k, j]
+                                grad_delta[b, gd, pos, off + c0 + j] += via_decay[k, j]
+                                grad_u[b, gd, pos, off + c0 + j] += via_drive[k, j]
                         for j in range(LANES):
                             grad_bias[b, g, c0 + j] += grad_b[j]
                             if s == 0:
