@@ -219,9 +219,11 @@ def _forward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, ent
 def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts, entering, grad_y,
               grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D):
     """Reverse adjoint scan of every route; shapes as in :func:`_forward`, grad_y like y.
-    Task (b, g, part) handles one of ``parts`` runs of group g's 16-channel blocks and adds into
-    (zeros on entry) grad_u, grad_delta (batch, G, L, dim) (may be strided), grad_bias, grad_D
-    (batch, G, dim), grad_A (batch, G, S, 16, dim) and grad_B, grad_C (batch, G, parts, L, S, 16)."""
+    Task (b, part) handles one of ``parts`` runs of the 16-channel blocks in every group: it writes
+    grad_u (like u: with u shared, the sum over groups) and grad_delta (like delta), and adds into
+    (zeros on entry) grad_bias, grad_D (batch, G, dim), grad_A (batch, G, S, 16, dim) and grad_B,
+    grad_C (batch, G, parts, L, S, 16); packed as in :func:`_forward`. A chunk's inputs and
+    per-step vectors are staged in stack arrays, which LLVM vectorises over, not the arguments."""
     batch, length = delta.shape[0], delta.shape[2]
     groups, slabs, dim = A.shape[0], A.shape[1], A.shape[3]
     routes = index.shape[1]
@@ -229,10 +231,8 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
     chunks = (length + CHUNK - 1) // CHUNK
     packed = delta.shape[1] != groups
     shared_u, summed = u.shape[1] == 1, grad_y.shape[1] == 1
-    for task in prange(batch * groups * parts):
-        b, g, part = task // (groups * parts), (task // parts) % groups, task % parts
-        gd, gu, gy_g = (0, 0, 0) if packed else (g, 0 if shared_u else g, 0 if summed else g)
-        off = g * dim if packed else 0
+    for task in prange(batch * parts):
+        b, part = task // parts, task % parts
         first_block, end_block = part * blocks // parts, (part + 1) * blocks // parts
         states = _chunk_states()  # entering state, then h_t
         decays = _chunk_blocks()  # exp(dt_t A), 0 at a restart
@@ -243,91 +243,105 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
         adjoints = np.empty((end_block - first_block, PASS, LANES), dtype=np.float32)
         a, grad_a, adjoint = _block(), _block(), _block()
         skip, grad_b, grad_d = _vector(), _vector(), _vector()
-        for s in range(slabs):
-            for r in range(routes):
-                order, restart, w = index[g, r], starts[g, r], weight[g, r]
-                adjoints[:] = _ZERO
-                for chunk in range(chunks - 1, -1, -1):
-                    first = chunk * CHUNK
-                    steps = min(CHUNK, length - first)
-                    lanes_b[:] = _ZERO
-                    lanes_c[:] = _ZERO
-                    for block in range(first_block, end_block):
-                        c0 = block * LANES
-                        for j in range(LANES):
-                            skip[j] = D[g, c0 + j] if s == 0 else _ZERO
-                            grad_b[j] = _ZERO
-                            grad_d[j] = _ZERO
-                        for n in range(PASS):
+        for g in range(groups):
+            gd, gu, gy_g = (0, 0, 0) if packed else (g, 0 if shared_u else g, 0 if summed else g)
+            off = g * dim if packed else 0
+            for s in range(slabs):
+                for r in range(routes):
+                    order, restart, w = index[g, r], starts[g, r], weight[g, r]
+                    first_delta = s == 0 and r == 0  # every position once per route: written, not added to
+                    first_u = first_delta and (g == 0 or not shared_u or packed)
+                    adjoints[:] = _ZERO
+                    for chunk in range(chunks - 1, -1, -1):
+                        first = chunk * CHUNK
+                        steps = min(CHUNK, length - first)
+                        lanes_b[:] = _ZERO
+                        lanes_c[:] = _ZERO
+                        for block in range(first_block, end_block):
+                            c0 = block * LANES
                             for j in range(LANES):
-                                a[n, j] = A[g, s, n, c0 + j]
-                                grad_a[n, j] = _ZERO
-                                adjoint[n, j] = adjoints[block - first_block, n, j]
-                                states[0, n, j] = entering[b, g, r, s, chunk, block, n, j]
-                        for k in range(steps):  # the chunk's inputs, in loops of their own to vectorise
-                            pos = order[first + k]
-                            for j in range(LANES):
-                                dts[k, j] = delta[b, gd, pos, off + c0 + j] + bias[g, c0 + j]
-                                u_c[k, j] = u[b, gu, pos, off + c0 + j]
-                                gy_c[k, j] = w * grad_y[b, gy_g, pos, off + c0 + j]
-                        if softplus:
+                                skip[j] = D[g, c0 + j] if s == 0 else _ZERO
+                                grad_b[j] = _ZERO
+                                grad_d[j] = _ZERO
+                            for n in range(PASS):
+                                for j in range(LANES):
+                                    a[n, j] = A[g, s, n, c0 + j]
+                                    grad_a[n, j] = _ZERO
+                                    adjoint[n, j] = adjoints[block - first_block, n, j]
+                                    states[0, n, j] = entering[b, g, r, s, chunk, block, n, j]
+                            for k in range(steps):  # the chunk's inputs, in loops of their own to vectorise
+                                pos = order[first + k]
+                                for j in range(LANES):
+                                    dts[k, j] = delta[b, gd, pos, off + c0 + j] + bias[g, c0 + j]
+                                    u_c[k, j] = u[b, gu, pos, off + c0 + j]
+                                    gy_c[k, j] = w * grad_y[b, gy_g, pos, off + c0 + j]
+                            if softplus:
+                                for k in range(steps):
+                                    for j in range(LANES):
+                                        slopes[k, j] = _sigmoid(dts[k, j])
+                                        dts[k, j] = _softplus(dts[k, j])
+                            else:
+                                slopes[:] = _ONE
+                            for k in range(steps):  # per-step vectors as whole-chunk loops: these vectorise
+                                for j in range(LANES):
+                                    drive_c[k, j] = dts[k, j] * u_c[k, j]
+                                    via_decay[k, j] = _ZERO
+                                    via_drive[k, j] = _ZERO
+                            for k in range(steps):  # recompute the chunk's states
+                                pos = order[first + k]
+                                keep = _ZERO if restart[first + k] else _ONE
+                                for n in range(PASS):
+                                    b_n = B[b, g, pos, s, n]
+                                    for j in range(LANES):
+                                        decay = _exp(dts[k, j] * a[n, j]) * keep
+                                        decays[k, n, j] = decay
+                                        states[k + 1, n, j] = decay * states[k, n, j] + drive_c[k, j] * b_n
+                            for k in range(steps - 1, -1, -1):
+                                pos = order[first + k]
+                                for n in range(PASS):
+                                    b_n, c_n = B[b, g, pos, s, n], C[b, g, pos, s, n]
+                                    for j in range(LANES):
+                                        adj = adjoint[n, j] + gy_c[k, j] * c_n  # dL/dh_t
+                                        lanes_c[k, n, j] += gy_c[k, j] * states[k + 1, n, j]
+                                        q = adj * states[k, n, j] * decays[k, n, j]  # dL/d(dt_t A)
+                                        via_decay[k, j] += q * a[n, j]
+                                        grad_a[n, j] += q * dts[k, j]
+                                        via_drive[k, j] += adj * b_n
+                                        lanes_b[k, n, j] += adj * drive_c[k, j]
+                                        adjoint[n, j] = adj * decays[k, n, j]  # carried to step t - 1
                             for k in range(steps):
                                 for j in range(LANES):
-                                    slopes[k, j] = _sigmoid(dts[k, j])
-                                    dts[k, j] = _softplus(dts[k, j])
-                        else:
-                            slopes[:] = _ONE
-                        for k in range(steps):  # per-step vectors as whole-chunk loops: these vectorise
+                                    via_decay[k, j] = (via_decay[k, j] + via_drive[k, j] * u_c[k, j]) * slopes[k, j]
+                                    via_drive[k, j] = via_drive[k, j] * dts[k, j] + gy_c[k, j] * skip[j]
+                                    grad_b[j] += via_decay[k, j]
+                                    grad_d[j] += gy_c[k, j] * u_c[k, j]
+                            for k in range(steps):  # now dL/d(delta_t) and dL/d(u_t)
+                                pos = order[first + k]
+                                if first_delta:
+                                    for j in range(LANES):
+                                        grad_delta[b, gd, pos, off + c0 + j] = via_decay[k, j]
+                                else:
+                                    for j in range(LANES):
+                                        grad_delta[b, gd, pos, off + c0 + j] += via_decay[k, j]
+                                if first_u:
+                                    for j in range(LANES):
+                                        grad_u[b, gu, pos, off + c0 + j] = via_drive[k, j]
+                                else:
+                                    for j in range(LANES):
+                                        grad_u[b, gu, pos, off + c0 + j] += via_drive[k, j]
                             for j in range(LANES):
-                                drive_c[k, j] = dts[k, j] * u_c[k, j]
-                                via_decay[k, j] = _ZERO
-                                via_drive[k, j] = _ZERO
-                        for k in range(steps):  # recompute the chunk's states
-                            pos = order[first + k]
-                            keep = _ZERO if restart[first + k] else _ONE
+                                grad_bias[b, g, c0 + j] += grad_b[j]
+                                if s == 0:
+                                    grad_D[b, g, c0 + j] += grad_d[j]
                             for n in range(PASS):
-                                b_n = B[b, g, pos, s, n]
                                 for j in range(LANES):
-                                    decay = _exp(dts[k, j] * a[n, j]) * keep
-                                    decays[k, n, j] = decay
-                                    states[k + 1, n, j] = decay * states[k, n, j] + drive_c[k, j] * b_n
-                        for k in range(steps - 1, -1, -1):
+                                    adjoints[block - first_block, n, j] = adjoint[n, j]
+                                    grad_A[b, g, s, n, c0 + j] += grad_a[n, j]
+                        for k in range(steps):  # the channel sums, once per chunk
                             pos = order[first + k]
                             for n in range(PASS):
-                                b_n, c_n = B[b, g, pos, s, n], C[b, g, pos, s, n]
-                                for j in range(LANES):
-                                    adj = adjoint[n, j] + gy_c[k, j] * c_n  # dL/dh_t
-                                    lanes_c[k, n, j] += gy_c[k, j] * states[k + 1, n, j]
-                                    q = adj * states[k, n, j] * decays[k, n, j]  # dL/d(dt_t A)
-                                    via_decay[k, j] += q * a[n, j]
-                                    grad_a[n, j] += q * dts[k, j]
-                                    via_drive[k, j] += adj * b_n
-                                    lanes_b[k, n, j] += adj * drive_c[k, j]
-                                    adjoint[n, j] = adj * decays[k, n, j]  # carried to step t - 1
-                        for k in range(steps):
-                            for j in range(LANES):
-                                via_decay[k, j] = (via_decay[k, j] + via_drive[k, j] * u_c[k, j]) * slopes[k, j]
-                                via_drive[k, j] = via_drive[k, j] * dts[k, j] + gy_c[k, j] * skip[j]
-                                grad_b[j] += via_decay[k, j]
-                                grad_d[j] += gy_c[k, j] * u_c[k, j]
-                        for k in range(steps):  # now dL/d(delta_t) and dL/d(u_t)
-                            pos = order[first + k]
-                            for j in range(LANES):
-                                grad_delta[b, gd, pos, off + c0 + j] += via_decay[k, j]
-                                grad_u[b, gd, pos, off + c0 + j] += via_drive[k, j]
-                        for j in range(LANES):
-                            grad_bias[b, g, c0 + j] += grad_b[j]
-                            if s == 0:
-                                grad_D[b, g, c0 + j] += grad_d[j]
-                        for n in range(PASS):
-                            for j in range(LANES):
-                                adjoints[block - first_block, n, j] = adjoint[n, j]
-                                grad_A[b, g, s, n, c0 + j] += grad_a[n, j]
-                    for k in range(steps):  # the channel sums, once per chunk
-                        pos = order[first + k]
-                        for n in range(PASS):
-                            grad_B[b, g, part, pos, s, n] += lanes_b[k, n].sum()
-                            grad_C[b, g, part, pos, s, n] += lanes_c[k, n].sum()
+                                grad_B[b, g, part, pos, s, n] += lanes_b[k, n].sum()
+                                grad_C[b, g, part, pos, s, n] += lanes_c[k, n].sum()
 
 
 def _pad(x: Tensor, dim: int, multiple: int) -> Tensor:
@@ -351,14 +365,11 @@ def _lanes(x: Tensor) -> Tensor:
     return x.transpose(-1, -2)
 
 
-def _empty_like_lanes(x: Tensor, shape: tuple[int, ...], fill: float | None = None) -> Tensor:
-    """A (..., L, dim16) tensor of ``shape`` (filled with ``fill`` unless None) laid out in memory
-    like the lanes view ``x``."""
+def _empty_like_lanes(x: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """An empty (..., L, dim16) tensor of ``shape`` laid out in memory like the lanes view ``x``."""
     if x.is_contiguous():
-        out = torch.empty(shape)
-    else:
-        out = torch.empty(*shape[:-2], shape[-1], shape[-2]).transpose(-1, -2)
-    return out if fill is None else out.fill_(fill)
+        return torch.empty(shape)
+    return torch.empty(*shape[:-2], shape[-1], shape[-2]).transpose(-1, -2)
 
 
 def _state_passes(x: Tensor) -> Tensor:
@@ -412,7 +423,7 @@ class _RoutedScan(torch.autograd.Function):
                  softplus, index.numpy(), starts.numpy(), weight.numpy(), y.numpy(), entering.numpy(), last.numpy())
         if needs_grad:
             ctx.save_for_backward(u_l, delta_l, bias_l, A_l, B_l, C_l, D_l, index, starts, weight, entering)
-            ctx.sizes, ctx.channels = (dim, state, u.shape[1]), delta.shape[-2]
+            ctx.sizes, ctx.channels = (dim, state), delta.shape[-2]
             ctx.options = (softplus, D is not None, delta_bias is not None)
         last = last[..., :dim].flatten(3, 4)[..., :state, :].permute(0, 1, 4, 2, 3)  # (batch, G, dim, R, N)
         ctx.mark_non_differentiable(last)
@@ -421,12 +432,12 @@ class _RoutedScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y: Tensor, _grad_last: Tensor) -> tuple[Tensor | None, ...]:
         u_l, delta_l, bias_l, A_l, B_l, C_l, D_l, index, starts, weight, entering = ctx.saved_tensors
-        dim, state, u_groups = ctx.sizes
+        dim, state = ctx.sizes
         softplus, has_D, has_bias = ctx.options
         batch, length = delta_l.shape[0], delta_l.shape[2]
         groups, slabs, _, dim16 = A_l.shape
-        parts = min(dim16 // LANES, -(-2 * torch.get_num_threads() // (batch * groups)))  # >= 2 tasks a thread
-        grad_u, grad_delta = (_empty_like_lanes(delta_l, delta_l.shape, 0.0) for _ in range(2))
+        parts = min(dim16 // LANES, -(-2 * torch.get_num_threads() // batch))  # >= 2 tasks a thread
+        grad_u, grad_delta = _empty_like_lanes(u_l, u_l.shape), _empty_like_lanes(delta_l, delta_l.shape)
         grad_bias, grad_D = torch.zeros(batch, groups, dim16), torch.zeros(batch, groups, dim16)
         grad_A = torch.zeros(batch, groups, slabs, PASS, dim16)
         grad_B = torch.zeros(batch, groups, parts, length, slabs, PASS)
@@ -445,8 +456,6 @@ class _RoutedScan(torch.autograd.Function):
         def state_first(x: Tensor) -> Tensor:  # (batch, G, parts, L, S, 16) -> (batch, G, N, L)
             return x.sum(2).flatten(-2)[..., :state].transpose(-1, -2)
 
-        if u_groups == 1:
-            grad_u = grad_u.sum(1, keepdim=True)
         grad_A = grad_A.sum(0).flatten(1, 2)[:, :state, :dim].transpose(1, 2)  # (G, dim, N)
         grad_D = grad_D.sum(0)[:, :dim] if has_D else None
         grad_bias = grad_bias.sum(0)[:, :dim] if has_bias else None
