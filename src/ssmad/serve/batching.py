@@ -49,8 +49,8 @@ class Batcher:
 
     @property
     def waiting(self) -> int:
-        """Images queued and not yet taken into a batch."""
-        return len(self._jobs)
+        """Images queued and not yet taken into a batch (of requests still waiting for them)."""
+        return sum(not job.future.done() for job in self._jobs)
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run())
@@ -72,7 +72,8 @@ class Batcher:
 
         Raises :class:`QueueFull` when they do not fit in the queue.
         """
-        if self.waiting + len(images) > self.max_queue:
+        self._jobs = deque(job for job in self._jobs if not job.future.done())  # requests that gave up
+        if len(self._jobs) + len(images) > self.max_queue:
             raise QueueFull(f"{self.waiting} image(s) already waiting, the queue holds {self.max_queue}")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in images]
