@@ -100,7 +100,7 @@ def truncated_png() -> bytes:
 
 
 BAD_INPUTS = {
-    "not an image": (dict(files=image_field(b"%PDF-1.4 not a picture at all", "report.pdf")), 400, "not an image"),
+    "not an image": (dict(files=image_field(b"%PDF-1.4 not a picture at all", "report.pdf")), 400, "the file is not an image"),
     "truncated file": (dict(files=image_field(truncated_png())), 400, "truncated"),
     "empty file": (dict(files=image_field(b"")), 400, "empty (0 bytes)"),
     "empty body": (dict(content=b"", headers={"Content-Type": "multipart/form-data; boundary=x"}), 400, "body is empty"),

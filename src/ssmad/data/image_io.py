@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -100,6 +100,9 @@ def _decode_fully(data: bytes, name: Path | str, unreadable: _Unreadable) -> Ima
         raise
     except Image.DecompressionBombError as error:
         raise unreadable(name, f"{error} (a decompression bomb or a far too large picture)") from error
+    except UnidentifiedImageError as error:
+        raise unreadable(name, "no image format PIL knows (PNG, JPEG, BMP, TIFF, WebP...) recognises the data "
+                         "(the file is not an image, or its start is corrupt)") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise unreadable(name, f"{error} (the file is corrupt, truncated or not an image)") from error
     if probe.ran_out:

@@ -46,7 +46,7 @@ def overlay_png(image: Image.Image, heatmap: np.ndarray) -> str:
     height, width = heatmap.shape
     rgb = np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.float32) / 255.0
     buffer = io.BytesIO()
-    Image.fromarray(overlay_panels(rgb, heatmap)).save(buffer, format="PNG")
+    Image.fromarray(overlay_panels(rgb, heatmap)).save(buffer, format="PNG", compress_level=1)  # fast; the PNG is a preview
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
