@@ -1,4 +1,4 @@
-"""Command line: ``ssmad train | test | predict | demo | convert | calibrate`` (also ``python -m ssmad ...``).
+"""Command line: ``ssmad train | test | predict | serve | demo | convert | calibrate`` (also ``python -m ssmad ...``).
 
 Errors in what the user gave (paths, values, checkpoints) print one line naming the problem and
 the fix, and exit with status 2; ``predict`` exits with 1 when no input could be scored.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -145,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_positive_int, default=16)
     _add_device(predict)
 
+    serve = commands.add_parser("serve", help="HTTP inspection service with a web page (needs the serve extra)")
+    serve.add_argument("run", metavar="RUN_OR_MODEL", help="run folder or checkpoint.pt")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--max-batch", type=_positive_int, default=8, help="images scored in one forward pass at most (default 8)")
+    serve.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long a batch waits to fill (default 10 ms)")
+    serve.add_argument("--max-queue", type=_positive_int, default=64, help="images waiting at most; more get 503 (default 64)")
+    serve.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take before 504 (default 30)")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
+    serve.add_argument("--api-key", default=os.environ.get("SSMAD_API_KEY"),
+                       help="require this key on /v1/* (header X-API-Key; default: $SSMAD_API_KEY, else none)")
+    _add_device(serve)
+
     convert = commands.add_parser("convert", help="a checkpoint of the official MambaAD / Pyramid-Mamba code -> a calibrated run")
     convert.add_argument("checkpoint", help="the official .pth (ADer's {'net': ...} or a bare state dict)")
     convert.add_argument("--preset", choices=PRESETS, required=True, help="which official code trained it")
@@ -267,6 +281,26 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0 if summary.rows else 1
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    from ssmad.serve import MissingExtraError, require_serve_extra
+
+    try:
+        require_serve_extra()
+    except MissingExtraError as error:
+        print(f"ssmad serve: error: {error}", file=sys.stderr)
+        return 2
+    import ssmad
+    from ssmad.serve import ServeSettings, run
+
+    detector = ssmad.load(args.run, args.device)
+    settings = ServeSettings(
+        max_batch=args.max_batch, max_queue=args.max_queue, batch_wait_ms=args.batch_wait_ms,
+        timeout_s=args.timeout, max_upload_mb=args.max_upload_mb, api_key=args.api_key or None,
+    )
+    run(detector, settings, host=args.host, port=args.port)
+    return 0
+
+
 def _print_calibration(calibration: Any) -> None:
     from ssmad.engine.calibrate_run import too_few_normals
 
@@ -319,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     runners = {
-        "train": _run_train, "test": _run_test, "predict": _run_predict, "demo": _run_demo,
+        "train": _run_train, "test": _run_test, "predict": _run_predict, "serve": _run_serve, "demo": _run_demo,
         "convert": _run_convert, "calibrate": _run_calibrate,
     }
     try:

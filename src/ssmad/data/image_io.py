@@ -21,10 +21,11 @@ a truncated TIFF is padded, as PIL does).
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -34,6 +35,9 @@ MIN_SIDE = 8  # pixels; a smaller picture holds no product (a broken export, a t
 
 class ImageReadError(OSError):
     """An image or mask file could not be read; the message names the file."""
+
+
+_Unreadable = Callable[[Path | str, str], ImageReadError]  # (name, reason) -> the error to raise
 
 
 def printable(text: str) -> str:
@@ -60,7 +64,7 @@ class _TruncationProbe(io.BytesIO):
         return data
 
 
-def _unreadable(path: Path, reason: str) -> ImageReadError:
+def _unreadable(path: Path | str, reason: str) -> ImageReadError:
     return ImageReadError(
         f"cannot read image file {path}: {reason}. Replace the file or remove it from the input folder."
     )
@@ -74,15 +78,20 @@ def _open_fully(path: Path) -> Image.Image:
         raise ImageReadError(f"image file not found: {path}") from error
     except OSError as error:
         raise _unreadable(path, error.strerror or str(error)) from error
+    return _decode_fully(data, path, _unreadable)
+
+
+def _decode_fully(data: bytes, name: Path | str, unreadable: _Unreadable) -> Image.Image:
+    """Decode the bytes `data` of `name` completely; errors are built by `unreadable(name, reason)`."""
     if not data:
-        raise _unreadable(path, "the file is empty (0 bytes)")
+        raise unreadable(name, "the file is empty (0 bytes)")
     probe = _TruncationProbe(data)
     try:
         image = Image.open(probe)
         limit = Image.MAX_IMAGE_PIXELS
         if limit is not None and image.width * image.height > limit:
-            raise _unreadable(
-                path, f"{image.width}x{image.height} pixels is more than the {limit} PIL decodes safely "
+            raise unreadable(
+                name, f"{image.width}x{image.height} pixels is more than the {limit} PIL decodes safely "
                 "(a decompression bomb or a far too large picture)"
             )
         probe.armed = True
@@ -90,11 +99,14 @@ def _open_fully(path: Path) -> Image.Image:
     except ImageReadError:
         raise
     except Image.DecompressionBombError as error:
-        raise _unreadable(path, f"{error} (a decompression bomb or a far too large picture)") from error
+        raise unreadable(name, f"{error} (a decompression bomb or a far too large picture)") from error
+    except UnidentifiedImageError as error:
+        raise unreadable(name, "no image format PIL knows (PNG, JPEG, BMP, TIFF, WebP...) recognises the data "
+                         "(the file is not an image, or its start is corrupt)") from error
     except (OSError, SyntaxError, ValueError) as error:
-        raise _unreadable(path, f"{error} (the file is corrupt, truncated or not an image)") from error
+        raise unreadable(name, f"{error} (the file is corrupt, truncated or not an image)") from error
     if probe.ran_out:
-        raise _unreadable(path, "image file is truncated")
+        raise unreadable(name, "image file is truncated")
     return image
 
 
@@ -128,9 +140,25 @@ def read_image(path: str | Path) -> Image.Image:
     truncated, or smaller than `MIN_SIDE` pixels on a side.
     """
     path = Path(path)
-    image = to_rgb(_open_fully(path))
+    return _checked_rgb(_open_fully(path), path, _unreadable)
+
+
+def _unreadable_upload(name: Path | str, reason: str) -> ImageReadError:
+    return ImageReadError(f"cannot read image {name}: {reason}")
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """`read_image` for bytes in memory (an upload): the same checks and conversions.
+
+    Raises `ImageReadError` whose message names `name` and the reason (no advice about folders).
+    """
+    return _checked_rgb(_decode_fully(data, name, _unreadable_upload), name, _unreadable_upload)
+
+
+def _checked_rgb(image: Image.Image, name: Path | str, unreadable: _Unreadable) -> Image.Image:
+    image = to_rgb(image)
     if min(image.size) < MIN_SIDE:
-        raise _unreadable(path, f"{image.width}x{image.height} pixels is too small (at least {MIN_SIDE} px a side)")
+        raise unreadable(name, f"{image.width}x{image.height} pixels is too small (at least {MIN_SIDE} px a side)")
     return image
 
 

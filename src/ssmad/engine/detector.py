@@ -12,6 +12,7 @@ Which threshold an image gets (the model itself is multi-class and never sees cl
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -64,6 +65,7 @@ class Detector:
         mean: tuple[float, ...],
         std: tuple[float, ...],
         device: torch.device,
+        preset: str | None = None,
     ):
         from ssmad.data import ImageTransform
 
@@ -74,6 +76,7 @@ class Detector:
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.device = device
+        self.preset = preset
         self.transform = ImageTransform(image_size, self.mean, self.std)
 
     @classmethod
@@ -94,6 +97,7 @@ class Detector:
             norm["mean"],
             norm["std"],
             resolve_device(device),
+            payload["preset"],
         )
 
     def class_for_path(self, path: str | os.PathLike | None) -> str | None:
@@ -147,22 +151,28 @@ class Detector:
         self,
         images: list[Image.Image],
         paths: list[str | None],
-        class_name: str | None = None,
+        class_name: str | None | Sequence[str | None] = None,
         batch_size: int = 16,
         skipped: list[tuple[str, str]] | None = None,
     ) -> PredictionResult:
-        """Score RGB images already prepared by ``read_image``/``to_rgb``; ``paths`` pick thresholds."""
-        self.check_class(class_name)
+        """Score RGB images already prepared by ``read_image``/``to_rgb``; ``paths`` pick thresholds.
+
+        ``class_name`` may also be one class (or None) per image, e.g. images of several requests
+        scored in one batch.
+        """
+        for name in [class_name] if class_name is None or isinstance(class_name, str) else class_name:
+            self.check_class(name)
         tensors = (torch.stack([self.transform(image) for image in images]) if images
                    else torch.empty(0, 3, self.image_size, self.image_size))
         return self._result(tensors, paths, class_name, list(skipped or []), batch_size)
 
     def _result(
-        self, images: torch.Tensor, paths: list[str | None], class_name: str | None,
+        self, images: torch.Tensor, paths: list[str | None], class_name: str | None | Sequence[str | None],
         skipped: list[tuple[str, str]], batch_size: int,
     ) -> PredictionResult:
         """Score normalised images (N, 3, H, W) and attach each one's calibration."""
-        classes = [class_name or self.class_for_path(p) for p in paths]
+        given = [class_name] * len(paths) if class_name is None or isinstance(class_name, str) else list(class_name)
+        classes = [name or self.class_for_path(p) for name, p in zip(given, paths)]
         maps, scores = self._score(images, batch_size)
         cals = [self.calibration.for_class(c) for c in classes]
         normalized = np.array([cal.normalize(s[None])[0] for cal, s in zip(cals, scores)], dtype=np.float64)

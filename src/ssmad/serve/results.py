@@ -1,0 +1,80 @@
+"""What the API returns: one JSON record per image, the overlay PNG, and the model's description."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+import ssmad
+from ssmad.engine.visualize import overlay_panels
+
+
+@dataclass
+class ImageScore:
+    """One image's result as the inference thread hands it back; ``heatmap`` (H, W) in [0, 1]."""
+
+    score: float
+    normalized: float
+    threshold: float
+    anomalous: bool
+    class_name: str | None
+    heatmap: np.ndarray
+
+
+def score_images(detector, images: list[Image.Image], classes: list[str | None]) -> list[ImageScore]:
+    """Score a batch of RGB images, each with its own class (None: the detector's rules), in one pass."""
+    result = detector.predict_decoded(images, [None] * len(images), classes, batch_size=max(len(images), 1))
+    return [
+        ImageScore(
+            score=float(result.scores[i]),
+            normalized=float(result.normalized[i]),
+            threshold=float(result.thresholds[i]),
+            anomalous=bool(result.decisions[i]),
+            class_name=result.class_names[i],
+            heatmap=result.heatmaps[i],
+        )
+        for i in range(len(result))
+    ]
+
+
+def overlay_png(image: Image.Image, heatmap: np.ndarray) -> str:
+    """Base64 PNG of image | heatmap over image, at the heatmap's size (the model's input size)."""
+    height, width = heatmap.shape
+    rgb = np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.float32) / 255.0
+    buffer = io.BytesIO()
+    Image.fromarray(overlay_panels(rgb, heatmap)).save(buffer, format="PNG", compress_level=1)  # fast; the PNG is a preview
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_record(index: int, filename: str, image: Image.Image, scored: ImageScore, overlay: bool) -> dict:
+    """The JSON record of one scored image (README, "Serve")."""
+    return {
+        "index": index,
+        "filename": filename,
+        "class": scored.class_name,
+        "score": scored.score,
+        "normalized": scored.normalized,
+        "threshold": scored.threshold,
+        "decision": "anomalous" if scored.anomalous else "normal",
+        "overlay_png": overlay_png(image, scored.heatmap) if overlay else None,
+    }
+
+
+def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
+    """``GET /v1/model``: preset, classes, thresholds (per class and global), input size, version."""
+    calibration = detector.calibration
+    return {
+        "preset": detector.preset,
+        "classes": list(detector.class_names),
+        "thresholds": {name: calibration.for_class(name).threshold for name in detector.class_names},
+        "global_threshold": calibration.overall.threshold,
+        "target_fpr": calibration.target_fpr,
+        "input_size": detector.image_size,
+        "ssmad_version": ssmad.__version__,
+        "max_batch": max_batch,
+        "max_upload_mb": max_upload_mb,
+    }
