@@ -143,14 +143,14 @@ def _strip_module_prefix(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return state_dict
 
 
-def _find_state_dict(obj: object) -> dict[str, Tensor] | None:
-    """The tensor mapping inside a loaded object: itself, or under a common checkpoint key."""
+def find_state_dict(obj: object, keys: tuple[str, ...] = CHECKPOINT_KEYS) -> dict[str, Tensor] | None:
+    """The tensor mapping inside a loaded object: itself, or (recursively) under one of ``keys``."""
     if not isinstance(obj, Mapping):
         return None
     if obj and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
         return dict(obj)
-    for key in CHECKPOINT_KEYS:
-        found = _find_state_dict(obj.get(key))
+    for key in keys:
+        found = find_state_dict(obj.get(key), keys)
         if found is not None:
             return found
     return None
@@ -165,7 +165,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             f"cannot read weights file {path}: {type(error).__name__}: {error}. The file is "
             f"corrupt, truncated, or not a PyTorch state_dict; download it again."
         ) from error
-    state_dict = _find_state_dict(obj)
+    state_dict = find_state_dict(obj)
     if state_dict is None:
         raise EncoderWeightsError(
             f"weights file {path} holds no state_dict (a mapping of parameter names to tensors, "

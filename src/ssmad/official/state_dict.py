@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ssmad.models import ModelConfig
+from ssmad.modules.encoder_weights import find_state_dict
 from ssmad.ops import SCAN_ORDERS, scan_order
 from ssmad.official.keys import OLD_LAYOUT_BRANCHES, SCAN_TABLE, decoder_key, to_ssmad_directions
 
@@ -62,24 +63,12 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise OfficialCheckpointError(f"{path} is truncated or not a PyTorch file ({type(error).__name__}: {error})") from error
-    state_dict = _find_state_dict(obj)
+    state_dict = find_state_dict(obj, CHECKPOINT_KEYS)
     if state_dict is None:
         raise OfficialCheckpointError(
             f"{path} holds no state dict (a mapping of names to tensors, itself or under {', '.join(CHECKPOINT_KEYS)})"
         )
     return {key.removeprefix("module."): value for key, value in state_dict.items()}
-
-
-def _find_state_dict(obj: object) -> dict[str, Tensor] | None:
-    if not isinstance(obj, Mapping):
-        return None
-    if obj and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
-        return dict(obj)
-    for key in CHECKPOINT_KEYS:
-        found = _find_state_dict(obj.get(key))
-        if found is not None:
-            return found
-    return None
 
 
 def split_parts(state_dict: Mapping[str, Tensor], source: str) -> dict[str, dict[str, Tensor]]:
