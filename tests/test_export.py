@@ -156,3 +156,19 @@ def detector_metadata(xml):
     from ssmad.export.loading import read_openvino_metadata
 
     return read_openvino_metadata(ov.Core().read_model(str(xml)), str(xml))
+
+
+def test_readme_example_reproduces_score_and_decision(exported, images, capsys):
+    """The README's numpy + Pillow + onnxruntime example, run as written on the tiny export."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = text.split("Without ssmad or PyTorch", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    _, run, onnx_path = exported
+    code = code.replace('"model.onnx"', repr(str(onnx_path))).replace('"bottle/test/broken_large/000.png"', repr(images[-1]))
+    exec(code.replace('["classes"]["bottle"]', '["classes"]["wood"]'), {})
+    score, normalized, decision = capsys.readouterr().out.split()
+    expected = ssmad.load(run, device="cpu").predict(images[-1], class_name="wood")
+    assert abs(float(score) - expected.scores[0]) <= 1e-5 * abs(expected.scores[0])
+    assert abs(float(normalized) - expected.normalized[0]) <= 1e-4
+    assert decision == ("anomalous" if expected.decisions[0] else "normal")
