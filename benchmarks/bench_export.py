@@ -70,9 +70,9 @@ def main() -> None:
             results[engine] = detector.predict(paths, batch_size=8)
             batch_eight[engine] = len(paths) / (time.perf_counter() - started)
             print(f"{name} {engine}: {batch_eight[engine]:.2f} images/s at batch 8", flush=True)
-        for engine, result in results.items():
             if engine != "pytorch":
-                parity_rows.append((name, engine, *parity(results["pytorch"], result)))
+                parity_rows.append((name, engine, *parity(results["pytorch"], results[engine])))
+                print("parity (map, score, decisions):", *parity_rows[-1][2:], flush=True)
         reference = detectors["pytorch"]
         tensors = torch.stack([reference.transform(read_image(p)) for p in paths[: args.speed_images]])
         for engine, detector in detectors.items():

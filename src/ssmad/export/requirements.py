@@ -6,7 +6,7 @@ import importlib
 from types import ModuleType
 
 EXTRA_HINT = "pip install 'ssmad[export]'"
-OPENVINO_HINT = "pip install openvino"
+OPENVINO_HINT = "pip install 'ssmad[openvino]'"
 
 
 def require(module: str, hint: str = EXTRA_HINT) -> ModuleType:
