@@ -204,7 +204,8 @@ class Detector:
 
     def _score(self, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Images (N, 3, H, W) -> maps (N, H, W) and scores (N,) as float32 NumPy arrays."""
-        scored = score_batches(self.engine, images.split(batch_size), (self.image_size, self.image_size))
+        batches = images.split(batch_size) if len(images) else []
+        scored = score_batches(self.engine, batches, (self.image_size, self.image_size))
         return scored.maps, scored.scores
 
 
