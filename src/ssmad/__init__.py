@@ -4,10 +4,10 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """Lazy public API: ``ssmad.load(checkpoint_path, device="auto") -> Detector`` and
+    """Lazy public API: ``ssmad.load(run_or_exported_model, device="auto") -> Detector`` and
     ``ssmad.convert(official_checkpoint, preset, ...) -> AnomalyModel`` (see ``ssmad.official``)."""
     if name == "load":
-        from ssmad.engine.detector import load
+        from ssmad.loading import load
 
         return load
     if name == "convert":

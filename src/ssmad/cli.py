@@ -1,4 +1,4 @@
-"""Command line: ``ssmad train | test | predict | serve | demo | convert | calibrate`` (also ``python -m ssmad ...``).
+"""Command line: ``ssmad train | test | predict | export | serve | demo | convert | calibrate`` (also ``python -m ssmad ...``).
 
 Errors in what the user gave (paths, values, checkpoints) print one line naming the problem and
 the fix, and exit with status 2; ``predict`` exits with 1 when no input could be scored.
@@ -138,13 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(test)
 
     predict = commands.add_parser("predict", help="score images: JSON Lines, CSV and heatmap overlays")
-    predict.add_argument("run", help="run folder or checkpoint.pt")
+    predict.add_argument("run", help="run folder, checkpoint.pt, or a model from 'ssmad export' (.onnx, OpenVINO .xml)")
     predict.add_argument("paths", nargs="+", help="image files, folders (searched recursively) or globs")
     predict.add_argument("--out", help="output folder (default: RUN/predictions)")
     predict.add_argument("--class", dest="class_name", help="use this class's threshold for every image")
     predict.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
     predict.add_argument("--batch-size", type=_positive_int, default=16)
     _add_device(predict)
+
+    export = commands.add_parser("export", help="a finished run -> ONNX (or OpenVINO IR) for deployment without PyTorch")
+    export.add_argument("run", help="run folder or checkpoint.pt")
+    export.add_argument("--format", choices=("onnx", "openvino"), default="onnx", help="onnx (default) or openvino (IR .xml/.bin, from the ONNX model)")
+    export.add_argument("--out", help="output file (default: RUN/model.onnx, or RUN/model.xml for openvino)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default 17)")
 
     serve = commands.add_parser("serve", help="HTTP inspection service with a web page (needs the serve extra)")
     serve.add_argument("run", metavar="RUN_OR_MODEL", help="run folder or checkpoint.pt")
@@ -264,10 +270,10 @@ def _run_test(args: argparse.Namespace) -> int:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from ssmad.data import printable
-    from ssmad.engine.detector import Detector
     from ssmad.engine.prediction import predict_files
+    from ssmad.loading import load
 
-    detector = Detector.from_checkpoint(args.run, args.device)
+    detector = load(args.run, args.device)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out_dir = Path(args.out) if args.out else run_dir / "predictions"
     summary = predict_files(
@@ -279,6 +285,23 @@ def _run_predict(args: argparse.Namespace) -> int:
     print(f"scored {len(summary.rows)} image(s), {flagged} anomalous, {len(summary.skipped)} skipped; "
           f"results: {out_dir}/predictions.jsonl, predictions.csv")
     return 0 if summary.rows else 1
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import time
+
+    from ssmad.export import export_onnx, export_openvino
+
+    started = time.perf_counter()
+    out = Path(args.out) if args.out else None
+    if args.format == "openvino":
+        onnx_path = export_onnx(args.run, out.with_suffix(".onnx") if out else None, args.opset)
+        written = [onnx_path, export_openvino(onnx_path, out)]
+    else:
+        written = [export_onnx(args.run, out, args.opset)]
+    sizes = ", ".join(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)" for path in written)
+    print(f"exported in {time.perf_counter() - started:.0f} s: {sizes}")
+    return 0
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -353,12 +376,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     runners = {
-        "train": _run_train, "test": _run_test, "predict": _run_predict, "serve": _run_serve, "demo": _run_demo,
+        "train": _run_train, "test": _run_test, "predict": _run_predict, "export": _run_export, "serve": _run_serve,
+        "demo": _run_demo,
         "convert": _run_convert, "calibrate": _run_calibrate,
     }
     try:
         return runners[args.command](args)
-    except (CheckpointError, ValueError, OSError) as error:
+    except (CheckpointError, ValueError, OSError, ImportError) as error:
         print(f"ssmad {args.command}: error: {printable(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:

@@ -2,7 +2,7 @@
 
 The path is training's own (:meth:`ssmad.engine.trainer.Trainer.calibrate`): the normals held
 out by ``build_dataset(..., "val", val_fraction, seed)``, their encoder features cached in
-memory, eval-mode maps and scores by ``anomaly_maps_of``, thresholds by
+memory, eval-mode maps and scores by ``ssmad.engine.scoring``, thresholds by
 :func:`~ssmad.engine.calibration.calibrate`. Given the data, fraction and seed a run was trained
 with, it reproduces the run's stored calibration.
 
@@ -55,12 +55,13 @@ def calibrate_model(
     model: torch.nn.Module, normals, device: torch.device, batch_size: int = 16, target_fpr: float = 0.01
 ) -> Calibration:
     """Thresholds and heatmap scales of ``model`` (eval mode) from the dataset ``normals``."""
-    from ssmad.engine.trainer import anomaly_maps_of
+    from ssmad.engine.scoring import score_feature_source
 
     model = model.to(device).eval()
     source = build_feature_source(model, normals, device, storage="memory", batch_size=batch_size)
-    scores, maps = anomaly_maps_of(model, source, device, batch_size, model.config.image_size)
-    return calibrate(source.class_names, scores, maps, target_fpr)
+    size = (model.config.image_size, model.config.image_size)
+    scored = score_feature_source(model, source, device, batch_size, size)
+    return calibrate(source.class_names, scored.scores, scored.maps, target_fpr)
 
 
 def too_few_normals(calibration: Calibration) -> list[str]:

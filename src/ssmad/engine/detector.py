@@ -24,6 +24,7 @@ from PIL import Image
 from ssmad.engine.calibration import Calibration
 from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmad.engine.device import resolve_device
+from ssmad.engine.scoring import ScoreFn, TorchEngine, score_batches
 
 ImageInput = Union[str, os.PathLike, Image.Image]
 
@@ -54,34 +55,38 @@ class PredictionResult:
 
 
 class Detector:
-    """A trained model with its calibration, ready to score images on ``device``."""
+    """A trained model with its calibration, ready to score images.
+
+    ``engine`` runs the model on normalised images (B, 3, H, W) -> maps (B, H, W), scores (B,)
+    (``ssmad.engine.scoring``): PyTorch for a checkpoint, onnxruntime or OpenVINO for an
+    exported model (``ssmad.export``). Everything else (preprocessing, thresholds, heatmaps) is
+    the same for every engine.
+    """
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        engine: ScoreFn,
         calibration: Calibration,
         class_names: list[str],
         image_size: int,
         mean: tuple[float, ...],
         std: tuple[float, ...],
-        device: torch.device,
         preset: str | None = None,
     ):
         from ssmad.data import ImageTransform
 
-        self.model = model.to(device).eval()
+        self.engine = engine
         self.calibration = calibration
         self.class_names = class_names
         self.image_size = image_size
         self.mean = tuple(mean)
         self.std = tuple(std)
-        self.device = device
         self.preset = preset
         self.transform = ImageTransform(image_size, self.mean, self.std)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> Detector:
-        """Load a finished run (folder or ``checkpoint.pt``) onto ``device``."""
+        """Load a finished run (folder or ``checkpoint.pt``) onto ``device`` (PyTorch engine)."""
         payload = load_checkpoint(path)
         if payload["calibration"] is None:
             raise CheckpointError(
@@ -90,13 +95,12 @@ class Detector:
         model = model_from_checkpoint(payload)
         norm = payload["normalization"]
         return cls(
-            model,
+            TorchEngine(model, resolve_device(device)),
             Calibration.from_dict(payload["calibration"]),
             list(payload["class_names"]),
             int(payload["image_size"]),
             norm["mean"],
             norm["std"],
-            resolve_device(device),
             payload["preset"],
         )
 
@@ -208,17 +212,11 @@ class Detector:
             )
         return images
 
-    @torch.no_grad()
     def _score(self, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Images (N, 3, H, W) -> maps (N, H, W) and scores (N,) as float32 NumPy arrays."""
-        if len(images) == 0:
-            return np.zeros((0, self.image_size, self.image_size), np.float32), np.zeros(0, np.float32)
-        maps, scores = [], []
-        for batch in images.split(batch_size):
-            batch_maps, batch_scores = self.model.anomaly_map(batch.to(self.device))
-            maps.append(batch_maps.float().cpu().numpy())
-            scores.append(batch_scores.float().cpu().numpy())
-        return np.concatenate(maps), np.concatenate(scores)
+        batches = images.split(batch_size) if len(images) else []
+        scored = score_batches(self.engine, batches, (self.image_size, self.image_size))
+        return scored.maps, scored.scores
 
 
 def model_from_checkpoint(payload: dict) -> torch.nn.Module:
@@ -241,8 +239,3 @@ def model_from_checkpoint(payload: dict) -> torch.nn.Module:
     model.encoder.mean = tuple(payload["normalization"]["mean"])
     model.encoder.std = tuple(payload["normalization"]["std"])
     return model
-
-
-def load(checkpoint_path: str | os.PathLike, device: str = "auto") -> Detector:
-    """Load a trained run (its folder or ``checkpoint.pt``) as a :class:`Detector`."""
-    return Detector.from_checkpoint(checkpoint_path, device)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from ssmad.engine.atomic_write import atomic_write_text
 from ssmad.engine.detector import Detector
+from ssmad.engine.scoring import score_batches
 from ssmad.engine.visualize import denormalize, save_overlay
 
 METRIC_KEYS = ("i_auroc", "i_ap", "i_f1max", "p_auroc", "p_ap", "p_f1max", "aupro")
@@ -39,19 +41,20 @@ class TestOutputs:
     maps: np.ndarray
 
 
-@torch.no_grad()
 def predict_test_set(detector: Detector, dataset, batch_size: int = 16, num_workers: int = 0) -> TestOutputs:
-    """Run the detector's model on every item of a test dataset."""
+    """Score every item of a test dataset with the detector's engine (``ssmad.engine.scoring``)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    names, labels, scores, masks, maps = [], [], [], [], []
-    for item in tqdm(loader, desc="testing", leave=False):
-        batch_maps, batch_scores = detector.model.anomaly_map(item["image"].to(detector.device))
-        maps.append(batch_maps.float().cpu().numpy())
-        scores.append(batch_scores.float().cpu().numpy())
-        masks.append((item["mask"][:, 0] > 0.5).numpy().astype(np.uint8))
-        labels.append(np.asarray(item["label"]))
-        names.extend(item["class_name"])
-    return TestOutputs(names, np.concatenate(labels), np.concatenate(scores), np.concatenate(masks), np.concatenate(maps))
+    names, labels, masks = [], [], []
+
+    def images() -> Iterator[torch.Tensor]:
+        for item in tqdm(loader, desc="testing", leave=False):
+            masks.append((item["mask"][:, 0] > 0.5).numpy().astype(np.uint8))
+            labels.append(np.asarray(item["label"]))
+            names.extend(item["class_name"])
+            yield item["image"]
+
+    scored = score_batches(detector.engine, images(), (detector.image_size, detector.image_size))
+    return TestOutputs(names, np.concatenate(labels), scored.scores, np.concatenate(masks), scored.maps)
 
 
 def threshold_rates(outputs: TestOutputs, detector: Detector) -> dict[str, dict[str, float]]:

@@ -43,6 +43,7 @@ from ssmad.engine.interrupts import StopRequests
 from ssmad.engine.optimizer import build_optimizer
 from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
 from ssmad.engine.recipe import recipe_for
+from ssmad.engine.scoring import score_feature_source
 from ssmad.engine.training_files import check_unchanged, record_files
 
 AMP_CHOICES = ("none", "bf16", "fp16")
@@ -509,8 +510,9 @@ class Trainer:
     @torch.no_grad()
     def calibrate(self, source: FeatureSource) -> Calibration:
         """Thresholds and heatmap scales from the validation normals (every process computes them)."""
-        scores, maps = anomaly_maps_of(self.model, source, self.device, self.batch_size, self.config.image_size)
-        calibration = calibrate(source.class_names, scores, maps, self.config.target_fpr)
+        size = (self.config.image_size, self.config.image_size)
+        scored = score_feature_source(self.model, source, self.device, self.batch_size, size)
+        calibration = calibrate(source.class_names, scored.scores, scored.maps, self.config.target_fpr)
         for name, cal in calibration.classes.items():
             self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images)", name, cal.threshold, calibration.target_fpr, cal.num_images)
         too_few = [f"{name} {cal.num_images}" for name, cal in calibration.classes.items() if cal.num_images * calibration.target_fpr < 1]
@@ -522,23 +524,6 @@ class Trainer:
                 ", ".join(too_few), calibration.target_fpr,
             )
         return calibration
-
-
-@torch.no_grad()
-def anomaly_maps_of(
-    model: nn.Module, source: FeatureSource, device: torch.device, batch_size: int, image_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Eval-mode image scores (N,) and anomaly maps (N, H, W) of every item of a feature source."""
-    model.eval()
-    scores, maps = [], []
-    for indices in torch.arange(len(source)).split(batch_size):
-        features = source.batch(indices, device)
-        batch_maps, batch_scores = model.anomaly_map_from_features(
-            features, model.decode(features), size=(image_size, image_size)
-        )
-        maps.append(batch_maps.float().cpu().numpy())
-        scores.append(batch_scores.float().cpu().numpy())
-    return np.concatenate(scores), np.concatenate(maps)
 
 
 def _make_logger(run_dir: Path, is_main: bool) -> logging.Logger:

@@ -1,0 +1,66 @@
+"""Engines that run an exported model behind a :class:`~ssmad.engine.detector.Detector`.
+
+Each takes normalised images (B, 3, H, W), as the PyTorch engine does, undoes the normalisation
+(the graph normalises itself) and returns maps (B, H, W) and scores (B,) as float32 arrays.
+Both run with as many threads as PyTorch (``torch.get_num_threads()``, i.e. OMP_NUM_THREADS).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ssmad.export.metadata import INPUT_NAME, OUTPUT_NAMES
+from ssmad.export.requirements import OPENVINO_HINT, require
+
+
+class _Unnormalize:
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """Normalised (B, 3, H, W) -> RGB in [0, 1], float32 (B, 3, H, W)."""
+        return np.ascontiguousarray((images.detach().float().cpu() * self.std + self.mean).numpy())
+
+
+class OnnxRuntimeEngine:
+    """An ONNX model in onnxruntime: CUDA provider for ``device`` auto/cuda when installed, else CPU."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, mean: tuple[float, ...], std: tuple[float, ...], device: str = "auto"):
+        ort = require("onnxruntime")
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise ValueError("--device cuda needs onnxruntime's CUDA provider: pip install onnxruntime-gpu")
+        providers = ["CPUExecutionProvider"]
+        if device in ("auto", "cuda") and "CUDAExecutionProvider" in available:
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.unnormalize = _Unnormalize(mean, std)
+
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        maps, scores = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: self.unnormalize(images)})
+        return maps, scores
+
+
+class OpenVinoEngine:
+    """An OpenVINO model (IR or ONNX) compiled for the CPU in float32."""
+
+    name = "openvino"
+
+    def __init__(self, model, mean: tuple[float, ...], std: tuple[float, ...]):
+        ov = require("openvino", OPENVINO_HINT)
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        self.unnormalize = _Unnormalize(mean, std)
+
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        result = self.compiled({INPUT_NAME: self.unnormalize(images)})
+        return result[self.compiled.output(OUTPUT_NAMES[0])], result[self.compiled.output(OUTPUT_NAMES[1])]

@@ -1,0 +1,107 @@
+"""``ssmad export``: a finished run -> an ONNX model (and OpenVINO IR) with its metadata.
+
+The graph is the PyTorch model's own forward, traced: RGB images (B, 3, H, W) in [0, 1] at the
+run's input size (dynamic batch) -> the encoder's normalisation -> ``AnomalyModel.anomaly_map``
+-> ``anomaly_map`` (B, H, W), the raw blurred map, and ``score`` (B,). While tracing, SS2D's
+routed scan runs the block loop of ``ssmad.ops.scan_loop``, exported as the node
+``ssmad::BlockScan``, then replaced by its ONNX function (``block_scan``), a ``Scan`` over blocks
+of steps; no loop over the sequence is unrolled. Calibration and the rest go into the metadata (``metadata``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ssmad.engine.atomic_write import atomic_write_bytes
+from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
+from ssmad.engine.detector import model_from_checkpoint
+from ssmad.export.block_scan import block_scan_function
+from ssmad.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, build_metadata
+from ssmad.export.requirements import OPENVINO_HINT, require
+from ssmad.ops.scan_loop import BLOCK, SCAN_DOMAIN
+
+FORMATS = ("onnx", "openvino")
+DEFAULT_OPSET = 17
+OPSETS = range(13, 21)  # ONNX opsets the exporter writes and the scan function is built for
+
+
+class ExportGraph(nn.Module):
+    """RGB images (B, 3, H, W) in [0, 1] -> (anomaly_map (B, H, W), score (B,)) of ``model``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.register_buffer("mean", torch.tensor(model.encoder.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(model.encoder.std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.anomaly_map((image - self.mean) / self.std)
+
+
+def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET) -> Path:
+    """Write the ONNX model of a finished run (default ``RUN/model.onnx``); returns its path."""
+    payload = load_checkpoint(run)
+    if payload["calibration"] is None:
+        raise CheckpointError(f"{run} is an unfinished training run (no calibration yet): finish it with 'ssmad train --resume'")
+    out = Path(out) if out else _run_dir(run) / "model.onnx"
+    graph = ExportGraph(model_from_checkpoint(payload))
+    size = int(payload["image_size"])
+    model = to_onnx(graph, torch.rand(2, 3, size, size), [INPUT_NAME], list(OUTPUT_NAMES), opset)
+    metadata = build_metadata(payload)
+    require("onnx").helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
+    model.producer_name, model.producer_version = "ssmad", metadata["ssmad_version"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, model.SerializeToString())
+    return out
+
+
+def to_onnx(module: nn.Module, example: torch.Tensor, input_names: list[str], output_names: list[str], opset: int = DEFAULT_OPSET):
+    """The checked ONNX ModelProto of ``module`` (eval mode) traced on ``example``, its first axis
+    dynamic in every input and output; each ``ssmad::BlockScan`` node is replaced by its function's
+    body (a ``Scan``), so the file holds standard ONNX operators only."""
+    onnx = require("onnx")
+    if opset not in OPSETS:
+        raise ValueError(f"opset {opset} is not supported: use {OPSETS.start}..{OPSETS.stop - 1}")
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic and the exporter's deprecation notice
+        torch.onnx.export(
+            module.eval(), (example,), buffer, dynamo=False, opset_version=opset,
+            input_names=input_names, output_names=output_names,
+            dynamic_axes={name: {0: "batch"} for name in (*input_names, *output_names)},
+            custom_opsets={SCAN_DOMAIN: 1},
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    model.functions.append(block_scan_function(opset, BLOCK))
+    model = require("onnx.inliner").inline_local_functions(model)  # standard ops only: any ONNX runtime, OpenVINO included
+    kept = [entry for entry in model.opset_import if entry.domain != SCAN_DOMAIN]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    onnx.checker.check_model(model)
+    return model
+
+
+def export_openvino(onnx_path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    """OpenVINO IR (``.xml`` + ``.bin``, float32 weights) of an exported ONNX model, its metadata
+    copied into the IR's ``rt_info``; returns the ``.xml`` path."""
+    ov = require("openvino", OPENVINO_HINT)
+    from ssmad.export.loading import read_onnx_metadata
+
+    metadata = read_onnx_metadata(onnx_path)
+    out = Path(out) if out else Path(onnx_path).with_suffix(".xml")
+    model = ov.Core().read_model(str(onnx_path))
+    model.set_rt_info(json.dumps(metadata), [METADATA_KEY])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(out), compress_to_fp16=False)
+    return out
+
+
+def _run_dir(run: str | os.PathLike) -> Path:
+    return Path(run) if Path(run).is_dir() else Path(run).parent

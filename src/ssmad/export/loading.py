@@ -1,0 +1,64 @@
+"""Exported models as detectors: ``ssmad.load("model.onnx")`` or ``ssmad.load("model.xml")``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ssmad.engine.calibration import Calibration
+from ssmad.engine.detector import Detector
+from ssmad.export.engines import OnnxRuntimeEngine, OpenVinoEngine
+from ssmad.export.metadata import METADATA_KEY, ExportedModelError, parse_metadata
+from ssmad.export.requirements import OPENVINO_HINT, require
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ssmad metadata of an ONNX file; ExportedModelError for a missing, unreadable or foreign file."""
+    onnx = require("onnx")
+    path = _existing(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # protobuf's DecodeError and friends
+        raise ExportedModelError(f"{path} is not a readable ONNX model ({type(error).__name__}: {error})") from error
+    props = {prop.key: prop.value for prop in model.metadata_props}
+    return parse_metadata(props.get(METADATA_KEY), str(path))
+
+
+def read_openvino_metadata(model, source: str) -> dict[str, Any]:
+    """The ssmad metadata stored in an OpenVINO model's rt_info."""
+    if not model.has_rt_info([METADATA_KEY]):
+        return parse_metadata(None, source)
+    return parse_metadata(model.get_rt_info([METADATA_KEY]).astype(str), source)
+
+
+def load_exported(path: str | os.PathLike, device: str = "auto") -> Detector:
+    """A Detector running an exported model: ``.onnx`` in onnxruntime, ``.xml`` in OpenVINO (CPU)."""
+    path = _existing(path)
+    if path.suffix.lower() == ".xml":
+        ov = require("openvino", OPENVINO_HINT)
+        try:
+            model = ov.Core().read_model(str(path))
+        except RuntimeError as error:
+            raise ExportedModelError(f"{path} is not a readable OpenVINO model: {error}") from error
+        metadata = read_openvino_metadata(model, str(path))
+        engine = OpenVinoEngine(model, metadata["mean"], metadata["std"])
+    else:
+        metadata = read_onnx_metadata(path)
+        engine = OnnxRuntimeEngine(path, metadata["mean"], metadata["std"], device)
+    return detector_from_metadata(engine, metadata)
+
+
+def detector_from_metadata(engine, metadata: dict[str, Any]) -> Detector:
+    """A Detector of ``engine`` with the calibration, classes and preprocessing of ``metadata``."""
+    return Detector(
+        engine, Calibration.from_dict(metadata["calibration"]), list(metadata["class_names"]),
+        int(metadata["image_size"]), metadata["mean"], metadata["std"], metadata["preset"],
+    )
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ExportedModelError(f"no exported model at {path}: give the .onnx (or OpenVINO .xml) that 'ssmad export' wrote")
+    return path

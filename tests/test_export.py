@@ -1,0 +1,174 @@
+"""Export to ONNX (and OpenVINO): a trained tiny run exported by the command line scores real
+images (the shared bottle class where present, synthetic otherwise) as its checkpoint does,
+through ssmad.load and ssmad predict; metadata round trip; clear errors for bad files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import MVTEC_ROOT
+from engine_tiny import make_tiny_data, tiny_config
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import ssmad  # noqa: E402
+from ssmad.cli import main  # noqa: E402
+from ssmad.engine.checkpoint import load_checkpoint  # noqa: E402
+from ssmad.engine.trainer import train  # noqa: E402
+from ssmad.export import ExportedModelError, load_exported, read_onnx_metadata  # noqa: E402
+from ssmad.export.metadata import build_metadata  # noqa: E402
+
+
+def relative(actual, expected):
+    return float(np.abs(np.asarray(actual, np.float64) - expected).max() / np.abs(expected).max())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data = make_tiny_data(root / "data")
+    run = root / "run"
+    train(tiny_config(data, run, epochs=1))
+    assert main(["export", str(run), "--out", str(root / "tiny.onnx")]) == 0
+    return data, run, root / "tiny.onnx"
+
+
+@pytest.fixture(scope="module")
+def images(exported):
+    """Four real bottle test images (two good, two broken) when present, else synthetic ones."""
+    bottle = MVTEC_ROOT / "bottle" / "test"
+    if bottle.is_dir():
+        return [str(p) for kind in ("good", "broken_large") for p in sorted((bottle / kind).glob("*.png"))[:2]]
+    return [str(p) for p in sorted((exported[0] / "wood" / "test").rglob("*.png"))[:4]]
+
+
+def test_onnxruntime_predicts_what_the_checkpoint_predicts(exported, images):
+    _, run, onnx_path = exported
+    torch_result = ssmad.load(run, device="cpu").predict(images, class_name="wood")
+    detector = ssmad.load(onnx_path, device="cpu")
+    assert detector.engine.name == "onnxruntime"
+    for batch_size in (1, 3):  # the batch axis is dynamic
+        result = detector.predict(images, class_name="wood", batch_size=batch_size)
+        assert relative(result.maps, torch_result.maps) <= 1e-5
+        assert relative(result.scores, torch_result.scores) <= 1e-5
+        np.testing.assert_allclose(result.normalized, torch_result.normalized, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(result.heatmaps, torch_result.heatmaps, atol=1e-4)
+        assert (result.decisions == torch_result.decisions).all()
+        assert result.thresholds.tolist() == torch_result.thresholds.tolist()
+
+
+def test_tensors_are_taken_normalised_as_by_the_checkpoint_detector(exported, images):
+    _, run, onnx_path = exported
+    torch_detector, onnx_detector = ssmad.load(run, device="cpu"), ssmad.load(onnx_path, device="cpu")
+    from ssmad.data import read_image
+
+    tensors = torch.stack([torch_detector.transform(read_image(p)) for p in images[:2]])
+    expected = torch_detector.predict(tensors)
+    assert relative(onnx_detector.predict(tensors).maps, expected.maps) <= 1e-5
+
+
+def test_graph_outputs_the_raw_map_and_score_of_rgb_in_zero_one(exported):
+    import onnx
+    import onnxruntime as ort
+
+    _, _, onnx_path = exported
+    model = onnx.load(str(onnx_path))
+    assert [i.name for i in model.graph.input] == ["image"]
+    assert [o.name for o in model.graph.output] == ["anomaly_map", "score"]
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("Scan") == 4 and "Loop" not in ops  # one scan per SS2D layer (depths 1, 1, 1, 1)
+    assert {entry.domain for entry in model.opset_import} <= {"", "ai.onnx"}  # standard operators only
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    maps, scores = session.run(None, {"image": np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)})
+    assert maps.shape == (2, 64, 64) and scores.shape == (2,)
+    np.testing.assert_allclose(scores, maps.reshape(2, -1).max(1))
+
+
+def test_metadata_round_trip(exported):
+    _, run, onnx_path = exported
+    payload = load_checkpoint(run)
+    metadata = read_onnx_metadata(onnx_path)
+    assert metadata == json.loads(json.dumps(build_metadata(payload)))
+    assert metadata["preset"] == "pyramid_mamba" and metadata["image_size"] == 64
+    assert metadata["ssmad_version"] == ssmad.__version__ and metadata["class_names"] == ["nut", "wood"]
+    detector = load_exported(onnx_path, device="cpu")
+    assert detector.calibration.to_dict() == payload["calibration"]
+
+
+def test_predict_command_runs_an_exported_model(exported, tmp_path, capsys):
+    data, _, onnx_path = exported
+    assert main(["predict", str(onnx_path), str(data / "nut" / "test"), "--out", str(tmp_path), "--no-overlays"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert rows and all(row["class"] == "nut" for row in rows)
+
+
+def test_bad_files_give_a_clear_error(tmp_path, capsys):
+    import onnx
+
+    with pytest.raises(ExportedModelError, match="no exported model"):
+        ssmad.load(tmp_path / "missing.onnx")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00\x01 not a protobuf \xff" * 10)
+    with pytest.raises(ExportedModelError, match="not a readable ONNX model"):
+        ssmad.load(garbage)
+    foreign = tmp_path / "foreign.onnx"
+    node = onnx.helper.make_node("Relu", ["x"], ["y"])
+    value = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph([node], "g", [value("x", 1, [1])], [value("y", 1, [1])])
+    onnx.save(onnx.helper.make_model(graph), str(foreign))
+    with pytest.raises(ExportedModelError, match="not a model written by 'ssmad export'"):
+        ssmad.load(foreign)
+    assert main(["predict", str(foreign), str(tmp_path)]) == 2
+    assert "not a model written by 'ssmad export'" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_named(monkeypatch):
+    import importlib
+
+    from ssmad.export.requirements import require
+
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name: (_ for _ in ()).throw(ImportError(name)) if name == "onnxruntime" else real(name))
+    with pytest.raises(ImportError, match=r"pip install 'ssmad\[export\]'"):
+        require("onnxruntime")
+
+
+def test_openvino_runs_the_exported_model(exported, images, tmp_path):
+    pytest.importorskip("openvino")
+    from ssmad.export import export_openvino
+
+    _, run, onnx_path = exported
+    xml = export_openvino(onnx_path, tmp_path / "tiny.xml")
+    detector = ssmad.load(xml)
+    assert detector.engine.name == "openvino"
+    expected = ssmad.load(run, device="cpu").predict(images, class_name="wood")
+    result = detector.predict(images, class_name="wood", batch_size=2)
+    assert relative(result.maps, expected.maps) <= 1e-5
+    assert (result.decisions == expected.decisions).all()
+    assert read_onnx_metadata(onnx_path) == detector_metadata(xml)
+
+
+def detector_metadata(xml):
+    import openvino as ov
+
+    from ssmad.export.loading import read_openvino_metadata
+
+    return read_openvino_metadata(ov.Core().read_model(str(xml)), str(xml))
+
+
+def test_readme_example_reproduces_score_and_decision(exported, images, capsys):
+    """The README's numpy + Pillow + onnxruntime example, run as written on the tiny export."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = text.split("Without ssmad or PyTorch", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    _, run, onnx_path = exported
+    code = code.replace('"model.onnx"', repr(str(onnx_path))).replace('"bottle/test/broken_large/000.png"', repr(images[-1]))
+    exec(code.replace('["classes"]["bottle"]', '["classes"]["wood"]'), {})
+    score, normalized, decision = capsys.readouterr().out.split()
+    expected = ssmad.load(run, device="cpu").predict(images[-1], class_name="wood")
+    assert abs(float(score) - expected.scores[0]) <= 1e-5 * abs(expected.scores[0])
+    assert abs(float(normalized) - expected.normalized[0]) <= 1e-4
+    assert decision == ("anomalous" if expected.decisions[0] else "normal")
