@@ -135,10 +135,13 @@ class SS2D(nn.Module):
         batch, d_inner, height, width = x.shape
         K, N = self.num_directions, self.d_state
         u = x.flatten(2)  # (B, D, L); a view of (B, L, D) for channels-last x, as the scan reads it
-        # matmul broadcast over (B, K) writes contiguous (B, K, L, .) outputs, the layout the scan reads in place
-        x_dbl = torch.matmul(u.transpose(1, 2).unsqueeze(1), self.x_proj_weight.to(u.dtype).transpose(1, 2))
+        # every direction's x_proj in one product (no K copies of u): (B, L, D) @ (D, K*(R+2N))
+        weight = self.x_proj_weight.to(u.dtype)  # (K, R+2N, D)
+        x_dbl = torch.matmul(u.transpose(1, 2), weight.permute(2, 0, 1).flatten(1))
+        x_dbl = x_dbl.view(batch, height * width, K, -1).transpose(1, 2)  # (B, K, L, R+2N), a view
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, N, N], dim=3)  # (B, K, L, R), (B, K, L, N) x 2
-        dts = torch.matmul(dts, self.dt_projs_weight.to(dts.dtype).transpose(1, 2))  # (B, K, L, D)
+        # broadcast over (B, K): a contiguous (B, K, L, D), the layout the scan reads in place
+        dts = torch.matmul(dts, self.dt_projs_weight.to(dts.dtype).transpose(1, 2))
         routes = ops.pyramid_routes(self.scan_order, height, width, K, self.pyramid_levels, self.pyramid_merge)
         y = ops.routed_selective_scan(
             u,
