@@ -113,18 +113,29 @@ def images_per_second(model: nn.Module, batch: int, image_size: int, bfloat16: b
     return batch / best
 
 
-def train_images_per_second(model: nn.Module, batch: int, image_size: int, repeats: int) -> float:
-    """Training-step throughput on cached encoder features (best of ``repeats`` after a warm-up)."""
+def training_step(model: nn.Module, batch: int, image_size: int):
+    """A function running one training step (bottleneck + decoder forward, backward, AdamW) on
+    encoder features cached once; the model is left in train mode."""
     features = model.encode(torch.randn(batch, 3, image_size, image_size))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
-    best = float("inf")
-    for run in range(repeats + 1):
-        start = time.perf_counter()
+
+    def step() -> None:
         loss = model.loss(features, model.decode(features))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+    return step
+
+
+def train_images_per_second(model: nn.Module, batch: int, image_size: int, repeats: int) -> float:
+    """Training-step throughput on cached encoder features (best of ``repeats`` after a warm-up)."""
+    step = training_step(model, batch, image_size)
+    best = float("inf")
+    for run in range(repeats + 1):
+        start = time.perf_counter()
+        step()
         if run:
             best = min(best, time.perf_counter() - start)
     model.eval()
@@ -166,17 +177,7 @@ def breakdown(fn, extra: dict[str, float] | None = None) -> str:
 
 
 def training_breakdown(model: nn.Module, batch: int, image_size: int) -> str:
-    features = model.encode(torch.randn(batch, 3, image_size, image_size))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    model.train()
-
-    def step():
-        loss = model.loss(features, model.decode(features))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    result = breakdown(step)
+    result = breakdown(training_step(model, batch, image_size))
     model.eval()
     return result
 

@@ -411,7 +411,8 @@ class _RoutedScan(torch.autograd.Function):
         A_l = _pad(_state_passes(A.transpose(1, 2)).permute(0, 2, 3, 1), -1, LANES)  # (G, S, 16, dim16)
         B_l, C_l = _state_passes(B), _state_passes(C)  # (batch, G, L, S, 16)
         D_l, bias_l = _per_channel(D, groups, dim), _per_channel(delta_bias, groups, dim)
-        index, starts, weight = routes.index.contiguous(), routes.starts.contiguous(), _pad(routes.weight, -1, 1)
+        index, starts = routes.index.contiguous(), routes.starts.contiguous()
+        weight = routes.weight.to(torch.float32).contiguous()
         slabs = A_l.shape[1]
         y = _empty_like_lanes(delta_l, (batch, 1 if sum_groups else delta_l.shape[1], length, delta_l.shape[-1]))
         needs_grad = backward_follows and any(ctx.needs_input_grad[:7])

@@ -1,7 +1,6 @@
 """The selective scan: one entry point, several backends (numba CPU kernel, PyTorch, mamba_ssm CUDA)."""
 
 import os
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -12,8 +11,6 @@ from .scan_torch import scan_core_torch
 
 BACKENDS = ("auto", "numba", "torch", "cuda", "reference")
 BACKEND_ENV = "SSMAD_SCAN_BACKEND"
-
-ScanCore = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def selective_scan(
@@ -56,8 +53,7 @@ def selective_scan(
     if name == "numba":
         out, last = _scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     else:
-        compute = torch.float64 if u.dtype == torch.float64 else torch.float32
-        out, last = _scan_with_core(scan_core_torch, compute, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        out, last = _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return (out, last) if return_last_state else out
 
 
@@ -90,9 +86,7 @@ def _scan_numba(
     return y.to(u.dtype), last
 
 
-def _scan_with_core(
-    core: ScanCore,
-    compute: torch.dtype,
+def _scan_torch(
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -103,15 +97,17 @@ def _scan_with_core(
     delta_bias: Tensor | None,
     delta_softplus: bool,
 ) -> tuple[Tensor, Tensor]:
-    """The elementwise parts (bias, softplus, skip D, gate z) in autograd around a scan core."""
+    """The block scan of ``scan_torch`` with the elementwise parts (bias, softplus, skip D, gate z) in
+    autograd around it; float64 stays float64, anything else runs in float32."""
     dtype = u.dtype
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
     u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
     if delta_bias is not None:
         delta = delta + delta_bias.to(compute)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
     B, C = _grouped(B, C)
-    y, last = core(u, delta, A, B, C)
+    y, last = scan_core_torch(u, delta, A, B, C)
     if D is not None:
         y = torch.addcmul(y, u, D.to(compute)[:, None])
     if z is not None:
