@@ -1,6 +1,7 @@
 """Model benchmark: parameters, FLOPs and CPU forward and training throughput of the two presets.
 
     python benchmarks/bench_model.py [--quick] [--image-size 256] [--threads N] [--encoder resnet34] [--breakdown]
+    python benchmarks/bench_model.py --device cuda [--quick] [--batch 16]
 
 Prints, for ``mambaad`` and ``pyramid_mamba`` (ResNet34 widths unless --encoder, random encoder
 weights): parameters of encoder / bottleneck / decoder; forward FLOPs per image; images/s at
@@ -12,12 +13,18 @@ in images/s at batch 4. ``--breakdown`` adds, for the training step and for an i
 projections (in_proj / x_proj / dt_proj / out_proj and other matrix products), convolutions, norms
 (LEC InstanceNorm, LayerNorm, BatchNorm), the encoder and the rest, from torch.profiler's self times.
 
+``--device cuda`` prints, per preset and per SS2D path, training steps/s (cached encoder features)
+and inference images/s (encoder included) at ``--batch`` (default 16), in float32 and bfloat16
+autocast: the routed scan on its Triton backend and on its PyTorch backend, and the baseline, the
+path SS2D ran on GPUs before (``baseline_ss2d.py``: gathered directions and a PyTorch block scan
+per pyramid level; with mamba_ssm's kernel as well when it is importable), with the ratios to it.
+
 FLOPs: convolutions and linear layers are counted by forward hooks as 2 * multiply-adds;
 the scan core is counted analytically per SS2D call on (n, D, h, w) maps with K directions,
 N states, L = h*w and rank R: x_proj 2*n*K*(R+2N)*D*L, dt_proj 2*n*K*D*R*L and the selective
 scan 9 flops per state update (dt*A, exp, dt*u, *B, decay*h + drive, *C, sum over N),
 9*n*K*D*L*N per scanned map. On CPU one routed scan covers the P + 1 pyramid levels (the
-projections once, the scan P + 1 times); elsewhere each level is its own scan_core call.
+projections once, the scan P + 1 times).
 Normalisations, activations, gathers and the blur are not counted.
 Timings on a machine shared with other processes are noisy: run it on an idle machine.
 """
@@ -25,14 +32,17 @@ Timings on a machine shared with other processes are noisy: run it on an idle ma
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from contextlib import nullcontext
 
 import torch
 from torch import nn
 
+from baseline_ss2d import baseline_path
 from ssmad.models import build_model
 from ssmad.modules.ss2d import SS2D
+from ssmad.ops import available_backends
 
 
 class FlopCounter:
@@ -56,9 +66,8 @@ class FlopCounter:
             self.flops += 2 * output.numel() * kernel
 
     def wrap_scan_core(self, ss2d: SS2D) -> None:
-        self.originals[ss2d] = ("scan_core", "routed_scan")
-        for method, scans in (("scan_core", 1), ("routed_scan", ss2d.pyramid_levels + 1)):
-            setattr(ss2d, method, self.counted(ss2d, getattr(ss2d, method), scans))
+        self.originals[ss2d] = ("routed_scan",)
+        ss2d.routed_scan = self.counted(ss2d, ss2d.routed_scan, ss2d.pyramid_levels + 1)
 
     def counted(self, ss2d: SS2D, original, scans: int):
         def run(x: torch.Tensor) -> torch.Tensor:
@@ -113,15 +122,18 @@ def images_per_second(model: nn.Module, batch: int, image_size: int, bfloat16: b
     return batch / best
 
 
-def training_step(model: nn.Module, batch: int, image_size: int):
+def training_step(model: nn.Module, batch: int, image_size: int, device: str = "cpu", bfloat16: bool = False):
     """A function running one training step (bottleneck + decoder forward, backward, AdamW) on
     encoder features cached once; the model is left in train mode."""
-    features = model.encode(torch.randn(batch, 3, image_size, image_size))
+    with torch.no_grad():
+        features = model.encode(torch.randn(batch, 3, image_size, image_size, device=device))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if bfloat16 else nullcontext()
     model.train()
 
     def step() -> None:
-        loss = model.loss(features, model.decode(features))
+        with autocast:
+            loss = model.loss(features, model.decode(features))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -194,6 +206,58 @@ def inference_breakdown(model: nn.Module, image_size: int) -> str:
                          {"encoder": encoder})
 
 
+def cuda_seconds(fn, repeats: int) -> float:
+    """Best wall time of ``fn()`` on the GPU over ``repeats`` runs after a warm-up."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def cuda_paths() -> list[tuple[str, str | None, str | None]]:
+    """(label, scan backend, baseline scan) of each SS2D path measured on CUDA."""
+    paths = [("routed triton", "triton", None)] if "triton" in available_backends("cuda") else []
+    paths += [("routed torch", "torch", None), ("baseline", None, "block")]
+    if "cuda" in available_backends("cuda"):
+        paths.append(("baseline mamba_ssm", None, "mamba_ssm"))
+    return paths
+
+
+def cuda_report(args: argparse.Namespace) -> None:
+    """Training steps/s and inference images/s per preset, SS2D path and precision on the GPU."""
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, image {args.image_size}x{args.image_size}, "
+          f"encoder {args.encoder}, batch {args.batch}")
+    repeats = 2 if args.quick else 5
+    for preset in ("mambaad", "pyramid_mamba"):
+        torch.manual_seed(0)
+        model = build_model(preset, encoder=args.encoder, encoder_weights="random", image_size=args.image_size).cuda()
+        images = torch.randn(args.batch, 3, args.image_size, args.image_size, device="cuda")
+        print(f"\n{preset}:")
+        results = {}
+        for label, backend, scan in cuda_paths():
+            os.environ["SSMAD_SCAN_BACKEND"] = backend or "auto"
+            for bfloat16 in (False, True):
+                autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bfloat16 else nullcontext()
+                with baseline_path(model, scan) if scan else nullcontext():
+                    step = training_step(model, args.batch, args.image_size, "cuda", bfloat16)
+                    train = 1 / cuda_seconds(step, repeats)
+                    model.eval()
+                    with torch.no_grad(), autocast:
+                        infer = args.batch / cuda_seconds(lambda: model(images), repeats)
+                results[label, bfloat16] = (train, infer)
+        for (label, bfloat16), (train, infer) in results.items():
+            base_train, base_infer = results["baseline", bfloat16]
+            dtype = "bf16-autocast" if bfloat16 else "float32"
+            print(f"  {label:20s} {dtype:13s}: training {train:7.2f} steps/s, inference {infer:8.1f} images/s"
+                  f"  ({train / base_train:6.1f}x / {infer / base_infer:6.1f}x baseline)", flush=True)
+        os.environ.pop("SSMAD_SCAN_BACKEND")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 1 only, one timed run, float32 only")
@@ -201,9 +265,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--encoder", default="resnet34", help="encoder architecture (default resnet34, the papers')")
     parser.add_argument("--breakdown", action="store_true", help="where the time goes (torch.profiler)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--batch", type=int, default=16, help="batch of the CUDA figures")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        cuda_report(args)
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {args.image_size}x{args.image_size}, "
           f"encoder {args.encoder}")
     rate = matmul_flops_per_second(1.0 if args.quick else 3.0)

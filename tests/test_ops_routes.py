@@ -1,13 +1,14 @@
 """Routes and the routed scan: the routes of a pyramid are what the pyramid scans, the numba
-kernel agrees with the sequential reference (restarts, weights, every gradient), and SS2D's
-routed path computes exactly its gather-scan-merge path."""
+kernel and the PyTorch routed scan agree with the sequential reference (restarts, weights, every
+gradient), and SS2D's routed scan computes what scanning each direction, crop and level on its
+own computes, values and gradients."""
 
 import math
 
 import pytest
 import torch
 
-from ssmad.modules.pyramid import pyramid_scan
+from ss2d_reference import pyramid_reference
 from ssmad.modules.ss2d import SS2D
 from ssmad.ops import (
     available_backends,
@@ -81,16 +82,23 @@ def routed_and_grads(fn, inputs, routes):
     return y, {k: v.grad for k, v in leaves.items()}
 
 
-@needs_numba
-@pytest.mark.parametrize("shared_u", [True, False])
-@pytest.mark.parametrize("state,length", [(16, 150), (5, 40)])
-def test_numba_routed_kernel_matches_the_sequential_reference(shared_u, state, length):
-    from ssmad.ops.scan_numba import routed_scan_numba
+def routed_kernel(backend):
+    from ssmad.ops.routed_scan import routed_kernel as kernel
 
-    routes = random_routes(groups=3, per_group=2, length=length, seed=2)
-    inputs = routed_inputs(batch=2, groups=3, dim=4, state=state, length=length, shared_u=shared_u)
+    return kernel(backend)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("numba", marks=needs_numba)])
+@pytest.mark.parametrize("shared_u", [True, False])
+@pytest.mark.parametrize("groups,state,length", [(2, 16, 150), (4, 5, 37), (3, 16, 40)])
+def test_routed_kernels_match_the_sequential_reference(backend, shared_u, groups, state, length):
+    """Random routes (permutations, restarts at random steps, weights in (0, 1)) against the float64
+    reference: values <= 1e-5, every gradient <= 1e-4 relative."""
+    routes = random_routes(groups=groups, per_group=2, length=length, seed=2)
+    inputs = routed_inputs(batch=2, groups=groups, dim=4, state=state, length=length, shared_u=shared_u)
     y_ref, grads_ref = routed_and_grads(routed_scan_ref, {k: v.double() for k, v in inputs.items()}, routes)
-    y, grads = routed_and_grads(routed_scan_numba, inputs, routes)
+    y, grads = routed_and_grads(routed_kernel(backend), inputs, routes)
+    assert y.dtype == torch.float32
     assert relative_error(y, y_ref) <= 1e-5
     for name, grad in grads.items():
         assert grad.shape == inputs[name].shape
@@ -128,48 +136,48 @@ def ss2d_layer(order, directions, levels, merge):
     return layer
 
 
-@pytest.mark.parametrize("backend", ["reference", pytest.param("numba", marks=needs_numba)])
+@pytest.mark.parametrize("backend", ["reference", "torch", pytest.param("numba", marks=needs_numba)])
 @pytest.mark.parametrize("order,directions,levels,merge,height,width", [
     ("sweep", 4, 2, "mean", 12, 10), ("hilbert", 8, 0, "mean", 6, 6), ("zigzag", 2, 1, "nested", 7, 9),
 ])
-def test_ss2d_routed_path_equals_gather_scan_merge(monkeypatch, backend, order, directions, levels, merge, height, width):
+def test_ss2d_routed_scan_equals_the_per_crop_reference(monkeypatch, backend, order, directions, levels, merge, height, width):
     if backend == "reference" and height * width > 64:
         height, width = 8, 6  # the Python loop is slow
     layer = ss2d_layer(order, directions, levels, merge)
     x = torch.randn(2, layer.d_inner, height, width, requires_grad=True)
     weights = torch.randn(2, layer.d_inner, height, width)
     results = []
-    for path in ("routed", "pyramid"):
+    for path in ("routed", "reference"):
         layer.zero_grad()
         x.grad = None
         if path == "routed":
             monkeypatch.setenv("SSMAD_SCAN_BACKEND", backend)
             y = layer.routed_scan(x)
         else:
-            monkeypatch.setenv("SSMAD_SCAN_BACKEND", "torch")
-            y = pyramid_scan(x, layer.scan_core, levels, merge)
+            y = pyramid_reference(layer, x)
         (y * weights).sum().backward()
         results.append((y.detach(), x.grad.clone(), {n: p.grad.clone() for n, p in layer.named_parameters() if p.grad is not None}))
-    (y_routed, gx_routed, grads_routed), (y_pyramid, gx_pyramid, grads_pyramid) = results
+    (y_routed, gx_routed, grads_routed), (y_ref, gx_ref, grads_ref) = results
     # both in float32, summing in different orders: the selective-scan tests' tolerances
-    assert relative_error(y_routed, y_pyramid) <= 1e-4
-    assert relative_error(gx_routed, gx_pyramid) <= 1e-4
-    assert grads_routed.keys() == grads_pyramid.keys()
-    for name, grad in grads_pyramid.items():
+    assert relative_error(y_routed, y_ref) <= 1e-4
+    assert relative_error(gx_routed, gx_ref) <= 1e-4
+    assert grads_routed.keys() == grads_ref.keys()
+    for name, grad in grads_ref.items():
         assert relative_error(grads_routed[name], grad) <= 1e-3, name
 
 
-def test_ss2d_takes_the_routed_path_on_cpu_and_the_pyramid_path_otherwise(monkeypatch):
+@pytest.mark.parametrize("backend", ["torch", pytest.param("numba", marks=needs_numba)])
+def test_ss2d_runs_the_backend_ops_chooses(monkeypatch, backend):
+    from ssmad.ops import routed_scan as routed
+
     layer = ss2d_layer("sweep", 4, 1, "mean")
-    x = torch.randn(1, 4, 4, 6)
-    calls = []
-    monkeypatch.setattr(layer, "routed_scan", lambda t: calls.append("routed") or torch.zeros_like(t))
-    monkeypatch.setattr(layer, "scan_core", lambda t: calls.append("core") or torch.zeros_like(t))
-    monkeypatch.setenv("SSMAD_SCAN_BACKEND", "reference")
-    layer(x)
-    monkeypatch.setenv("SSMAD_SCAN_BACKEND", "torch")
-    layer(x)
-    assert calls == ["routed", "core", "core"]  # torch: level 0, then the level-1 sub-regions
+    chosen = []
+    original = routed.routed_kernel
+    monkeypatch.setattr(routed, "routed_kernel", lambda name: chosen.append(name) or original(name))
+    monkeypatch.setenv("SSMAD_SCAN_BACKEND", backend)
+    with torch.no_grad():
+        layer(torch.randn(1, 4, 6, 6))
+    assert chosen == [backend]
 
 
 def test_routed_scan_refuses_a_backend_without_routes():
@@ -177,11 +185,11 @@ def test_routed_scan_refuses_a_backend_without_routes():
     with pytest.raises(ValueError, match="no routed scan"):
         routed_selective_scan(
             inputs["u"][:, 0], inputs["dt"], inputs["A"], inputs["B"], inputs["C"], torch.ones(2, 3), torch.zeros(2, 3),
-            identity_routes(2, 6), backend="torch",
+            identity_routes(2, 6), backend="cuda",
         )
 
 
-@pytest.mark.parametrize("backend", ["reference", pytest.param("numba", marks=needs_numba)])
+@pytest.mark.parametrize("backend", ["reference", "torch", pytest.param("numba", marks=needs_numba)])
 def test_skip_term_counts_every_route_with_its_weight(backend):
     """With C = 0 the scans add nothing: out = u * sum_g D_g * (sum of group g's route weights)."""
     routes = random_routes(groups=2, per_group=3, length=12, seed=4)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ssmad.ops import available_backends, selective_scan, selective_scan_ref
-from ssmad.ops.selective_scan import BACKEND_ENV
+from ssmad.ops.backends import BACKEND_ENV
 
 FAST_BACKENDS = [name for name in available_backends("cpu") if name != "reference"]
 ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -34,7 +34,7 @@ def scan_and_grads(fn, inputs, **kwargs):
     """Output, last state and the gradients of a fixed random projection of the output."""
     leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
     out, last = fn(**leaves, delta_softplus=True, return_last_state=True, **kwargs)
-    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out.device)
     (out.float() * weights).sum().backward()
     return out, last, {k: v.grad for k, v in leaves.items()}
 
@@ -144,10 +144,10 @@ def test_auto_backend_keeps_float64_in_float64():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("backend", ["cuda", "torch"])
+@pytest.mark.parametrize("backend", ["cuda", "triton", "torch"])
 def test_cuda_backends_match_reference(backend):
     if backend not in available_backends("cuda"):
-        pytest.skip(f"backend {backend} unavailable on CUDA (mamba_ssm not installed)")
+        pytest.skip(f"backend {backend} unavailable on CUDA (mamba_ssm or triton not installed)")
     inputs = make_inputs()
     out_ref, _, grads_ref = scan_and_grads(selective_scan_ref, inputs)
     out, _, grads = scan_and_grads(selective_scan, {k: v.cuda() for k, v in inputs.items()}, backend=backend)

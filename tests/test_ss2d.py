@@ -1,56 +1,24 @@
-"""SS2D: the batched K-direction scan core against a slow per-direction reference, and every
-scan order and direction count at the map sizes of 256x256 and 320x320 inputs."""
+"""SS2D: the routed K-direction scan against a slow per-direction reference on every backend,
+and every scan order and direction count at the map sizes of 256x256 and 320x320 inputs."""
 
 import pytest
 import torch
 
+from ss2d_reference import directions_reference
 from ssmad.modules.ss2d import SS2D
-from ssmad.ops import SCAN_ORDERS, scan_order, selective_scan_ref
+from ssmad.ops import SCAN_ORDERS
 
 
-def reference_scan_core(ss2d: SS2D, x: torch.Tensor) -> torch.Tensor:
-    """One direction at a time, from the maps' definitions: x (B, D, H, W) -> (B, D, H, W)."""
-    batch, d_inner, height, width = x.shape
-    kind = ss2d.scan_order
-    rot = torch.rot90(x, 1, dims=(2, 3))
-    maps = [x, x.transpose(2, 3), rot, rot.transpose(2, 3)][: ss2d.num_directions // 2]
-    undo = [
-        lambda m: m,
-        lambda m: m.transpose(2, 3),
-        lambda m: torch.rot90(m, -1, dims=(2, 3)),
-        lambda m: torch.rot90(m.transpose(2, 3), -1, dims=(2, 3)),
-    ]
-    out = torch.zeros_like(x)
-    for k in range(ss2d.num_directions):
-        m = maps[k // 2]
-        h, w = m.shape[-2:]
-        order = scan_order(kind, h, w)
-        if k % 2:
-            order = order.flip(0)
-        seq = m.reshape(batch, d_inner, h * w)[:, :, order]  # (B, D, L) in visiting order
-        proj = torch.einsum("bdl,cd->bcl", seq, ss2d.x_proj_weight[k])
-        dt, b, c = torch.split(proj, [ss2d.dt_rank, ss2d.d_state, ss2d.d_state], dim=1)
-        dt = torch.einsum("brl,dr->bdl", dt, ss2d.dt_projs_weight[k])
-        channels = slice(k * d_inner, (k + 1) * d_inner)
-        y = selective_scan_ref(
-            seq, dt, -torch.exp(ss2d.A_logs[channels]), b, c, ss2d.Ds[channels],
-            delta_bias=ss2d.dt_projs_bias[k], delta_softplus=True,
-        )
-        on_map = torch.empty_like(y)
-        on_map[:, :, order] = y
-        out += undo[k // 2](on_map.view(batch, d_inner, h, w))
-    return out
-
-
+@pytest.mark.parametrize("backend", ["numba", "torch"])
 @pytest.mark.parametrize("num_directions", [2, 4, 8])
 @pytest.mark.parametrize("kind", ["hilbert", "zigzag"])
-def test_scan_core_matches_per_direction_reference(kind, num_directions):
+def test_routed_scan_matches_per_direction_reference(monkeypatch, backend, kind, num_directions):
+    monkeypatch.setenv("SSMAD_SCAN_BACKEND", backend)
     torch.manual_seed(0)
     ss2d = SS2D(8, scan_order=kind, num_directions=num_directions)
     x = torch.randn(2, ss2d.d_inner, 5, 7)
-    expected = reference_scan_core(ss2d, x)
-    actual = ss2d.scan_core(x)
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(ss2d.routed_scan(x), directions_reference(ss2d, x), rtol=1e-4, atol=1e-5)
 
 
 def test_mamba_initialisation():
@@ -78,3 +46,22 @@ def test_every_order_and_direction_count_runs_at_256_and_320(kind):
             with torch.no_grad():
                 y = layer(x)
             assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_layer_on_cuda_computes_what_it_computes_on_the_cpu():
+    torch.manual_seed(0)
+    layer = SS2D(16, scan_order="sweep", num_directions=4, pyramid_levels=2)
+    x = torch.randn(2, 12, 10, 16, requires_grad=True)
+    outputs = []
+    for device in ("cpu", "cuda"):
+        layer.to(device).zero_grad()
+        x_device = x.detach().to(device).requires_grad_()
+        y = layer(x_device)
+        (y * torch.linspace(-1, 1, y.numel(), device=device).view_as(y)).sum().backward()
+        outputs.append((y.detach().cpu(), x_device.grad.cpu(), {n: p.grad.cpu() for n, p in layer.named_parameters()}))
+    (y_cpu, gx_cpu, grads_cpu), (y_cuda, gx_cuda, grads_cuda) = outputs
+    torch.testing.assert_close(y_cuda, y_cpu, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gx_cuda, gx_cpu, rtol=1e-3, atol=1e-5)
+    for name, grad in grads_cpu.items():
+        torch.testing.assert_close(grads_cuda[name], grad, rtol=1e-3, atol=1e-4, msg=name)

@@ -1,4 +1,4 @@
-"""The ONNX function ``ssmad::BlockScan``: the block recurrence of ``ssmad.ops.scan_loop`` as
+"""The ONNX function ``ssmad::BlockScan``: the blocks of ``ssmad.ops.scan_torch`` as
 an ONNX ``Scan`` over blocks, the block's T steps written out in the loop body.
 
 Inputs dt, u (NB, T, G, R, b, D); B, C (NB, T, G, R, b, N); keep (NB, T, G, R, 1, 1, 1);
@@ -11,7 +11,7 @@ only its own inputs (A is carried unchanged), no outer-scope names.
 from __future__ import annotations
 
 from ssmad.export.requirements import require
-from ssmad.ops.scan_loop import SCAN_DOMAIN, SCAN_OP
+from ssmad.ops.scan_torch import SCAN_DOMAIN, SCAN_OP
 
 SCANNED = ("dt", "u", "B", "C", "keep")  # inputs cut into blocks along their first axis
 

@@ -3,7 +3,7 @@
 The graph is the PyTorch model's own forward, traced: RGB images (B, 3, H, W) in [0, 1] at the
 run's input size (dynamic batch) -> the encoder's normalisation -> ``AnomalyModel.anomaly_map``
 -> ``anomaly_map`` (B, H, W), the raw blurred map, and ``score`` (B,). While tracing, SS2D's
-routed scan runs the block loop of ``ssmad.ops.scan_loop``, exported as the node
+routed scan runs the PyTorch backend (``ssmad.ops.scan_torch``), whose blocks are exported as the node
 ``ssmad::BlockScan``, then replaced by its ONNX function (``block_scan``), a ``Scan`` over blocks
 of steps; no loop over the sequence is unrolled. Calibration and the rest go into the metadata (``metadata``).
 """
@@ -25,7 +25,7 @@ from ssmad.engine.detector import model_from_checkpoint
 from ssmad.export.block_scan import block_scan_function
 from ssmad.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, build_metadata
 from ssmad.export.requirements import OPENVINO_HINT, require
-from ssmad.ops.scan_loop import BLOCK, SCAN_DOMAIN
+from ssmad.ops.scan_torch import BLOCK, SCAN_DOMAIN
 
 FORMATS = ("onnx", "openvino")
 DEFAULT_OPSET = 17

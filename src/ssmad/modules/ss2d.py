@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmad import ops
-from ssmad.modules.pyramid import pyramid_scan
 
 
 def dt_bias_init(d_inner: int, dt_min: float, dt_max: float, dt_init_floor: float) -> torch.Tensor:
@@ -91,46 +90,14 @@ class SS2D(nn.Module):
 
         self.out_norm = nn.LayerNorm(d_inner)
         self.out_proj = nn.Linear(d_inner, dim, bias=False)
-        self._index_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
-
-    def direction_indices(self, height: int, width: int, device: torch.device) -> torch.Tensor:
-        """Raster positions visited by each direction on an (height, width) map: (K, H*W)."""
-        key = (height, width, device)
-        if key not in self._index_cache:
-            indices = ops.direction_indices(self.scan_order, height, width, self.num_directions)
-            self._index_cache[key] = indices.to(device)
-        return self._index_cache[key]
-
-    def scan_core(self, x: torch.Tensor) -> torch.Tensor:
-        """K-direction selective scan of whole maps: (B, D, H, W) -> (B, D, H, W), summed over K.
-
-        Runs ONE ``selective_scan`` call with u (B, K*D, L) and B/C grouped (B, K, N, L).
-        """
-        batch, d_inner, height, width = x.shape
-        K, N, L = self.num_directions, self.d_state, height * width
-        indices = self.direction_indices(height, width, x.device)
-        xs = ops.gather_directions(x, indices)  # (B, K, D, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
-        dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, N, N], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))
-        compute = torch.promote_types(x.dtype, torch.float32)  # the scan runs in float32 at least
-        y = ops.selective_scan(
-            xs.reshape(batch, K * d_inner, L).to(compute),
-            dts.reshape(batch, K * d_inner, L).to(compute),
-            -torch.exp(self.A_logs.to(compute)),
-            Bs.to(compute).contiguous(),
-            Cs.to(compute).contiguous(),
-            D=self.Ds.to(compute),
-            delta_bias=self.dt_projs_bias.to(compute).reshape(-1),
-            delta_softplus=True,
-        )
-        return ops.merge_directions(y.view(batch, K, d_inner, L), indices, height, width)
 
     def routed_scan(self, x: torch.Tensor) -> torch.Tensor:
         """Every direction and pyramid level in one routed scan: (B, D, H, W) -> (B, D, H, W).
 
-        The same function as ``pyramid_scan(x, self.scan_core, ...)``: dt, B and C depend only on
-        the position, so they are projected once in raster layout for all levels.
+        Level p scans each of the 2^p x 2^p sub-regions on its own along the K directions; the
+        levels are combined with ``ops.level_weights`` (``ops.pyramid_routes``). dt, B and C depend
+        only on the position, so they are projected once in raster layout for all levels. One
+        algorithm on every device: the backend (numba, triton, torch) is ``ops``' choice.
         """
         batch, d_inner, height, width = x.shape
         K, N = self.num_directions, self.d_state
@@ -159,9 +126,6 @@ class SS2D(nn.Module):
         """(B, H, W, C) -> (B, H, W, C)."""
         x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, H, W, D) each
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W), channels-last memory
-        if ops.routed_scan_backend(x) is not None:  # CPU
-            y = self.routed_scan(x)  # (B, D, H, W)
-        else:
-            y = pyramid_scan(x, self.scan_core, self.pyramid_levels, self.pyramid_merge)
+        y = self.routed_scan(x)  # (B, D, H, W)
         y = self.out_norm(y.permute(0, 2, 3, 1))  # (B, H, W, D)
         return self.out_proj(y * F.silu(z))

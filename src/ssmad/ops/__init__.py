@@ -1,13 +1,14 @@
-"""ssmad.ops: the numerical kernels. Selective scan (numba CPU kernel, PyTorch, mamba_ssm CUDA,
-sequential reference), the routed scan of 2-D layers (directions and pyramid levels in one
-call), orderings of a 2-D grid, and the directional gather/merge helpers."""
+"""ssmad.ops: the numerical kernels. Selective scan (numba CPU kernel, Triton GPU kernel, PyTorch,
+mamba_ssm CUDA, sequential reference), the routed scan of 2-D layers (directions and pyramid levels
+in one call, on every device), orderings of a 2-D grid, and the directional gather/merge helpers."""
 
 from .directions import direction_indices, gather_directions, merge_directions
 from .reference import routed_scan_ref, selective_scan_ref
+from .backends import BACKENDS, available_backends, resolve_backend
 from .routed_scan import ROUTED_BACKENDS, routed_scan_backend, routed_selective_scan
 from .routes import PYRAMID_MERGES, Routes, identity_routes, level_weights, pyramid_routes, split_segments
 from .scan_orders import SCAN_ORDERS, scan_order
-from .selective_scan import BACKENDS, available_backends, resolve_backend, selective_scan
+from .selective_scan import selective_scan
 
 __all__ = [
     "BACKENDS",

@@ -1,112 +1,165 @@
-"""Pure-PyTorch selective-scan core for any device: exact sequential scan over short blocks.
+"""The routed scan in plain PyTorch: the backend of every device without a kernel (MPS, CPU
+without numba, CUDA without Triton) and of exported graphs.
 
-Layout is time-major, (T, batch, G, dim/G, N) per block of T steps, so each step is one
-in-place ``addcmul_`` on a contiguous slice. The forward keeps only the state entering each
-block; the backward recomputes a block's states and runs the reverse adjoint scan on it.
+Every route of every group runs at once: the inputs are gathered in route order, time-major,
+``(L, G, R, batch, channels)``, and cut into blocks of T steps. Inside a block the recurrence
+h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t is solved in closed form, for all T steps together:
+
+    h_t = sum_{s <= t} exp(S_t - S_s) dt_s B_s u_s + exp(S_t) h_entering,  S_t = sum_{s <= t} dt_s A,
+
+with the terms that cross a restart dropped. S_t - S_s <= 0 for s <= t (dt >= 0, A < 0), so the
+exponentials cannot overflow, unlike exp(S_t) * exp(-S_s). A block is a handful of tensor
+operations on a (T, T, G, R, batch, dim, N) tensor, so a call makes O(L / T) launches, and T is
+chosen so that tensor stays near ``BLOCK_ELEMENTS``. The state entering each block is carried in
+a Python loop; with grad enabled each block is checkpointed (its states are recomputed in the
+backward), so memory stays at the gathered inputs plus one block.
+
+While ``torch.onnx.export`` traces a model, the blocks become one node ``ssmad::BlockScan``
+(blocks of ``BLOCK`` steps) whose ONNX function (``ssmad.export.block_scan``) loops over them.
 """
 
+from __future__ import annotations
+
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
-_BLOCK_ELEMENTS = 1 << 19  # elements of one block's (T, batch, dim, N) buffer: ~2 MiB in float32
-_MIN_BLOCK, _MAX_BLOCK = 4, 64
+from .routes import Routes
+
+BLOCK = 16  # steps per block of an exported graph
+BLOCK_ELEMENTS = 1 << 23  # elements of one block's (T, T, G, R, batch, dim, N) tensor: 32 MiB in float32
+MIN_BLOCK, MAX_BLOCK = 4, 32
+CPU_BLOCK = 4  # on a CPU the T-fold work of a block costs more than the launches it saves
+SCAN_DOMAIN, SCAN_OP = "ssmad", "BlockScan"
 
 
-def scan_core_torch(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
-    """y_t = <C_t, h_t>, h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t from h_0 = 0.
+def routed_scan_torch(
+    u: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    routes: Routes,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    softplus: bool = False,
+    sum_groups: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """:func:`~ssmad.ops.scan_numba.routed_scan_numba` (same arguments, shapes and results) on
+    any device, differentiable by autograd.
 
-    u, dt (batch, dim, L); A (dim, N); B, C (batch, G, N, L), all one float dtype.
-    Returns y (batch, dim, L) and the final state (batch, dim, N) (not differentiable).
+    u (batch, 1 or G, dim, L); dt (batch, G, dim, L); A (G, dim, N); B, C (batch, G, N, L);
+    D, delta_bias (G, dim) or None; routes (G, R, L), each route a permutation of 0..L-1 (the
+    outputs go back to the grid through the inverse orders). Returns y (batch, G, dim, L)
+    ((batch, 1, dim, L) with ``sum_groups``) and the final states (batch, G, dim, R, N), in float32
+    (float64 for float64 u).
     """
-    return _TorchBlockScan.apply(u, dt, A, B, C)
+    batch, _, dim, length = u.shape
+    groups, num_routes, _ = routes.shape
+    compute = torch.promote_types(u.dtype, torch.float32)
+    u, dt, A, B, C = (t.to(compute) for t in (u, dt, A, B, C))
+    step = dt if delta_bias is None else dt + delta_bias.to(compute)[..., None]
+    step = F.softplus(step) if softplus else step  # (b, G, dim, L)
+    exporting = torch.onnx.is_in_onnx_export()
+    block = BLOCK if exporting else _block_length(groups * num_routes * batch * dim * A.shape[-1], length, u.device)
+    # padded steps have dt = 0, so the state passes them unchanged (no negative floor division:
+    # traced shape arithmetic truncates)
+    steps = (length + block - 1) // block * block
+    index = routes.index.to(u.device)
+    padded = F.pad(index, (0, steps - length))  # (G, R, Lp)
+    grouped = (padded + torch.arange(groups, device=u.device)[:, None, None] * length).permute(2, 0, 1).reshape(-1)
+    own = padded.permute(2, 0, 1).reshape(-1) if u.shape[1] == 1 else grouped
+
+    def in_blocks(x: Tensor, positions: Tensor) -> Tensor:  # (b, G', c, L) -> (Lp/T, T, G, R, b, c)
+        per_position = x.permute(1, 3, 0, 2).reshape(-1, batch, x.shape[2])  # (G'*L, b, c)
+        return per_position.index_select(0, positions).view(steps // block, block, groups, num_routes, batch, -1)
+
+    real = (torch.arange(steps, device=u.device) < length).to(compute)
+    step_r = in_blocks(step, grouped) * real.view(-1, block, 1, 1, 1, 1)
+    restart = F.pad(routes.starts.to(u.device), (0, steps - length)).permute(2, 0, 1)  # (Lp, G, R)
+    restart = restart.reshape(steps // block, block, groups, num_routes)
+    A_r = A.view(groups, 1, 1, dim, -1)
+    u_r, B_r, C_r = in_blocks(u, own), in_blocks(B, grouped), in_blocks(C, grouped)
+    if exporting:
+        keep = (~restart).to(compute)[..., None, None, None]
+        y_r = _BlockScan.apply(step_r, u_r, B_r, C_r, keep, A_r)
+        last = torch.zeros(groups, num_routes, batch, dim, A.shape[-1], dtype=compute, device=u.device)
+    else:
+        y_r, last = _scan_blocks(step_r, u_r, B_r, C_r, restart, A_r)  # (Lp/T, T, G, R, b, dim)
+    inverse = torch.argsort(index, dim=2)  # (G, R, L): the step at which a route visits a position
+    cells = torch.arange(groups * num_routes, device=u.device).view(groups, num_routes, 1)
+    back = (inverse * groups * num_routes + cells).permute(2, 0, 1).reshape(-1)
+    y = y_r.reshape(steps * groups * num_routes, batch, dim).index_select(0, back)
+    y = y.view(length, groups, num_routes, batch, dim)
+    weight = routes.weight.to(device=u.device, dtype=compute)  # (G, R)
+    y = torch.einsum("lgrbd,gr->bgdl", y, weight)
+    if D is not None:
+        y = y + (D.to(compute) * weight.sum(1, keepdim=True))[..., None] * u
+    if sum_groups:
+        y = y.sum(1, keepdim=True)
+    return y, last.permute(2, 0, 3, 1, 4).detach()
 
 
-def _block_length(batch: int, dim: int, state: int, length: int) -> int:
-    per_step = max(batch * dim * state, 1)
-    return min(max(_BLOCK_ELEMENTS // per_step, _MIN_BLOCK), _MAX_BLOCK, length)
+def _block_length(per_step: int, length: int, device: torch.device) -> int:
+    """Steps T per block: T * T * ``per_step`` near BLOCK_ELEMENTS, within [MIN_BLOCK, MAX_BLOCK]
+    (CPU_BLOCK on a CPU), at most L."""
+    if device.type == "cpu":
+        return min(CPU_BLOCK, length)
+    block = int(math.sqrt(BLOCK_ELEMENTS / max(per_step, 1)))
+    return max(1, min(max(block, MIN_BLOCK), MAX_BLOCK, length))
 
 
-def _time_major(x: Tensor, groups: int) -> Tensor:
-    """(batch, dim, L) -> (L, batch, G, dim/G), contiguous."""
-    batch, dim, length = x.shape
-    return x.permute(2, 0, 1).reshape(length, batch, groups, dim // groups).contiguous()
+def _scan_blocks(dt: Tensor, u: Tensor, B: Tensor, C: Tensor, restart: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
+    """Blocks one after the other from h = 0: dt, u (NB, T, G, R, b, D); B, C (NB, T, G, R, b, N);
+    restart (NB, T, G, R) bool; A (G, 1, 1, D, N). Returns y (NB, T, G, R, b, D) and the final
+    state (G, R, b, D, N)."""
+    block = dt.shape[1]
+    steps = torch.arange(block, device=dt.device)
+    causal = (steps[:, None] >= steps[None, :]).view(block, block, 1, 1)  # (t, s): s <= t
+    h = dt.new_zeros(dt.shape[2:] + A.shape[-1:])
+    differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (dt, u, B, C, A))
+    outputs = []
+    for i in range(dt.shape[0]):
+        if differentiable:
+            y, h = checkpoint(_block_scan, dt[i], u[i], B[i], C[i], restart[i], A, h, causal, use_reentrant=False)
+        else:
+            y, h = _block_scan(dt[i], u[i], B[i], C[i], restart[i], A, h, causal)
+        outputs.append(y)
+    return torch.stack(outputs), h
 
 
-def _block_states(decay: Tensor, drive: Tensor, entering: Tensor) -> Tensor:
-    """Run the recurrence on one block in place: drive (T, b, G, dg, N) becomes the states h_t."""
-    drive[0].addcmul_(decay[0], entering)
-    for t in range(1, drive.shape[0]):
-        drive[t].addcmul_(decay[t], drive[t - 1])
-    return drive
+def _block_scan(
+    dt: Tensor, u: Tensor, B: Tensor, C: Tensor, restart: Tensor, A: Tensor, h: Tensor, causal: Tensor
+) -> tuple[Tensor, Tensor]:
+    """One block in closed form: dt, u (T, G, R, b, D); B, C (T, G, R, b, N); restart (T, G, R);
+    A (G, 1, 1, D, N); h (G, R, b, D, N) entering; causal (T, T, 1, 1) s <= t.
+    Returns y (T, G, R, b, D) and the state leaving the block."""
+    total = torch.cumsum(dt[..., None] * A, dim=0)  # S_t (T, G, R, b, D, N)
+    segment = torch.cumsum(restart.to(torch.int32), dim=0)  # restarts up to step t
+    linked = causal & (segment[:, None] == segment[None, :])  # (t, s): h_s reaches h_t
+    gap = torch.where(linked[..., None, None, None], total[:, None] - total[None, :], -math.inf)
+    drive = (dt * u)[..., None] * B[..., None, :]  # (T, G, R, b, D, N)
+    states = (torch.exp(gap) * drive).sum(1)
+    carried = torch.where((segment == 0)[..., None, None, None], torch.exp(total), 0.0)
+    states = torch.addcmul(states, carried, h)
+    y = torch.linalg.vecdot(states, C[..., None, :])
+    return y, states[-1]
 
 
-class _TorchBlockScan(torch.autograd.Function):
+class _BlockScan(torch.autograd.Function):
+    """The node ``ssmad::BlockScan`` of an exported graph: dt, u (NB, T, G, R, b, D); B, C
+    (NB, T, G, R, b, N); keep (NB, T, G, R, 1, 1, 1) 0 where the state restarts, else 1;
+    A (G, 1, 1, D, N) -> y (NB, T, G, R, b, D). Only traced: its values come from the ONNX function."""
+
     @staticmethod
-    def forward(ctx, u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
-        batch, dim, length = u.shape
-        groups, state = B.shape[1], A.shape[1]
-        A_g = A.reshape(groups, dim // groups, state)  # (G, dg, N)
-        u_tm, dt_tm = _time_major(u, groups), _time_major(dt, groups)  # (L, b, G, dg)
-        B_tm = B.permute(3, 0, 1, 2).unsqueeze(3)  # (L, b, G, 1, N)
-        C_tm = C.permute(3, 0, 1, 2).unsqueeze(3)
-        block = _block_length(batch, dim, state, length)
-        h = u.new_zeros(batch, groups, dim // groups, state)
-        y_tm = u.new_empty(length, batch, groups, dim // groups)
-        entering = []
-        for start in range(0, length, block):
-            stop = min(start + block, length)
-            entering.append(h)
-            decay = torch.exp(dt_tm[start:stop, ..., None] * A_g)  # (T, b, G, dg, N)
-            drive = (dt_tm[start:stop] * u_tm[start:stop]).unsqueeze(-1) * B_tm[start:stop]
-            states = _block_states(decay, drive, h)
-            torch.linalg.vecdot(states, C_tm[start:stop], out=y_tm[start:stop])
-            h = states[-1].clone()
-        ctx.save_for_backward(u_tm, dt_tm, A_g, B_tm, C_tm, torch.stack(entering))
-        ctx.block = block
-        y = y_tm.reshape(length, batch, dim).permute(1, 2, 0)
-        last = h.reshape(batch, dim, state)
-        ctx.mark_non_differentiable(last)
-        return y, last
+    def forward(ctx, dt: Tensor, u: Tensor, B: Tensor, C: Tensor, keep: Tensor, A: Tensor) -> Tensor:
+        return torch.zeros_like(dt)
 
     @staticmethod
-    def backward(ctx, grad_y: Tensor, _grad_last: Tensor) -> tuple[Tensor, ...]:
-        u_tm, dt_tm, A_g, B_tm, C_tm, entering = ctx.saved_tensors
-        length, batch, groups, per_group = u_tm.shape
-        gy_tm = _time_major(grad_y, groups)  # (L, b, G, dg)
-        grad_u, grad_dt = torch.empty_like(u_tm), torch.empty_like(dt_tm)
-        grad_B = torch.empty_like(B_tm.squeeze(3))  # (L, b, G, N)
-        grad_C = torch.empty_like(grad_B)
-        grad_A = torch.zeros_like(A_g)
-        carry = torch.zeros_like(entering[0])  # exp(dt A) * adjoint of the next block's first step
-        starts = range(0, length, ctx.block)
-        for index in reversed(range(len(starts))):
-            start, stop = starts[index], min(starts[index] + ctx.block, length)
-            h0 = entering[index]
-            dt, u = dt_tm[start:stop], u_tm[start:stop]
-            B, C = B_tm[start:stop], C_tm[start:stop]
-            decay = torch.exp(dt[..., None] * A_g)
-            states = _block_states(decay, (dt * u).unsqueeze(-1) * B, h0)
-            adjoint = gy_tm[start:stop, ..., None] * C  # (T, b, G, dg, N): dL/dh_t
-            adjoint[-1].add_(carry)
-            for t in range(stop - start - 2, -1, -1):
-                adjoint[t].addcmul_(decay[t + 1], adjoint[t + 1])
-            carry = decay[0] * adjoint[0]
-            previous = torch.cat([h0.unsqueeze(0), states[:-1]])  # h_{t-1}
-            through_decay = adjoint * previous * decay  # dL/d(dt A) per (t, n)
-            through_drive = torch.linalg.vecdot(adjoint, B)  # (T, b, G, dg): dL/d(dt u)
-            grad_dt[start:stop] = torch.linalg.vecdot(through_decay, A_g) + through_drive * u
-            grad_u[start:stop] = through_drive * dt
-            grad_A += torch.einsum("tbgdn,tbgd->gdn", through_decay, dt)
-            grad_B[start:stop] = torch.einsum("tbgdn,tbgd->tbgn", adjoint, dt * u)
-            grad_C[start:stop] = torch.einsum("tbgdn,tbgd->tbgn", states, gy_tm[start:stop])
-
-        def channels_major(x: Tensor) -> Tensor:  # (L, b, G, dg) -> (b, dim, L)
-            return x.reshape(length, batch, groups * per_group).permute(1, 2, 0)
-
-        return (
-            channels_major(grad_u),
-            channels_major(grad_dt),
-            grad_A.reshape(groups * per_group, -1),
-            grad_B.permute(1, 2, 3, 0),
-            grad_C.permute(1, 2, 3, 0),
-        )
+    def symbolic(g, dt, u, B, C, keep, A):
+        y = g.op(f"{SCAN_DOMAIN}::{SCAN_OP}", dt, u, B, C, keep, A)
+        y.setType(dt.type())  # y has dt's shape and type
+        return y

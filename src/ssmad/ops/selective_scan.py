@@ -1,16 +1,15 @@
-"""The selective scan: one entry point, several backends (numba CPU kernel, PyTorch, mamba_ssm CUDA)."""
-
-import os
+"""The selective scan: one entry point, several backends (numba CPU kernel, Triton, PyTorch,
+mamba_ssm CUDA; see ``ssmad.ops.backends``). All but mamba_ssm's are the routed scan's kernels
+with one identity route per group."""
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .backends import resolve_backend
 from .reference import selective_scan_ref
-from .scan_torch import scan_core_torch
-
-BACKENDS = ("auto", "numba", "torch", "cuda", "reference")
-BACKEND_ENV = "SSMAD_SCAN_BACKEND"
+from .routed_scan import routed_kernel
+from .routes import identity_routes
 
 
 def selective_scan(
@@ -38,10 +37,9 @@ def selective_scan(
     ``return_last_state`` (not differentiable).
 
     ``backend``: "auto" (default; also read from the environment variable SSMAD_SCAN_BACKEND)
-    picks "cuda" (mamba_ssm's kernel) for CUDA tensors when mamba_ssm is installed, "numba" for
-    CPU tensors other than float64 when numba is installed, else "torch" (any device; float64 stays
-    float64 there). "reference" is the slow
-    sequential loop.
+    picks "numba" for CPU tensors other than float64, "cuda" (mamba_ssm's kernel) for CUDA tensors
+    when mamba_ssm is installed, else "triton" when triton is, else "torch" (any device; float64
+    stays float64 there). "reference" is the slow sequential loop. See ``ssmad.ops.backends``.
     """
     name = resolve_backend(backend, u)
     if name == "reference":
@@ -53,7 +51,7 @@ def selective_scan(
     if name == "numba":
         out, last = _scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     else:
-        out, last = _scan_torch(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+        out, last = _scan_routed(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return (out, last) if return_last_state else out
 
 
@@ -86,7 +84,8 @@ def _scan_numba(
     return y.to(u.dtype), last
 
 
-def _scan_torch(
+def _scan_routed(
+    name: str,
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -97,78 +96,22 @@ def _scan_torch(
     delta_bias: Tensor | None,
     delta_softplus: bool,
 ) -> tuple[Tensor, Tensor]:
-    """The block scan of ``scan_torch`` with the elementwise parts (bias, softplus, skip D, gate z) in
-    autograd around it; float64 stays float64, anything else runs in float32."""
-    dtype = u.dtype
-    compute = torch.float64 if dtype == torch.float64 else torch.float32
-    u, delta, A, B, C = (t.to(compute) for t in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta = delta + delta_bias.to(compute)[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
+    """The routed scan of backend ``name`` ("triton", "torch") with one identity route per group of
+    B and C; the gate z is applied here. float64 stays float64 on "torch"."""
+    batch, dim, length = u.shape
     B, C = _grouped(B, C)
-    y, last = scan_core_torch(u, delta, A, B, C)
-    if D is not None:
-        y = torch.addcmul(y, u, D.to(compute)[:, None])
+    groups, state = B.shape[1], A.shape[1]
+    per_group = dim // groups
+
+    def per_channel(x: Tensor | None) -> Tensor | None:  # (dim,) -> (G, dim/G)
+        return None if x is None else x.reshape(groups, per_group)
+
+    y, last = routed_kernel(name)(
+        u.reshape(batch, groups, per_group, length), delta.reshape(batch, groups, per_group, length),
+        A.reshape(groups, per_group, state), B, C, identity_routes(groups, length),
+        per_channel(D), per_channel(delta_bias), delta_softplus,
+    )
+    y = y.reshape(batch, dim, length)
     if z is not None:
-        y = y * F.silu(z.to(compute))
-    return y.to(dtype), last
-
-
-def available_backends(device: torch.device | str = "cpu") -> list[str]:
-    """Backends that can run on ``device`` in this installation (besides "auto")."""
-    device = torch.device(device)
-    names = ["torch", "reference"]
-    if device.type == "cpu" and _numba_available():
-        names.insert(0, "numba")
-    if device.type == "cuda" and _cuda_kernel_available():
-        names.insert(0, "cuda")
-    return names
-
-
-def resolve_backend(backend: str | None, u: Tensor) -> str:
-    """The backend that ``backend`` (None: $SSMAD_SCAN_BACKEND, else auto) means for tensors like
-    ``u``; ValueError for an unknown one or one that cannot run them here."""
-    source = "backend argument"
-    if backend is None:
-        backend, source = os.environ.get(BACKEND_ENV) or "auto", f"environment variable {BACKEND_ENV}"
-    name = backend.lower()
-    if name not in BACKENDS:
-        raise ValueError(f"unknown selective-scan backend {backend!r} ({source}); choose one of {', '.join(BACKENDS)}")
-    device = u.device.type
-    if name == "auto":
-        if device == "cuda" and _cuda_kernel_available():
-            return "cuda"
-        if device == "cpu" and u.dtype != torch.float64 and _numba_available():
-            return "numba"
-        return "torch"
-    if name == "numba":
-        if device != "cpu":
-            raise ValueError(f"selective-scan backend 'numba' runs on CPU tensors, got {device}; use 'torch' or 'auto'")
-        if not _numba_available():
-            raise ValueError("selective-scan backend 'numba' needs the numba package: pip install numba")
-    if name == "cuda":
-        if device != "cuda":
-            raise ValueError(f"selective-scan backend 'cuda' runs on CUDA tensors, got {device}; use 'torch' or 'auto'")
-        if not _cuda_kernel_available():
-            raise ValueError(
-                "selective-scan backend 'cuda' needs mamba_ssm's compiled kernel "
-                "(pip install mamba-ssm, built for your CUDA); use 'torch' or 'auto'"
-            )
-    return name
-
-
-def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _cuda_kernel_available() -> bool:
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
-    except Exception:  # an ImportError, or a broken CUDA build failing at import
-        return False
-    return True
+        y = y * F.silu(z.to(y.dtype))
+    return y.to(u.dtype), last.reshape(batch, dim, state)
