@@ -13,11 +13,12 @@ in images/s at batch 4. ``--breakdown`` adds, for the training step and for an i
 projections (in_proj / x_proj / dt_proj / out_proj and other matrix products), convolutions, norms
 (LEC InstanceNorm, LayerNorm, BatchNorm), the encoder and the rest, from torch.profiler's self times.
 
-``--device cuda`` prints, per preset and per SS2D path, training steps/s (cached encoder features)
-and inference images/s (encoder included) at ``--batch`` (default 16), in float32 and bfloat16
-autocast: the routed scan on its Triton backend and on its PyTorch backend, and the baseline, the
-path SS2D ran on GPUs before (``baseline_ss2d.py``: gathered directions and a PyTorch block scan
-per pyramid level; with mamba_ssm's kernel as well when it is importable), with the ratios to it.
+``--paths`` (implied by ``--device cuda``) prints, per preset and per SS2D path, training steps/s
+(cached encoder features) and inference images/s (encoder included) at ``--batch`` (default 16),
+in float32 and bfloat16 autocast: the routed scan on the device's kernel (numba, triton) and on the
+PyTorch backend, and the baseline, the path SS2D ran on GPUs before (``baseline_ss2d.py``: gathered
+directions and a PyTorch block scan per pyramid level; with mamba_ssm's kernel as well when it is
+importable), with the ratios to the baseline.
 
 FLOPs: convolutions and linear layers are counted by forward hooks as 2 * multiply-adds;
 the scan core is counted analytically per SS2D call on (n, D, h, w) maps with K directions,
@@ -206,56 +207,58 @@ def inference_breakdown(model: nn.Module, image_size: int) -> str:
                          {"encoder": encoder})
 
 
-def cuda_seconds(fn, repeats: int) -> float:
-    """Best wall time of ``fn()`` on the GPU over ``repeats`` runs after a warm-up."""
+def seconds(fn, repeats: int, device: str) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` runs after a warm-up (synchronised on a GPU)."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     fn()
     best = float("inf")
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         best = min(best, time.perf_counter() - start)
     return best
 
 
-def cuda_paths() -> list[tuple[str, str | None, str | None]]:
-    """(label, scan backend, baseline scan) of each SS2D path measured on CUDA."""
-    paths = [("routed triton", "triton", None)] if "triton" in available_backends("cuda") else []
-    paths += [("routed torch", "torch", None), ("baseline", None, "block")]
-    if "cuda" in available_backends("cuda"):
+def scan_paths(device: str) -> list[tuple[str, str | None, str | None]]:
+    """(label, scan backend, baseline scan) of each SS2D path measured on ``device``."""
+    kernels = [name for name in available_backends(device) if name in ("numba", "triton")]
+    paths = [(f"routed {name}", name, None) for name in kernels] + [("routed torch", "torch", None), ("baseline", None, "block")]
+    if "cuda" in available_backends(device):
         paths.append(("baseline mamba_ssm", None, "mamba_ssm"))
     return paths
 
 
-def cuda_report(args: argparse.Namespace) -> None:
-    """Training steps/s and inference images/s per preset, SS2D path and precision on the GPU."""
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, image {args.image_size}x{args.image_size}, "
+def paths_report(args: argparse.Namespace, device: str) -> None:
+    """Training steps/s and inference images/s per preset, SS2D path and precision on ``device``."""
+    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {name}, image {args.image_size}x{args.image_size}, "
           f"encoder {args.encoder}, batch {args.batch}")
     repeats = 2 if args.quick else 5
     for preset in ("mambaad", "pyramid_mamba"):
         torch.manual_seed(0)
-        model = build_model(preset, encoder=args.encoder, encoder_weights="random", image_size=args.image_size).cuda()
-        images = torch.randn(args.batch, 3, args.image_size, args.image_size, device="cuda")
+        model = build_model(preset, encoder=args.encoder, encoder_weights="random", image_size=args.image_size).to(device)
+        images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
         print(f"\n{preset}:")
         results = {}
-        for label, backend, scan in cuda_paths():
+        for label, backend, scan in scan_paths(device):
             os.environ["SSMAD_SCAN_BACKEND"] = backend or "auto"
             for bfloat16 in (False, True):
-                autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bfloat16 else nullcontext()
+                autocast = torch.autocast(device, dtype=torch.bfloat16) if bfloat16 else nullcontext()
                 with baseline_path(model, scan) if scan else nullcontext():
-                    step = training_step(model, args.batch, args.image_size, "cuda", bfloat16)
-                    train = 1 / cuda_seconds(step, repeats)
+                    step = training_step(model, args.batch, args.image_size, device, bfloat16)
+                    train = 1 / seconds(step, repeats, device)
                     model.eval()
                     with torch.no_grad(), autocast:
-                        infer = args.batch / cuda_seconds(lambda: model(images), repeats)
+                        infer = args.batch / seconds(lambda: model(images), repeats, device)
                 results[label, bfloat16] = (train, infer)
+        os.environ.pop("SSMAD_SCAN_BACKEND")
         for (label, bfloat16), (train, infer) in results.items():
             base_train, base_infer = results["baseline", bfloat16]
             dtype = "bf16-autocast" if bfloat16 else "float32"
             print(f"  {label:20s} {dtype:13s}: training {train:7.2f} steps/s, inference {infer:8.1f} images/s"
                   f"  ({train / base_train:6.1f}x / {infer / base_infer:6.1f}x baseline)", flush=True)
-        os.environ.pop("SSMAD_SCAN_BACKEND")
 
 
 def main() -> None:
@@ -265,13 +268,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--encoder", default="resnet34", help="encoder architecture (default resnet34, the papers')")
     parser.add_argument("--breakdown", action="store_true", help="where the time goes (torch.profiler)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--batch", type=int, default=16, help="batch of the CUDA figures")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda implies --paths")
+    parser.add_argument("--paths", action="store_true", help="training and inference per SS2D path (see above)")
+    parser.add_argument("--batch", type=int, default=16, help="batch of the --paths figures")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "cuda":
-        cuda_report(args)
+    if args.paths or args.device == "cuda":
+        paths_report(args, args.device)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {args.image_size}x{args.image_size}, "
           f"encoder {args.encoder}")

@@ -1,8 +1,15 @@
-"""Shared test fixtures: paths to the optional real data and weights beside the checkout."""
+"""Shared test fixtures: paths to the optional real data and weights beside the checkout. Without
+a CUDA GPU, Triton kernels run in Triton's interpreter on CPU tensors: TRITON_INTERPRET is set
+here, before anything imports triton (``triton.jit`` reads it when it decorates a function)."""
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MVTEC_ROOT = SHARED / "data" / "mvtec_ad"

@@ -109,7 +109,9 @@ class SS2D(nn.Module):
         dts, Bs, Cs = torch.split(x_dbl, [self.dt_rank, N, N], dim=3)  # (B, K, L, R), (B, K, L, N) x 2
         # broadcast over (B, K): a contiguous (B, K, L, D), the layout the scan reads in place
         dts = torch.matmul(dts, self.dt_projs_weight.to(dts.dtype).transpose(1, 2))
-        routes = ops.pyramid_routes(self.scan_order, height, width, K, self.pyramid_levels, self.pyramid_merge)
+        routes = ops.pyramid_routes(
+            self.scan_order, height, width, K, self.pyramid_levels, self.pyramid_merge, device=x.device
+        )
         y = ops.routed_selective_scan(
             u,
             dts.transpose(2, 3),

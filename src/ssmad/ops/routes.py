@@ -42,6 +42,10 @@ class Routes:
         """(G, R, L)."""
         return tuple(self.index.shape)
 
+    def to(self, device: torch.device | str) -> Routes:
+        """The same routes with their tensors on ``device``."""
+        return Routes(self.index.to(device), self.starts.to(device), self.weight.to(device))
+
 
 def split_segments(size: int, parts: int) -> list[tuple[int, int, int]]:
     """Near-equal split of a side of ``size`` pixels into ``parts`` sub-segments.
@@ -81,14 +85,23 @@ def sub_regions(height: int, width: int, parts: int) -> list[tuple[int, int, int
     return [(top, left, h, w) for top, h in rows for left, w in cols]
 
 
-def pyramid_routes(kind: str, height: int, width: int, num_directions: int, levels: int, merge: str = "mean") -> Routes:
+def pyramid_routes(
+    kind: str, height: int, width: int, num_directions: int, levels: int, merge: str = "mean",
+    device: torch.device | str = "cpu",
+) -> Routes:
     """Routes of an SS2D layer on an H x W map: G = K directions, R = P + 1 levels.
 
     Route (k, p) visits the 2^p x 2^p sub-regions of level p in turn, each in direction k's
     order on that sub-region (:func:`~ssmad.ops.direction_indices`), restarting at each one;
-    its weight is level p's (:func:`level_weights`). Cached (read-only tensors).
+    its weight is level p's (:func:`level_weights`). Cached per device (read-only tensors).
     """
-    return _cached_pyramid_routes(kind, int(height), int(width), int(num_directions), int(levels), merge)
+    key = (kind, int(height), int(width), int(num_directions), int(levels), merge)
+    return _routes_on(key, torch.device(device))
+
+
+@lru_cache(maxsize=256)
+def _routes_on(key: tuple, device: torch.device) -> Routes:
+    return _cached_pyramid_routes(*key).to(device)
 
 
 @lru_cache(maxsize=128)

@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from .routes import Routes
 
 BLOCK = 16  # steps per block of an exported graph
-BLOCK_ELEMENTS = 1 << 23  # elements of one block's (T, T, G, R, batch, dim, N) tensor: 32 MiB in float32
+BLOCK_ELEMENTS = 1 << 25  # elements of one block's (T, T, G, R, batch, dim, N) tensor: 128 MiB in float32
 MIN_BLOCK, MAX_BLOCK = 4, 32
 CPU_BLOCK = 4  # on a CPU the T-fold work of a block costs more than the launches it saves
 SCAN_DOMAIN, SCAN_OP = "ssmad", "BlockScan"
