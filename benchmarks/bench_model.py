@@ -37,7 +37,10 @@ import os
 import time
 from contextlib import nullcontext
 
-import torch
+from ssmad.huge_pages import enable_huge_pages
+
+enable_huge_pages()  # as the ssmad command does, before torch allocates (THP_MEM_ALLOC_ENABLE=0: off)
+import torch  # noqa: E402
 from torch import nn
 
 from baseline_ss2d import baseline_path
