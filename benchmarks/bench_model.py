@@ -37,10 +37,7 @@ import os
 import time
 from contextlib import nullcontext
 
-from ssmad.huge_pages import enable_huge_pages
-
-enable_huge_pages()  # as the ssmad command does, before torch allocates (THP_MEM_ALLOC_ENABLE=0: off)
-import torch  # noqa: E402
+import torch
 from torch import nn
 
 from baseline_ss2d import baseline_path

@@ -18,10 +18,7 @@ import argparse
 import statistics
 import time
 
-from ssmad.huge_pages import enable_huge_pages
-
-enable_huge_pages()  # as the ssmad command does, before torch allocates (THP_MEM_ALLOC_ENABLE=0: off)
-import torch  # noqa: E402
+import torch
 
 from baseline_ss2d import selective_scan_baseline
 from ssmad.ops import available_backends, selective_scan

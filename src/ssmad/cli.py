@@ -16,10 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ssmad.huge_pages import enable_huge_pages
-
-enable_huge_pages()  # before torch, which this module's imports bring, allocates anything
-from ssmad.engine.device import DEVICE_CHOICES  # noqa: E402
+from ssmad.engine.device import DEVICE_CHOICES
 
 PRESETS = ("pyramid_mamba", "mambaad")
 DATASET_KINDS = ("auto", "mvtec", "visa", "mpdd", "btad", "mvtec3d", "folder")
