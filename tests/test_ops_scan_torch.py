@@ -1,7 +1,7 @@
-"""The PyTorch routed scan (every device without a kernel): its closed-form blocks against the
-sequential reference across block boundaries and restarts, in float64 to rounding, its final
-states, gradcheck, the launches it makes (one block per T steps), and the numba kernel's
-semantics for bias, softplus, skip and the sum over groups."""
+"""The PyTorch routed scan (every device without a kernel): its chunked scan against the
+sequential reference across block and chunk boundaries and restarts, in float64 to rounding, its
+final states, gradcheck, the operations it makes (T + NB per chunk, not one per step), and the
+numba kernel's semantics for bias, softplus, skip and the sum over groups."""
 
 import pytest
 import torch
@@ -14,11 +14,10 @@ from ssmad.ops.scan_torch import routed_scan_torch
 from test_ops_routes import NUMBA, random_routes, relative_error, routed_and_grads, routed_inputs
 
 
-@pytest.fixture(params=[4, 7])
+@pytest.fixture(params=[1, 2000, 10**9], ids=["step-chunks", "small-chunks", "one-chunk"])
 def short_blocks(request, monkeypatch):
-    """Blocks of 4 or 7 steps on the CPU, so short sequences cross many block boundaries."""
-    monkeypatch.setattr(scan_torch, "CPU_BLOCK", request.param)
-    return request.param
+    """Chunks of one step, of a few blocks of a few steps, or the whole sequence in one chunk."""
+    monkeypatch.setitem(scan_torch.CHUNK_ELEMENTS, "cpu", request.param)
 
 
 @pytest.mark.parametrize("length", [3, 37, 64])
@@ -42,14 +41,18 @@ def test_a_restart_on_a_block_boundary_and_inside_a_block(short_blocks):
     torch.testing.assert_close(routed_scan_torch(**inputs, routes=routes)[0], routed_scan_ref(**inputs, routes=routes))
 
 
-def test_one_block_per_T_steps(monkeypatch, short_blocks):
+@pytest.mark.parametrize("elements,expected", [(10**9, [(6, 7)]), (2000, [(5, 6), (2, 6)])])
+def test_T_plus_NB_operations_per_chunk(monkeypatch, elements, expected):
+    """L = 37: one chunk of 6 blocks of 7 steps (7 + 6 sequential operations, not 37), or, with
+    chunks of about 2000 // 72 = 27 steps, blocks of 6 steps in chunks of 5 blocks."""
+    monkeypatch.setitem(scan_torch.CHUNK_ELEMENTS, "cpu", elements)
     calls = []
-    block_scan = scan_torch._block_scan
-    monkeypatch.setattr(scan_torch, "_block_scan", lambda *args: calls.append(1) or block_scan(*args))
-    inputs = routed_inputs(batch=1, groups=2, dim=3, state=4, length=37, shared_u=True)
+    chunk_scan = scan_torch._chunk_scan
+    monkeypatch.setattr(scan_torch, "_chunk_scan", lambda dt, *args: calls.append(tuple(dt.shape[:2])) or chunk_scan(dt, *args))
+    inputs = routed_inputs(batch=1, groups=2, dim=3, state=4, length=37, shared_u=True)  # 2 x 3 x 3 x 4 = 72 per step
     with torch.no_grad():
         routed_scan_torch(**inputs, routes=random_routes(groups=2, per_group=3, length=37, seed=0))
-    assert len(calls) == -(-37 // short_blocks)  # every group and route in each call
+    assert calls == expected
 
 
 def test_final_states_are_the_plain_scans_last_state():

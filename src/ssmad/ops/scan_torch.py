@@ -1,21 +1,25 @@
 """The routed scan in plain PyTorch: the backend of every device without a kernel (MPS, CPU
-without numba, CUDA without Triton) and of exported graphs.
+without numba, float64, CUDA without Triton) and of exported graphs.
 
 Every route of every group runs at once: the inputs are gathered in route order, time-major,
-``(L, G, R, batch, channels)``, and cut into blocks of T steps. Inside a block the recurrence
-h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t is solved in closed form, for all T steps together:
+``(L, G, R, batch, channels)``, and cut into chunks of NB blocks of T steps, T about sqrt(NB T),
+each chunk of about ``CHUNK_ELEMENTS`` state entries (fewer on a CPU). A chunk is scanned in
+O(T + NB) tensor operations, not O(NB T):
 
-    h_t = sum_{s <= t} exp(S_t - S_s) dt_s B_s u_s + exp(S_t) h_entering,  S_t = sum_{s <= t} dt_s A,
+1. inside every block at once, the recurrence h_t = a_t h_{t-1} + b_t (a_t = exp(dt_t A), zero
+   at a restart; b_t = dt_t B_t u_t) from h = 0, step by step: T operations on (NB, ...) tensors;
+2. the state entering each block, block after block: H_i = P_i H_{i-1} + h_i, with P_i the
+   product of block i's decays, exp of the running sum of dt A over the block (never positive,
+   so it cannot overflow, unlike exp(S_t) * exp(-S_s) forms), and h_i its last local state: NB
+   operations on small tensors;
+3. every state corrected at once, h_t += (a_1 ... a_t) H_entering, and y_t = <C_t, h_t>.
 
-with the terms that cross a restart dropped. S_t - S_s <= 0 for s <= t (dt >= 0, A < 0), so the
-exponentials cannot overflow, unlike exp(S_t) * exp(-S_s). A block is a handful of tensor
-operations on a (T, T, G, R, batch, dim, N) tensor, so a call makes O(L / T) launches, and T is
-chosen so that tensor stays near ``BLOCK_ELEMENTS``. The state entering each block is carried in
-a Python loop; with grad enabled each block is checkpointed (its states are recomputed in the
-backward), so memory stays at the gathered inputs plus one block.
+The work is a small multiple of the sequential scan's. Chunks run one after the other, carrying
+the state; with grad enabled each chunk is checkpointed (recomputed in the backward), so autograd
+keeps one chunk's intermediates at a time.
 
-While ``torch.onnx.export`` traces a model, the blocks become one node ``ssmad::BlockScan``
-(blocks of ``BLOCK`` steps) whose ONNX function (``ssmad.export.block_scan``) loops over them.
+While ``torch.onnx.export`` traces a model, the scan becomes one node ``ssmad::BlockScan`` over
+blocks of ``BLOCK`` steps, whose ONNX function (``ssmad.export.block_scan``) loops over them.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from torch.utils.checkpoint import checkpoint
 from .routes import Routes
 
 BLOCK = 16  # steps per block of an exported graph
-BLOCK_ELEMENTS = 1 << 25  # elements of one block's (T, T, G, R, batch, dim, N) tensor: 128 MiB in float32
-MIN_BLOCK, MAX_BLOCK = 4, 32
-CPU_BLOCK = 4  # on a CPU the T-fold work of a block costs more than the launches it saves
+# state entries (steps x G x R x batch x dim x N) of one chunk: on a GPU as many as launches
+# allow, 64 MiB in float32; on a CPU few enough for its intermediates to stay in cache, 4 MiB
+CHUNK_ELEMENTS = {"cpu": 1 << 20, "other": 1 << 24}
 SCAN_DOMAIN, SCAN_OP = "ssmad", "BlockScan"
 
 
@@ -64,7 +68,13 @@ def routed_scan_torch(
     step = dt if delta_bias is None else dt + delta_bias.to(compute)[..., None]
     step = F.softplus(step) if softplus else step  # (b, G, dim, L)
     exporting = torch.onnx.is_in_onnx_export()
-    block = BLOCK if exporting else _block_length(groups * num_routes * batch * dim * A.shape[-1], length, u.device)
+    if exporting:
+        block = BLOCK
+    else:
+        per_step = groups * num_routes * batch * dim * A.shape[-1]  # state entries of one step
+        budget = CHUNK_ELEMENTS["cpu" if u.device.type == "cpu" else "other"]
+        chunk_steps = min(max(budget // per_step, 1), length)
+        block = math.isqrt(chunk_steps - 1) + 1  # T = ceil(sqrt(steps of a chunk))
     # padded steps have dt = 0, so the state passes them unchanged (no negative floor division:
     # traced shape arithmetic truncates)
     steps = (length + block - 1) // block * block
@@ -88,7 +98,7 @@ def routed_scan_torch(
         y_r = _BlockScan.apply(step_r, u_r, B_r, C_r, keep, A_r)
         last = torch.zeros(groups, num_routes, batch, dim, A.shape[-1], dtype=compute, device=u.device)
     else:
-        y_r, last = _scan_blocks(step_r, u_r, B_r, C_r, restart, A_r)  # (Lp/T, T, G, R, b, dim)
+        y_r, last = _scan_chunks(step_r, u_r, B_r, C_r, restart, A_r, -(-chunk_steps // block))
     inverse = torch.argsort(index, dim=2)  # (G, R, L): the step at which a route visits a position
     cells = torch.arange(groups * num_routes, device=u.device).view(groups, num_routes, 1)
     back = (inverse * groups * num_routes + cells).permute(2, 0, 1).reshape(-1)
@@ -103,50 +113,49 @@ def routed_scan_torch(
     return y, last.permute(2, 0, 3, 1, 4).detach()
 
 
-def _block_length(per_step: int, length: int, device: torch.device) -> int:
-    """Steps T per block: T * T * ``per_step`` near BLOCK_ELEMENTS, within [MIN_BLOCK, MAX_BLOCK]
-    (CPU_BLOCK on a CPU), at most L."""
-    if device.type == "cpu":
-        return min(CPU_BLOCK, length)
-    block = int(math.sqrt(BLOCK_ELEMENTS / max(per_step, 1)))
-    return max(1, min(max(block, MIN_BLOCK), MAX_BLOCK, length))
-
-
-def _scan_blocks(dt: Tensor, u: Tensor, B: Tensor, C: Tensor, restart: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
-    """Blocks one after the other from h = 0: dt, u (NB, T, G, R, b, D); B, C (NB, T, G, R, b, N);
-    restart (NB, T, G, R) bool; A (G, 1, 1, D, N). Returns y (NB, T, G, R, b, D) and the final
-    state (G, R, b, D, N)."""
-    block = dt.shape[1]
-    steps = torch.arange(block, device=dt.device)
-    causal = (steps[:, None] >= steps[None, :]).view(block, block, 1, 1)  # (t, s): s <= t
+def _scan_chunks(
+    dt: Tensor, u: Tensor, B: Tensor, C: Tensor, restart: Tensor, A: Tensor, blocks_per_chunk: int
+) -> tuple[Tensor, Tensor]:
+    """Chunks of ``blocks_per_chunk`` blocks one after the other from h = 0: dt, u (NB, T, G, R, b, D);
+    B, C (NB, T, G, R, b, N); restart (NB, T, G, R) bool; A (G, 1, 1, D, N). Returns y (NB, T, G, R,
+    b, D) and the final state (G, R, b, D, N)."""
     h = dt.new_zeros(dt.shape[2:] + A.shape[-1:])
     differentiable = torch.is_grad_enabled() and any(t.requires_grad for t in (dt, u, B, C, A))
     outputs = []
-    for i in range(dt.shape[0]):
-        if differentiable:
-            y, h = checkpoint(_block_scan, dt[i], u[i], B[i], C[i], restart[i], A, h, causal, use_reentrant=False)
-        else:
-            y, h = _block_scan(dt[i], u[i], B[i], C[i], restart[i], A, h, causal)
+    for start in range(0, dt.shape[0], blocks_per_chunk):
+        part = slice(start, start + blocks_per_chunk)
+        args = (dt[part], u[part], B[part], C[part], restart[part], A, h)
+        y, h = checkpoint(_chunk_scan, *args, use_reentrant=False) if differentiable else _chunk_scan(*args)
         outputs.append(y)
-    return torch.stack(outputs), h
+    return torch.cat(outputs), h
 
 
-def _block_scan(
-    dt: Tensor, u: Tensor, B: Tensor, C: Tensor, restart: Tensor, A: Tensor, h: Tensor, causal: Tensor
+def _chunk_scan(
+    dt: Tensor, u: Tensor, B: Tensor, C: Tensor, restart: Tensor, A: Tensor, h: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """One block in closed form: dt, u (T, G, R, b, D); B, C (T, G, R, b, N); restart (T, G, R);
-    A (G, 1, 1, D, N); h (G, R, b, D, N) entering; causal (T, T, 1, 1) s <= t.
-    Returns y (T, G, R, b, D) and the state leaving the block."""
-    total = torch.cumsum(dt[..., None] * A, dim=0)  # S_t (T, G, R, b, D, N)
-    segment = torch.cumsum(restart.to(torch.int32), dim=0)  # restarts up to step t
-    linked = causal & (segment[:, None] == segment[None, :])  # (t, s): h_s reaches h_t
-    gap = torch.where(linked[..., None, None, None], total[:, None] - total[None, :], -math.inf)
-    drive = (dt * u)[..., None] * B[..., None, :]  # (T, G, R, b, D, N)
-    states = (torch.exp(gap) * drive).sum(1)
-    carried = torch.where((segment == 0)[..., None, None, None], torch.exp(total), 0.0)
-    states = torch.addcmul(states, carried, h)
-    y = torch.linalg.vecdot(states, C[..., None, :])
-    return y, states[-1]
+    """One chunk of NB blocks of T steps (shapes as in ``_scan_chunks``) entered with state h
+    (G, R, b, D, N): the three phases of the module's docstring. Returns y and the leaving state."""
+    keep = (~restart)[..., None, None, None]  # (NB, T, G, R, 1, 1, 1)
+    rate = dt[..., None] * A  # (NB, T, G, R, b, D, N), <= 0
+    decay = torch.where(keep, torch.exp(rate), 0.0)
+    drive = (dt * u)[..., None] * B[..., None, :]
+    # per-step and per-block tensors come from unbind, whose backward is one stack (indexing one
+    # step at a time would make a full-size gradient per step)
+    drives, decays = drive.unbind(1), decay.unbind(1)
+    local = [drives[0]]  # phase 1: from h = 0 inside every block
+    for drive_t, decay_t in zip(drives[1:], decays[1:]):
+        local.append(torch.addcmul(drive_t, decay_t, local[-1]))
+    states = torch.stack(local, 1)
+    # decay from each block's entry through step t: exp of a running sum <= 0, zero after a restart
+    # (a cumprod of the decays, whose backward is slow where factors underflow to zero)
+    fresh = (torch.cumsum(restart.to(torch.int32), 1) == 0)[..., None, None, None]
+    carried = torch.where(fresh, torch.exp(torch.cumsum(rate, 1)), 0.0)
+    entering = []  # phase 2: block after block
+    for leaving, through in zip(local[-1].unbind(0), carried[:, -1].unbind(0)):
+        entering.append(h)
+        h = torch.addcmul(leaving, through, h)
+    states = torch.addcmul(states, carried, torch.stack(entering)[:, None])  # phase 3
+    return torch.linalg.vecdot(states, C[..., None, :]), h
 
 
 class _BlockScan(torch.autograd.Function):
