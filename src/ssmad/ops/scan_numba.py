@@ -33,7 +33,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from torch import Tensor
 
-from .routes import Routes, identity_routes
+from .routes import Routes
 
 CHUNK = 32  # steps between saved states: the backward's buffers, 4 x CHUNK x 1 KB, stay in L2
 LANES = 16  # channels per vector
@@ -493,36 +493,9 @@ def routed_scan_numba(
     return _RoutedScan.apply(u, dt, A, B, C, D, delta_bias, routes, softplus, sum_groups, backward_follows)
 
 
-def selective_scan_numba(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-) -> tuple[Tensor, Tensor]:
-    """The plain selective scan (one identity route per group of B and C) on CPU in float32.
-
-    u, delta (batch, dim, L); A (dim, N); B, C (batch, G, N, L); D, delta_bias (dim,) or None.
-    Returns y (batch, dim, L), skip D u included, and the final state (batch, dim, N) (not
-    differentiable).
-    """
-    batch, dim, length = u.shape
-    groups, state = B.shape[1], A.shape[1]
-    per_group = dim // groups
+def packs_groups(u: Tensor, delta: Tensor, per_group: int) -> bool:
+    """Whether the kernels read u and delta (batch, dim, L) in place with the G groups side by side,
+    as (batch, 1, dim, L) beside A (G, dim/G, N): both transposed views of channels-last tensors
+    and each group's channels whole 16-channel vectors."""
     channels_last = u.transpose(1, 2).is_contiguous() and delta.transpose(1, 2).is_contiguous()
-    if channels_last and per_group % LANES == 0:  # the groups side by side, read in place
-        u, delta = u.unsqueeze(1), delta.unsqueeze(1)
-    else:
-        u, delta = u.reshape(batch, groups, per_group, length), delta.reshape(batch, groups, per_group, length)
-
-    def per_channel(x: Tensor | None) -> Tensor | None:
-        return None if x is None else x.reshape(groups, per_group)
-
-    y, last = routed_scan_numba(
-        u, delta, A.reshape(groups, per_group, state), B, C,
-        identity_routes(groups, length), per_channel(D), per_channel(delta_bias), delta_softplus,
-    )
-    return y.reshape(batch, dim, length), last.reshape(batch, dim, state)
+    return channels_last and per_group % LANES == 0

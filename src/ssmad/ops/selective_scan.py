@@ -2,7 +2,6 @@
 mamba_ssm CUDA; see ``ssmad.ops.backends``). All but mamba_ssm's are the routed scan's kernels
 with one identity route per group."""
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -48,10 +47,7 @@ def selective_scan(
         from .scan_cuda import selective_scan_cuda
 
         return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if name == "numba":
-        out, last = _scan_numba(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    else:
-        out, last = _scan_routed(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    out, last = _scan_routed(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return (out, last) if return_last_state else out
 
 
@@ -61,27 +57,6 @@ def _grouped(B: Tensor, C: Tensor) -> tuple[Tensor, Tensor]:
     C = C.unsqueeze(1) if C.dim() == 3 else C
     groups = max(B.shape[1], C.shape[1])
     return B.expand(-1, groups, -1, -1), C.expand(-1, groups, -1, -1)
-
-
-def _scan_numba(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    z: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-) -> tuple[Tensor, Tensor]:
-    """The numba kernel computes bias, softplus and skip D itself; only the gate z is applied here."""
-    from .scan_numba import selective_scan_numba
-
-    B, C = _grouped(B, C)
-    y, last = selective_scan_numba(u, delta, A, B, C, D, delta_bias, delta_softplus)
-    if z is not None:
-        y = y * F.silu(z.to(torch.float32))
-    return y.to(u.dtype), last
 
 
 def _scan_routed(
@@ -96,19 +71,28 @@ def _scan_routed(
     delta_bias: Tensor | None,
     delta_softplus: bool,
 ) -> tuple[Tensor, Tensor]:
-    """The routed scan of backend ``name`` ("triton", "torch") with one identity route per group of
-    B and C; the gate z is applied here. float64 stays float64 on "torch"."""
+    """The routed scan of backend ``name`` ("numba", "triton", "torch") with one identity route per
+    group of B and C; the kernels compute bias, softplus and skip D, the gate z is applied here.
+    float64 stays float64 on "torch"."""
     batch, dim, length = u.shape
     B, C = _grouped(B, C)
     groups, state = B.shape[1], A.shape[1]
     per_group = dim // groups
+    packed = False
+    if name == "numba":
+        from .scan_numba import packs_groups
+
+        packed = packs_groups(u, delta, per_group)
+    if packed:  # read in place, the groups side by side
+        u_g, delta_g = u.unsqueeze(1), delta.unsqueeze(1)
+    else:
+        u_g, delta_g = u.reshape(batch, groups, per_group, length), delta.reshape(batch, groups, per_group, length)
 
     def per_channel(x: Tensor | None) -> Tensor | None:  # (dim,) -> (G, dim/G)
         return None if x is None else x.reshape(groups, per_group)
 
     y, last = routed_kernel(name)(
-        u.reshape(batch, groups, per_group, length), delta.reshape(batch, groups, per_group, length),
-        A.reshape(groups, per_group, state), B, C, identity_routes(groups, length),
+        u_g, delta_g, A.reshape(groups, per_group, state), B, C, identity_routes(groups, length),
         per_channel(D), per_channel(delta_bias), delta_softplus,
     )
     y = y.reshape(batch, dim, length)
