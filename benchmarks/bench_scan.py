@@ -87,6 +87,8 @@ def bench(batch: int, dim: int, length: int, backend: str, repeats: int, device:
             scan()
 
     def forward_backward():
+        for x in inputs.values():
+            x.grad = None  # as after optimizer.zero_grad(): no accumulation into earlier gradients timed
         scan().float().sum().backward()
 
     return median_seconds(forward, repeats, device), median_seconds(forward_backward, repeats, device)

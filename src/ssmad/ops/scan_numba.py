@@ -18,8 +18,13 @@ are padded to a multiple of 16 (a copy) only where needed.
 
 The forward keeps the state entering every chunk of ``CHUNK`` steps when a backward will follow
 (grad enabled). The backward recomputes a chunk's states and runs the reverse adjoint scan over
-it; one task per (batch, group, part of the channels), so grad_B and grad_C, sums over channels,
-collect in per-lane buffers and are reduced across lanes once per chunk, not per step.
+it; one task per (batch, part of the channels), so grad_B and grad_C, sums over channels, collect
+in per-lane buffers and are reduced across lanes once per chunk by a transpose-and-add tree.
+
+Threads: each call splits its tasks into one run per thread torch uses; a small numba parallel loop
+hands the runs out, so the kernels run on the OpenMP threads torch's own operations use (one pool,
+never both at once). Python threads of our own instead compiled in half the time but ran slower
+between torch operations, whose idle OpenMP threads spin for the cores a while.
 Measured on a 2-core Zen4 (benchmarks/bench_scan.py, README "Results").
 """
 
@@ -77,9 +82,20 @@ def _stack_float32(typingctx, size):
     count = size.literal_value
 
     def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, ir.FloatType(), size=ir.Constant(ir.IntType(64), count))
+        pointer = cgutils.alloca_once(builder, ir.FloatType(), size=ir.Constant(ir.IntType(64), count))
+        pointer.align = 64  # whole cache lines: a 16-float vector never straddles two
+        return pointer
 
     return types.CPointer(types.float32)(size), codegen
+
+
+@numba.njit(inline="always", **_JIT)
+def _heap_rows(rows):
+    """An uninitialised (rows, 16) float32 heap array starting on a cache line (malloc gives 16 or
+    32 bytes of alignment, and a vector straddling two lines loads slower)."""
+    flat = np.empty((rows + 1) * LANES, dtype=np.float32)
+    skip = -(flat.ctypes.data // 4) % LANES
+    return flat[skip : skip + rows * LANES].reshape((rows, LANES))
 
 
 @numba.njit(inline="always", **_JIT)
@@ -101,18 +117,48 @@ def _chunk_blocks():
 
 
 @numba.njit(inline="always", **_JIT)
-def _chunk_states():
-    """A (CHUNK + 1, 16, 16) float32 stack array."""
-    return numba.carray(_stack_float32(8448), (CHUNK + 1, PASS, LANES))
-
-
-@numba.njit(inline="always", **_JIT)
 def _chunk_vectors():
     """A (CHUNK, 16) float32 stack array."""
     return numba.carray(_stack_float32(512), (CHUNK, LANES))
 
 
 assert PASS * LANES == 256 and CHUNK * PASS * LANES == 8192 and CHUNK * LANES == 512  # the literal sizes above
+
+
+@intrinsic
+def _add_row_sums(typingctx, block, out):
+    """out[0:16] += the 16 row sums of the 16 x 16 float32 block at address ``block`` (addresses as
+    int64), by a transpose-and-add tree: 15 vector additions and 30 shuffles for 256 numbers, where
+    a sum per row is 15 additions in sequence (LLVM may not reassociate them: see ``_JIT``)."""
+    def codegen(context, builder, signature, args):
+        vector, mask = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(32), LANES)
+        source = builder.inttoptr(args[0], vector.as_pointer())
+        target = builder.inttoptr(args[1], vector.as_pointer())
+        rows = [builder.load(builder.gep(source, [ir.Constant(ir.IntType(64), n)]), align=4) for n in range(PASS)]
+        for run in (8, 4, 2, 1):  # a pair of vectors, each `run`-long partial sums of rows, to one of half as long
+            low = ir.Constant(mask, [i for i in range(2 * LANES) if i // run % 2 == 0])
+            high = ir.Constant(mask, [i for i in range(2 * LANES) if i // run % 2 == 1])
+            rows = [builder.fadd(builder.shuffle_vector(x, y, low), builder.shuffle_vector(x, y, high))
+                    for x, y in zip(rows[::2], rows[1::2])]
+        builder.store(builder.fadd(builder.load(target, align=4), rows[0]), target, align=4)
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64), codegen
+
+
+def _declare_noalias(flags):
+    flags.noalias = True
+    return flags
+
+
+def _kernel(function):
+    """numba.njit(**_JIT), compiled with every array argument declared not to alias another, which
+    numba's parallel loops declare for their bodies and njit offers no option for (through the
+    dispatcher's flags hook: were it gone, only speed would suffer). Without it the forward ran
+    1.6-1.7x slower at (1, 4x256, 1024) here. The wrappers always pass distinct output buffers."""
+    dispatcher = numba.njit(**_JIT)(function)
+    dispatcher._customize_flags = _declare_noalias
+    return dispatcher
 
 
 @numba.njit(inline="always", **_JIT)
@@ -143,8 +189,8 @@ def _sigmoid(x):
     return (_ONE if x >= _ZERO else z) / (_ONE + z)
 
 
-@numba.njit(parallel=True, **_JIT)
-def _forward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, entering, last):
+@_kernel
+def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, entering, last):
     """u (batch, 1 or G, L, dim) (1: shared by the groups); delta (batch, G, L, dim); bias, D (G, dim);
     A (G, S, 16, dim); B, C (batch, G, L, S, 16); routes index, starts (G, R, L), weight (G, R), each
     route visiting every position once; dim % 16 == 0; u, delta and y may be strided views (fastest
@@ -153,19 +199,20 @@ def _forward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, ent
     last (batch, G, R, S, 16, dim), the final states; and, unless it is empty, entering (batch, G,
     R, S, chunks, dim / 16, 16, 16), the state before each chunk of each route. Packed (delta with
     one group slot while A has G): u, delta and y are (batch, 1, L, G * dim), group g's channels at
-    g * dim, as the plain scan's channels-last tensors are."""
-    batch, length = delta.shape[0], delta.shape[2]
+    g * dim, as the plain scan's channels-last tensors are. Runs the tasks (b, 16-channel block)
+    numbered tasks[0] to tasks[1] - 1 of batch * dim / 16."""
+    length = delta.shape[2]
     groups, slabs, dim = A.shape[0], A.shape[1], A.shape[3]
     routes = index.shape[1]
     blocks = dim // LANES
     packed = delta.shape[1] != groups  # the groups side by side along the channels of one tensor
     shared_u, summed, save = u.shape[1] == 1, y.shape[1] == 1 and not packed, entering.size > 0
-    for task in prange(batch * blocks):
+    h, a = _block(), _block()
+    skip, u_t, dt_t, drive, acc = _vector(), _vector(), _vector(), _vector(), _vector()
+    dt_g = _heap_rows(length)  # dt at each raster position
+    for task in range(tasks[0], tasks[1]):
         b, block = task // blocks, task % blocks
         c0 = block * LANES
-        h, a = _block(), _block()
-        skip, u_t, dt_t, drive, acc = _vector(), _vector(), _vector(), _vector(), _vector()
-        dt_g = np.empty((length, LANES), dtype=np.float32)  # dt at each raster position
         for g in range(groups):
             gd, gu, gy = (0, 0, 0) if packed else (g, 0 if shared_u else g, 0 if summed else g)
             off = g * dim if packed else 0
@@ -215,34 +262,36 @@ def _forward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, ent
                             last[b, g, r, s, n, c0 + j] = h[n, j]
 
 
-@numba.njit(parallel=True, **_JIT)
-def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts, entering, grad_y,
+@_kernel
+def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts, entering, grad_y,
               grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D):
     """Reverse adjoint scan of every route; shapes as in :func:`_forward`, grad_y like y.
-    Task (b, part) handles one of ``parts`` runs of the 16-channel blocks in every group: it writes
-    grad_u (like u: with u shared, the sum over groups) and grad_delta (like delta), and adds into
-    (zeros on entry) grad_bias, grad_D (batch, G, dim), grad_A (batch, G, S, 16, dim) and grad_B,
-    grad_C (batch, G, parts, L, S, 16); packed as in :func:`_forward`. A chunk's inputs and
-    per-step vectors are staged in stack arrays, which LLVM vectorises over, not the arguments."""
-    batch, length = delta.shape[0], delta.shape[2]
+    Runs the tasks numbered tasks[0] to tasks[1] - 1 of batch * parts: task (b, part) handles one of
+    ``parts`` runs of the 16-channel blocks in every group. It writes grad_u (like u: with u shared,
+    the sum over groups) and grad_delta (like delta), and adds into (zeros on entry) grad_bias,
+    grad_D (batch, G, dim), grad_A (batch, G, S, 16, dim) and grad_B, grad_C (batch, G, parts, L,
+    S, 16); packed as in :func:`_forward`. A chunk's inputs and per-step vectors are staged in stack
+    arrays, which LLVM vectorises over, not the arguments. The recompute keeps exp(dt_t A) and
+    exp(dt_t A) h_{t-1} of each step, all the reverse scan needs of the states; a restart zeroes
+    the state going forward and the adjoint going back."""
+    length = delta.shape[2]
     groups, slabs, dim = A.shape[0], A.shape[1], A.shape[3]
     routes = index.shape[1]
     blocks = dim // LANES
     chunks = (length + CHUNK - 1) // CHUNK
     packed = delta.shape[1] != groups
     shared_u, summed = u.shape[1] == 1, grad_y.shape[1] == 1
-    for task in prange(batch * parts):
+    carried, decays = _chunk_blocks(), _chunk_blocks()  # exp(dt_t A) h_{t-1} (0 at a restart), exp(dt_t A)
+    dts, slopes = _chunk_vectors(), _chunk_vectors()  # dt and d dt / d delta
+    u_c, gy_c, drive_c = _chunk_vectors(), _chunk_vectors(), _chunk_vectors()  # u, w grad_y, dt u
+    via_decay, via_drive = _chunk_vectors(), _chunk_vectors()  # dL/d(dt_t) through exp(dt_t A); dL/d(dt_t u_t)
+    lanes_b, lanes_c = _chunk_blocks(), _chunk_blocks()  # grad_B, grad_C per channel lane
+    adjoints = _heap_rows(blocks * PASS).reshape((blocks, PASS, LANES))  # each block's, between chunks
+    a, grad_a, adjoint, h = _block(), _block(), _block(), _block()
+    skip, grad_b, grad_d = _vector(), _vector(), _vector()
+    for task in range(tasks[0], tasks[1]):
         b, part = task // parts, task % parts
         first_block, end_block = part * blocks // parts, (part + 1) * blocks // parts
-        states = _chunk_states()  # entering state, then h_t
-        decays = _chunk_blocks()  # exp(dt_t A), 0 at a restart
-        dts, slopes = _chunk_vectors(), _chunk_vectors()  # dt and d dt / d delta
-        u_c, gy_c, drive_c = _chunk_vectors(), _chunk_vectors(), _chunk_vectors()  # u, w grad_y, dt u
-        via_decay, via_drive = _chunk_vectors(), _chunk_vectors()  # dL/d(dt_t) through exp(dt_t A); dL/d(dt_t u_t)
-        lanes_b, lanes_c = _chunk_blocks(), _chunk_blocks()  # grad_B, grad_C per channel lane
-        adjoints = np.empty((end_block - first_block, PASS, LANES), dtype=np.float32)
-        a, grad_a, adjoint = _block(), _block(), _block()
-        skip, grad_b, grad_d = _vector(), _vector(), _vector()
         for g in range(groups):
             gd, gu, gy_g = (0, 0, 0) if packed else (g, 0 if shared_u else g, 0 if summed else g)
             off = g * dim if packed else 0
@@ -251,7 +300,7 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
                     order, restart, w = index[g, r], starts[g, r], weight[g, r]
                     first_delta = s == 0 and r == 0  # every position once per route: written, not added to
                     first_u = first_delta and (g == 0 or not shared_u or packed)
-                    adjoints[:] = _ZERO
+                    adjoints[first_block:end_block] = _ZERO
                     for chunk in range(chunks - 1, -1, -1):
                         first = chunk * CHUNK
                         steps = min(CHUNK, length - first)
@@ -267,8 +316,8 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
                                 for j in range(LANES):
                                     a[n, j] = A[g, s, n, c0 + j]
                                     grad_a[n, j] = _ZERO
-                                    adjoint[n, j] = adjoints[block - first_block, n, j]
-                                    states[0, n, j] = entering[b, g, r, s, chunk, block, n, j]
+                                    adjoint[n, j] = adjoints[block, n, j]
+                                    h[n, j] = entering[b, g, r, s, chunk, block, n, j]
                             for k in range(steps):  # the chunk's inputs, in loops of their own to vectorise
                                 pos = order[first + k]
                                 for j in range(LANES):
@@ -289,26 +338,36 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
                                     via_drive[k, j] = _ZERO
                             for k in range(steps):  # recompute the chunk's states
                                 pos = order[first + k]
-                                keep = _ZERO if restart[first + k] else _ONE
+                                if restart[first + k]:
+                                    for n in range(PASS):
+                                        for j in range(LANES):
+                                            h[n, j] = _ZERO
                                 for n in range(PASS):
                                     b_n = B[b, g, pos, s, n]
                                     for j in range(LANES):
-                                        decay = _exp(dts[k, j] * a[n, j]) * keep
+                                        decay = _exp(dts[k, j] * a[n, j])
                                         decays[k, n, j] = decay
-                                        states[k + 1, n, j] = decay * states[k, n, j] + drive_c[k, j] * b_n
+                                        kept = decay * h[n, j]
+                                        carried[k, n, j] = kept
+                                        h_n = kept + drive_c[k, j] * b_n
+                                        h[n, j] = h_n
+                                        lanes_c[k, n, j] += gy_c[k, j] * h_n
                             for k in range(steps - 1, -1, -1):
                                 pos = order[first + k]
                                 for n in range(PASS):
                                     b_n, c_n = B[b, g, pos, s, n], C[b, g, pos, s, n]
                                     for j in range(LANES):
                                         adj = adjoint[n, j] + gy_c[k, j] * c_n  # dL/dh_t
-                                        lanes_c[k, n, j] += gy_c[k, j] * states[k + 1, n, j]
-                                        q = adj * states[k, n, j] * decays[k, n, j]  # dL/d(dt_t A)
+                                        q = adj * carried[k, n, j]  # dL/d(dt_t A)
                                         via_decay[k, j] += q * a[n, j]
                                         grad_a[n, j] += q * dts[k, j]
                                         via_drive[k, j] += adj * b_n
                                         lanes_b[k, n, j] += adj * drive_c[k, j]
                                         adjoint[n, j] = adj * decays[k, n, j]  # carried to step t - 1
+                                if restart[first + k]:
+                                    for n in range(PASS):
+                                        for j in range(LANES):
+                                            adjoint[n, j] = _ZERO
                             for k in range(steps):
                                 for j in range(LANES):
                                     via_decay[k, j] = (via_decay[k, j] + via_drive[k, j] * u_c[k, j]) * slopes[k, j]
@@ -335,13 +394,13 @@ def _backward(u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts
                                     grad_D[b, g, c0 + j] += grad_d[j]
                             for n in range(PASS):
                                 for j in range(LANES):
-                                    adjoints[block - first_block, n, j] = adjoint[n, j]
+                                    adjoints[block, n, j] = adjoint[n, j]
                                     grad_A[b, g, s, n, c0 + j] += grad_a[n, j]
                         for k in range(steps):  # the channel sums, once per chunk
                             pos = order[first + k]
-                            for n in range(PASS):
-                                grad_B[b, g, part, pos, s, n] += lanes_b[k, n].sum()
-                                grad_C[b, g, part, pos, s, n] += lanes_c[k, n].sum()
+                            _add_row_sums(lanes_b[k].ctypes.data, grad_B[b, g, part, pos, s].ctypes.data)
+                            _add_row_sums(lanes_c[k].ctypes.data, grad_C[b, g, part, pos, s].ctypes.data)
+
 
 
 def _pad(x: Tensor, dim: int, multiple: int) -> Tensor:
@@ -360,9 +419,10 @@ def _lanes(x: Tensor) -> Tensor:
     x = x.detach().to(torch.float32)
     if x.shape[-2] % LANES:
         return _pad(x.transpose(-1, -2), -1, LANES)
+    x = x.transpose(-1, -2)
     if not (x.is_contiguous() or x.transpose(-1, -2).is_contiguous()):
-        x = x.contiguous()
-    return x.transpose(-1, -2)
+        x = x.contiguous()  # channels last, read with whole-vector loads (an expanded grad_y, a slice)
+    return x
 
 
 def _empty_like_lanes(x: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -383,8 +443,31 @@ def _per_channel(x: Tensor | None, groups: int, dim: int) -> Tensor:
     return _pad(torch.zeros(groups, dim) if x is None else x, -1, LANES)
 
 
-def _use_torch_threads() -> None:
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+@numba.njit(parallel=True, **_JIT)
+def _forward_runs(runs, u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, entering, last):
+    """:func:`_forward` over runs (threads, 2) of tasks [first, end), one run a thread."""
+    for i in prange(runs.shape[0]):
+        _forward((runs[i, 0], runs[i, 1]), u, delta, bias, A, B, C, D, softplus, index, starts, weight, y,
+                 entering, last)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _backward_runs(runs, u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts, entering, grad_y,
+                   grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D):
+    """:func:`_backward` over runs (threads, 2) of tasks [first, end), one run a thread."""
+    for i in prange(runs.shape[0]):
+        _backward((runs[i, 0], runs[i, 1]), u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts,
+                  entering, grad_y, grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D)
+
+
+def _run_tasks(launcher, tasks: int, *args) -> None:
+    """Run tasks 0..tasks-1 through ``launcher`` (``_forward_runs``, ``_backward_runs``) in even runs,
+    one for each of the threads torch uses (``torch.set_num_threads``). Numba's parallel loops take
+    their threads from the OpenMP runtime torch uses, so the two share one pool of threads."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, tasks))
+    numba.set_num_threads(threads)
+    bounds = np.arange(threads + 1) * tasks // threads
+    launcher(np.stack([bounds[:-1], bounds[1:]], axis=1), *args)
 
 
 class _RoutedScan(torch.autograd.Function):
@@ -419,9 +502,11 @@ class _RoutedScan(torch.autograd.Function):
         chunks = -(-length // CHUNK) if needs_grad else 0
         entering = torch.empty(batch, groups, num_routes, slabs, chunks, dim16 // LANES, PASS, LANES)
         last = torch.empty(batch, groups, num_routes, slabs, PASS, dim16)
-        _use_torch_threads()
-        _forward(u_l.numpy(), delta_l.numpy(), bias_l.numpy(), A_l.numpy(), B_l.numpy(), C_l.numpy(), D_l.numpy(),
-                 softplus, index.numpy(), starts.numpy(), weight.numpy(), y.numpy(), entering.numpy(), last.numpy())
+        _run_tasks(
+            _forward_runs, batch * (dim16 // LANES), u_l.numpy(), delta_l.numpy(), bias_l.numpy(), A_l.numpy(), B_l.numpy(),
+            C_l.numpy(), D_l.numpy(), softplus, index.numpy(), starts.numpy(), weight.numpy(), y.numpy(),
+            entering.numpy(), last.numpy(),
+        )
         if needs_grad:
             ctx.save_for_backward(u_l, delta_l, bias_l, A_l, B_l, C_l, D_l, index, starts, weight, entering)
             ctx.sizes, ctx.channels = (dim, state), delta.shape[-2]
@@ -443,12 +528,11 @@ class _RoutedScan(torch.autograd.Function):
         grad_A = torch.zeros(batch, groups, slabs, PASS, dim16)
         grad_B = torch.zeros(batch, groups, parts, length, slabs, PASS)
         grad_C = torch.zeros_like(grad_B)
-        _use_torch_threads()
-        _backward(
-            u_l.numpy(), delta_l.numpy(), bias_l.numpy(), A_l.numpy(), B_l.numpy(), C_l.numpy(), D_l.numpy(),
-            softplus, index.numpy(), starts.numpy(), weight.numpy(), parts, entering.numpy(), _lanes(grad_y).numpy(),
-            grad_u.numpy(), grad_delta.numpy(), grad_bias.numpy(), grad_A.numpy(), grad_B.numpy(), grad_C.numpy(),
-            grad_D.numpy(),
+        _run_tasks(
+            _backward_runs, batch * parts, u_l.numpy(), delta_l.numpy(), bias_l.numpy(), A_l.numpy(), B_l.numpy(),
+            C_l.numpy(), D_l.numpy(), softplus, index.numpy(), starts.numpy(), weight.numpy(), parts, entering.numpy(),
+            _lanes(grad_y).numpy(), grad_u.numpy(), grad_delta.numpy(), grad_bias.numpy(), grad_A.numpy(),
+            grad_B.numpy(), grad_C.numpy(), grad_D.numpy(),
         )
 
         def channels_first(x: Tensor) -> Tensor:  # (..., L, dim16) -> (..., dim, L)
