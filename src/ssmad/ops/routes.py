@@ -122,9 +122,11 @@ def _cached_pyramid_routes(kind: str, height: int, width: int, num_directions: i
     return Routes(torch.stack(index, dim=1), torch.stack(starts, dim=1), weight)
 
 
+@lru_cache(maxsize=64)
 def identity_routes(groups: int, length: int) -> Routes:
     """One route per group: positions 0..L-1 in order, no restart after step 0, weight 1
-    (the plain selective scan)."""
+    (the plain selective scan). Cached like the pyramid's: making them took 3-6 ms of a 145 ms
+    scan call at (8, 4x128, 4096) in torch.profiler."""
     index = torch.arange(length).expand(groups, 1, length).contiguous()
     starts = torch.zeros(groups, 1, length, dtype=torch.bool)
     starts[..., 0] = True
