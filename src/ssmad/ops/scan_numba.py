@@ -28,6 +28,8 @@ between torch operations, whose idle OpenMP threads spin for the cores a while.
 Measured on a 2-core Zen4 (benchmarks/bench_scan.py, README "Results").
 """
 
+import os
+
 import numba
 import numpy as np
 import torch
@@ -39,6 +41,10 @@ from numba.extending import intrinsic
 from torch import Tensor
 
 from .routes import Routes
+
+if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & os.environ.keys():
+    # OpenMP first (numba tries TBB first): the OpenMP threads are torch's, one pool for both
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
 
 CHUNK = 32  # steps between saved states: the backward's buffers, 4 x CHUNK x 1 KB, stay in L2
 LANES = 16  # channels per vector
@@ -463,7 +469,8 @@ def _backward_runs(runs, u, delta, bias, A, B, C, D, softplus, index, starts, we
 def _run_tasks(launcher, tasks: int, *args) -> None:
     """Run tasks 0..tasks-1 through ``launcher`` (``_forward_runs``, ``_backward_runs``) in even runs,
     one for each of the threads torch uses (``torch.set_num_threads``). Numba's parallel loops take
-    their threads from the OpenMP runtime torch uses, so the two share one pool of threads."""
+    their threads from the OpenMP runtime torch uses (its "omp" layer, put first above), so the two
+    share one pool of threads."""
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, tasks))
     numba.set_num_threads(threads)
     bounds = np.arange(threads + 1) * tasks // threads
