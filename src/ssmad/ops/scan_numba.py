@@ -408,7 +408,6 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                             _add_row_sums(lanes_c[k].ctypes.data, grad_C[b, g, part, pos, s].ctypes.data)
 
 
-
 def _pad(x: Tensor, dim: int, multiple: int) -> Tensor:
     """Zero-pad dimension ``dim`` of x to a multiple of ``multiple``: float32, contiguous."""
     x = x.detach().to(torch.float32)
@@ -466,15 +465,16 @@ def _backward_runs(runs, u, delta, bias, A, B, C, D, softplus, index, starts, we
                   entering, grad_y, grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D)
 
 
-def _run_tasks(launcher, tasks: int, *args) -> None:
-    """Run tasks 0..tasks-1 through ``launcher`` (``_forward_runs``, ``_backward_runs``) in even runs,
-    one for each of the threads torch uses (``torch.set_num_threads``). Numba's parallel loops take
-    their threads from the OpenMP runtime torch uses (its "omp" layer, put first above), so the two
-    share one pool of threads."""
+def _run_tasks(launcher, tasks: int, *args: Tensor | bool | int) -> None:
+    """Run tasks 0..tasks-1 through ``launcher`` (``_forward_runs``, ``_backward_runs``) on ``args``
+    (tensors passed as NumPy views), in even runs, one for each of the threads torch uses
+    (``torch.set_num_threads``). Numba's parallel loops take their threads from the OpenMP runtime
+    torch uses (its "omp" layer, put first above), so the two share one pool of threads."""
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, tasks))
     numba.set_num_threads(threads)
     bounds = np.arange(threads + 1) * tasks // threads
-    launcher(np.stack([bounds[:-1], bounds[1:]], axis=1), *args)
+    arrays = [x.numpy() if isinstance(x, Tensor) else x for x in args]
+    launcher(np.stack([bounds[:-1], bounds[1:]], axis=1), *arrays)
 
 
 class _RoutedScan(torch.autograd.Function):
@@ -510,9 +510,8 @@ class _RoutedScan(torch.autograd.Function):
         entering = torch.empty(batch, groups, num_routes, slabs, chunks, dim16 // LANES, PASS, LANES)
         last = torch.empty(batch, groups, num_routes, slabs, PASS, dim16)
         _run_tasks(
-            _forward_runs, batch * (dim16 // LANES), u_l.numpy(), delta_l.numpy(), bias_l.numpy(), A_l.numpy(), B_l.numpy(),
-            C_l.numpy(), D_l.numpy(), softplus, index.numpy(), starts.numpy(), weight.numpy(), y.numpy(),
-            entering.numpy(), last.numpy(),
+            _forward_runs, batch * (dim16 // LANES),
+            u_l, delta_l, bias_l, A_l, B_l, C_l, D_l, softplus, index, starts, weight, y, entering, last,
         )
         if needs_grad:
             ctx.save_for_backward(u_l, delta_l, bias_l, A_l, B_l, C_l, D_l, index, starts, weight, entering)
@@ -536,10 +535,8 @@ class _RoutedScan(torch.autograd.Function):
         grad_B = torch.zeros(batch, groups, parts, length, slabs, PASS)
         grad_C = torch.zeros_like(grad_B)
         _run_tasks(
-            _backward_runs, batch * parts, u_l.numpy(), delta_l.numpy(), bias_l.numpy(), A_l.numpy(), B_l.numpy(),
-            C_l.numpy(), D_l.numpy(), softplus, index.numpy(), starts.numpy(), weight.numpy(), parts, entering.numpy(),
-            _lanes(grad_y).numpy(), grad_u.numpy(), grad_delta.numpy(), grad_bias.numpy(), grad_A.numpy(),
-            grad_B.numpy(), grad_C.numpy(), grad_D.numpy(),
+            _backward_runs, batch * parts, u_l, delta_l, bias_l, A_l, B_l, C_l, D_l, softplus, index, starts, weight,
+            parts, entering, _lanes(grad_y), grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D,
         )
 
         def channels_first(x: Tensor) -> Tensor:  # (..., L, dim16) -> (..., dim, L)
