@@ -21,6 +21,11 @@ The forward keeps the state entering every chunk of ``CHUNK`` steps when a backw
 it; one task per (batch, part of the channels), so grad_B and grad_C, sums over channels, collect
 in per-lane buffers and are reduced across lanes once per chunk by a transpose-and-add tree.
 
+Consecutive steps' rows of u, delta, y and grad_y lie a row of all channels apart (a page or more
+for wide layers), where the CPU's own prefetchers stop: the forward prefetches the rows of the step
+``AHEAD`` steps on, the backward this block's rows of the next chunk while staging the present
+one (the backward 1.1-1.2x faster, the forward within noise; README "Results").
+
 Threads: each call splits its tasks into one run per thread torch uses; a small numba parallel loop
 hands the runs out, so the kernels run on the OpenMP threads torch's own operations use (one pool,
 never both at once). Python threads of our own instead compiled in half the time but ran slower
@@ -49,6 +54,7 @@ if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & os.environ.
 CHUNK = 32  # steps between saved states: the backward's buffers, 4 x CHUNK x 1 KB, stay in L2
 LANES = 16  # channels per vector
 PASS = 16  # state entries per pass
+AHEAD = 16  # steps between the forward's prefetch of a row and its use
 _F32 = np.float32
 _LOG2E, _LN2 = _F32(1.4426950408889634), _F32(0.6931471805599453)
 _ROUND = _F32(12582912.0 + 127.0)  # 1.5 * 2^23 + 127: adding it rounds x / ln 2 into the low mantissa bits
@@ -152,6 +158,28 @@ def _add_row_sums(typingctx, block, out):
     return types.void(types.int64, types.int64), codegen
 
 
+@intrinsic
+def _prefetch(typingctx, address):
+    """Ask the CPU to bring the cache line at ``address`` (an int64) into its caches (LLVM's
+    llvm.prefetch): a hint, never a fault. The kernels' rows of u, delta and y lie a row of all
+    channels apart, a page or more for wide layers, where the CPU's own prefetchers stop."""
+    def codegen(context, builder, signature, args):
+        byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        kind = ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
+        prefetch = cgutils.get_or_insert_function(builder.module, kind, "llvm.prefetch.p0")
+        read, keep, data = ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)  # keep: in every cache level
+        builder.call(prefetch, [builder.inttoptr(args[0], byte_pointer), read, keep, data])
+        return context.get_dummy_value()
+
+    return types.void(types.int64), codegen
+
+
+@numba.njit(inline="always", **_JIT)
+def _address(x, i, j, k, m):
+    """The address of x[i, j, k, m] of a 4-D array, as an int64."""
+    return x.ctypes.data + i * x.strides[0] + j * x.strides[1] + k * x.strides[2] + m * x.strides[3]
+
+
 def _declare_noalias(flags):
     flags.noalias = True
     return flags
@@ -223,6 +251,8 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
             gd, gu, gy = (0, 0, 0) if packed else (g, 0 if shared_u else g, 0 if summed else g)
             off = g * dim if packed else 0
             for t in range(length):  # loops of their own: inside the scan's, softplus would not vectorise
+                if t + AHEAD < length:
+                    _prefetch(_address(delta, b, gd, t + AHEAD, off + c0))
                 for j in range(LANES):
                     dt_g[t, j] = delta[b, gd, t, off + c0 + j] + bias[g, c0 + j]
             if softplus:
@@ -246,6 +276,10 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
                         if save and t % CHUNK == 0:
                             entering[b, g, r, s, t // CHUNK, block] = h
                         pos = index[g, r, t]
+                        if t + AHEAD < length:
+                            ahead = index[g, r, t + AHEAD]
+                            _prefetch(_address(u, b, gu, ahead, off + c0))
+                            _prefetch(_address(y, b, gy, ahead, off + c0))
                         for j in range(LANES):
                             dt_t[j] = dt_g[pos, j]
                             u_t[j] = u[b, gu, pos, off + c0 + j]
@@ -326,6 +360,11 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                                     h[n, j] = entering[b, g, r, s, chunk, block, n, j]
                             for k in range(steps):  # the chunk's inputs, in loops of their own to vectorise
                                 pos = order[first + k]
+                                if chunk:  # this block's rows of the next chunk, meanwhile
+                                    ahead = order[first - CHUNK + k]
+                                    _prefetch(_address(delta, b, gd, ahead, off + c0))
+                                    _prefetch(_address(u, b, gu, ahead, off + c0))
+                                    _prefetch(_address(grad_y, b, gy_g, ahead, off + c0))
                                 for j in range(LANES):
                                     dts[k, j] = delta[b, gd, pos, off + c0 + j] + bias[g, c0 + j]
                                     u_c[k, j] = u[b, gu, pos, off + c0 + j]
