@@ -159,6 +159,25 @@ def _add_row_sums(typingctx, block, out):
 
 
 @intrinsic
+def _add_scaled(typingctx, target, source, scale):
+    """target[0:16] += scale * source[0:16], float32 vectors at addresses ``target`` and ``source``
+    (int64): one vector load, fused multiply-add and store. Written as a loop over the 16 channels
+    of a row of y or a gradient, LLVM left this read-modify-write scalar (16 loads, FMAs, stores)."""
+    def codegen(context, builder, signature, args):
+        vector = ir.VectorType(ir.FloatType(), LANES)
+        target_pointer = builder.inttoptr(args[0], vector.as_pointer())
+        source_vector = builder.load(builder.inttoptr(args[1], vector.as_pointer()), align=4)
+        scales = builder.insert_element(ir.Constant(vector, None), args[2], ir.Constant(ir.IntType(32), 0))
+        scales = builder.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+        total = builder.call(fma, [source_vector, scales, builder.load(target_pointer, align=4)])
+        builder.store(total, target_pointer, align=4)
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64, types.float32), codegen
+
+
+@intrinsic
 def _prefetch(typingctx, address):
     """Ask the CPU to bring the cache line at ``address`` (an int64) into its caches (LLVM's
     llvm.prefetch): a hint, never a fault. The kernels' rows of u, delta and y lie a row of all
@@ -295,8 +314,7 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
                             for j in range(LANES):
                                 y[b, gy, pos, off + c0 + j] = w * acc[j]
                         else:
-                            for j in range(LANES):
-                                y[b, gy, pos, off + c0 + j] += w * acc[j]
+                            _add_scaled(_address(y, b, gy, pos, off + c0), acc.ctypes.data, w)
                     for n in range(PASS):
                         for j in range(LANES):
                             last[b, g, r, s, n, c0 + j] = h[n, j]
@@ -425,14 +443,14 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                                     for j in range(LANES):
                                         grad_delta[b, gd, pos, off + c0 + j] = via_decay[k, j]
                                 else:
-                                    for j in range(LANES):
-                                        grad_delta[b, gd, pos, off + c0 + j] += via_decay[k, j]
+                                    row = _address(grad_delta, b, gd, pos, off + c0)
+                                    _add_scaled(row, via_decay[k].ctypes.data, _ONE)
                                 if first_u:
                                     for j in range(LANES):
                                         grad_u[b, gu, pos, off + c0 + j] = via_drive[k, j]
                                 else:
-                                    for j in range(LANES):
-                                        grad_u[b, gu, pos, off + c0 + j] += via_drive[k, j]
+                                    row = _address(grad_u, b, gu, pos, off + c0)
+                                    _add_scaled(row, via_drive[k].ctypes.data, _ONE)
                             for j in range(LANES):
                                 grad_bias[b, g, c0 + j] += grad_b[j]
                                 if s == 0:
