@@ -12,9 +12,11 @@ B_t, C_t (broadcast scalars), so the forward has no horizontal sum: the 16 x 16 
 block of one step lives in stack arrays that LLVM keeps in registers or L1 (``_stack_float32``),
 and each state entry costs one polynomial exp and three fused multiply-adds per 16 updates.
 States beyond 16 are further passes of 16 (a scan's state entries are independent; N < 16 is
-padded with A = B = C = 0). u, delta and y are (batch, G, L, channels) views: read in place when
-channels are contiguous (SS2D's tensors), strided (slower) for dense (batch, dim, L) ones; channels
-are padded to a multiple of 16 (a copy) only where needed.
+padded with A = B = C = 0). u, delta, y and their gradients are (batch, G, L, channels) with the
+channels at unit stride, and the kernels move their 16-channel rows as whole vectors
+(``_set_scaled``, ``_add_scaled``): channels-last tensors (SS2D's) are read in place, dense
+(batch, dim, L) ones copied channels-last first; channels are padded to a multiple of 16 (a copy)
+only where needed.
 
 The forward keeps the state entering every chunk of ``CHUNK`` steps when a backward will follow
 (grad enabled). The backward recomputes a chunk's states and runs the reverse adjoint scan over
@@ -111,6 +113,16 @@ def _heap_rows(rows):
 
 
 @numba.njit(inline="always", **_JIT)
+def _fill(x, value):
+    """x[...] = value for a C-contiguous array, as one loop that becomes vector stores. numba's slice
+    assignment (x[:] = value) walks the strides, which LLVM made 8-float scatters: 2048 of them
+    per chunk for the backward's lane buffers."""
+    flat = x.reshape(x.size)
+    for i in range(flat.size):
+        flat[i] = value
+
+
+@numba.njit(inline="always", **_JIT)
 def _block():
     """A 16 x 16 float32 stack array."""
     return numba.carray(_stack_float32(256), (PASS, LANES))
@@ -158,20 +170,40 @@ def _add_row_sums(typingctx, block, out):
     return types.void(types.int64, types.int64), codegen
 
 
+def _row_update(builder: ir.IRBuilder, args: tuple, accumulate: bool) -> None:
+    """target[0:16] (+)= scale * source[0:16] for the float32 vectors at int64 addresses ``args[0]``,
+    ``args[1]``, scale ``args[2]``: one vector load, multiply or fused multiply-add, and store."""
+    vector = ir.VectorType(ir.FloatType(), LANES)
+    target = builder.inttoptr(args[0], vector.as_pointer())
+    source = builder.load(builder.inttoptr(args[1], vector.as_pointer()), align=4)
+    scale = builder.insert_element(ir.Constant(vector, None), args[2], ir.Constant(ir.IntType(32), 0))
+    scale = builder.shuffle_vector(scale, scale, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+    if accumulate:
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+        value = builder.call(fma, [source, scale, builder.load(target, align=4)])
+    else:
+        value = builder.fmul(source, scale)
+    builder.store(value, target, align=4)
+
+
+@intrinsic
+def _set_scaled(typingctx, target, source, scale):
+    """target[0:16] = scale * source[0:16] (float32 vectors at int64 addresses). The kernels move
+    16-channel rows of their arguments with these: written as loops over the 16 channels, LLVM
+    unrolled them and vectorised the loop over steps around them instead, with gathers and
+    scatters, or left them scalar."""
+    def codegen(context, builder, signature, args):
+        _row_update(builder, args, accumulate=False)
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64, types.float32), codegen
+
+
 @intrinsic
 def _add_scaled(typingctx, target, source, scale):
-    """target[0:16] += scale * source[0:16], float32 vectors at addresses ``target`` and ``source``
-    (int64): one vector load, fused multiply-add and store. Written as a loop over the 16 channels
-    of a row of y or a gradient, LLVM left this read-modify-write scalar (16 loads, FMAs, stores)."""
+    """target[0:16] += scale * source[0:16] (float32 vectors at int64 addresses), as :func:`_set_scaled`."""
     def codegen(context, builder, signature, args):
-        vector = ir.VectorType(ir.FloatType(), LANES)
-        target_pointer = builder.inttoptr(args[0], vector.as_pointer())
-        source_vector = builder.load(builder.inttoptr(args[1], vector.as_pointer()), align=4)
-        scales = builder.insert_element(ir.Constant(vector, None), args[2], ir.Constant(ir.IntType(32), 0))
-        scales = builder.shuffle_vector(scales, scales, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
-        total = builder.call(fma, [source_vector, scales, builder.load(target_pointer, align=4)])
-        builder.store(total, target_pointer, align=4)
+        _row_update(builder, args, accumulate=True)
         return context.get_dummy_value()
 
     return types.void(types.int64, types.int64, types.float32), codegen
@@ -246,8 +278,8 @@ def _sigmoid(x):
 def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, entering, last):
     """u (batch, 1 or G, L, dim) (1: shared by the groups); delta (batch, G, L, dim); bias, D (G, dim);
     A (G, S, 16, dim); B, C (batch, G, L, S, 16); routes index, starts (G, R, L), weight (G, R), each
-    route visiting every position once; dim % 16 == 0; u, delta and y may be strided views (fastest
-    channels last). dt = softplus(delta + bias) if softplus else delta + bias. Writes y (batch,
+    route visiting every position once; dim % 16 == 0; u, delta and y with unit channel stride (any
+    other strides). dt = softplus(delta + bias) if softplus else delta + bias. Writes y (batch,
     1 or G, L, dim) (1: the groups' outputs summed), each route's weighted output plus skip D u;
     last (batch, G, R, S, 16, dim), the final states; and, unless it is empty, entering (batch, G,
     R, S, chunks, dim / 16, 16, 16), the state before each chunk of each route. Packed (delta with
@@ -293,7 +325,9 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
                                 for j in range(LANES):
                                     h[n, j] = _ZERO
                         if save and t % CHUNK == 0:
-                            entering[b, g, r, s, t // CHUNK, block] = h
+                            for n in range(PASS):
+                                for j in range(LANES):
+                                    entering[b, g, r, s, t // CHUNK, block, n, j] = h[n, j]
                         pos = index[g, r, t]
                         if t + AHEAD < length:
                             ahead = index[g, r, t + AHEAD]
@@ -358,24 +392,22 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                     order, restart, w = index[g, r], starts[g, r], weight[g, r]
                     first_delta = s == 0 and r == 0  # every position once per route: written, not added to
                     first_u = first_delta and (g == 0 or not shared_u or packed)
-                    adjoints[first_block:end_block] = _ZERO
+                    _fill(adjoints[first_block:end_block], _ZERO)
                     for chunk in range(chunks - 1, -1, -1):
                         first = chunk * CHUNK
                         steps = min(CHUNK, length - first)
-                        lanes_b[:] = _ZERO
-                        lanes_c[:] = _ZERO
+                        _fill(lanes_b, _ZERO)
+                        _fill(lanes_c, _ZERO)
                         for block in range(first_block, end_block):
                             c0 = block * LANES
-                            for j in range(LANES):
-                                skip[j] = D[g, c0 + j] if s == 0 else _ZERO
-                                grad_b[j] = _ZERO
-                                grad_d[j] = _ZERO
+                            _set_scaled(skip.ctypes.data, D[g, c0:].ctypes.data, _ONE if s == 0 else _ZERO)
+                            _fill(grad_b, _ZERO)
+                            _fill(grad_d, _ZERO)
+                            _fill(grad_a, _ZERO)
                             for n in range(PASS):
-                                for j in range(LANES):
-                                    a[n, j] = A[g, s, n, c0 + j]
-                                    grad_a[n, j] = _ZERO
-                                    adjoint[n, j] = adjoints[block, n, j]
-                                    h[n, j] = entering[b, g, r, s, chunk, block, n, j]
+                                _set_scaled(a[n].ctypes.data, _address(A, g, s, n, c0), _ONE)
+                                _set_scaled(adjoint[n].ctypes.data, adjoints[block, n].ctypes.data, _ONE)
+                                _set_scaled(h[n].ctypes.data, entering[b, g, r, s, chunk, block, n].ctypes.data, _ONE)
                             for k in range(steps):  # the chunk's inputs, in loops of their own to vectorise
                                 pos = order[first + k]
                                 if chunk:  # this block's rows of the next chunk, meanwhile
@@ -383,17 +415,17 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                                     _prefetch(_address(delta, b, gd, ahead, off + c0))
                                     _prefetch(_address(u, b, gu, ahead, off + c0))
                                     _prefetch(_address(grad_y, b, gy_g, ahead, off + c0))
-                                for j in range(LANES):
-                                    dts[k, j] = delta[b, gd, pos, off + c0 + j] + bias[g, c0 + j]
-                                    u_c[k, j] = u[b, gu, pos, off + c0 + j]
-                                    gy_c[k, j] = w * grad_y[b, gy_g, pos, off + c0 + j]
+                                _set_scaled(dts[k].ctypes.data, bias[g, c0:].ctypes.data, _ONE)
+                                _add_scaled(dts[k].ctypes.data, _address(delta, b, gd, pos, off + c0), _ONE)
+                                _set_scaled(u_c[k].ctypes.data, _address(u, b, gu, pos, off + c0), _ONE)
+                                _set_scaled(gy_c[k].ctypes.data, _address(grad_y, b, gy_g, pos, off + c0), w)
                             if softplus:
                                 for k in range(steps):
                                     for j in range(LANES):
                                         slopes[k, j] = _sigmoid(dts[k, j])
                                         dts[k, j] = _softplus(dts[k, j])
                             else:
-                                slopes[:] = _ONE
+                                _fill(slopes, _ONE)
                             for k in range(steps):  # per-step vectors as whole-chunk loops: these vectorise
                                 for j in range(LANES):
                                     drive_c[k, j] = dts[k, j] * u_c[k, j]
@@ -439,26 +471,22 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                                     grad_d[j] += gy_c[k, j] * u_c[k, j]
                             for k in range(steps):  # now dL/d(delta_t) and dL/d(u_t)
                                 pos = order[first + k]
+                                row = _address(grad_delta, b, gd, pos, off + c0)
                                 if first_delta:
-                                    for j in range(LANES):
-                                        grad_delta[b, gd, pos, off + c0 + j] = via_decay[k, j]
+                                    _set_scaled(row, via_decay[k].ctypes.data, _ONE)
                                 else:
-                                    row = _address(grad_delta, b, gd, pos, off + c0)
                                     _add_scaled(row, via_decay[k].ctypes.data, _ONE)
+                                row = _address(grad_u, b, gu, pos, off + c0)
                                 if first_u:
-                                    for j in range(LANES):
-                                        grad_u[b, gu, pos, off + c0 + j] = via_drive[k, j]
+                                    _set_scaled(row, via_drive[k].ctypes.data, _ONE)
                                 else:
-                                    row = _address(grad_u, b, gu, pos, off + c0)
                                     _add_scaled(row, via_drive[k].ctypes.data, _ONE)
-                            for j in range(LANES):
-                                grad_bias[b, g, c0 + j] += grad_b[j]
-                                if s == 0:
-                                    grad_D[b, g, c0 + j] += grad_d[j]
+                            _add_scaled(grad_bias[b, g, c0:].ctypes.data, grad_b.ctypes.data, _ONE)
+                            if s == 0:
+                                _add_scaled(grad_D[b, g, c0:].ctypes.data, grad_d.ctypes.data, _ONE)
                             for n in range(PASS):
-                                for j in range(LANES):
-                                    adjoints[block, n, j] = adjoint[n, j]
-                                    grad_A[b, g, s, n, c0 + j] += grad_a[n, j]
+                                _set_scaled(adjoints[block, n].ctypes.data, adjoint[n].ctypes.data, _ONE)
+                                _add_scaled(_address(grad_A[b], g, s, n, c0), grad_a[n].ctypes.data, _ONE)
                         for k in range(steps):  # the channel sums, once per chunk
                             pos = order[first + k]
                             _add_row_sums(lanes_b[k].ctypes.data, grad_B[b, g, part, pos, s].ctypes.data)
@@ -475,23 +503,13 @@ def _pad(x: Tensor, dim: int, multiple: int) -> Tensor:
 
 
 def _lanes(x: Tensor) -> Tensor:
-    """(..., dim, L) -> float32 (..., L, dim16), dim padded to a multiple of 16. A view (no copy) of
-    a channels-last tensor, or a strided view of a dense (..., dim, L) one, which the kernels read
-    as it is; a copy only where padding is needed."""
-    x = x.detach().to(torch.float32)
-    if x.shape[-2] % LANES:
-        return _pad(x.transpose(-1, -2), -1, LANES)
-    x = x.transpose(-1, -2)
-    if not (x.is_contiguous() or x.transpose(-1, -2).is_contiguous()):
-        x = x.contiguous()  # channels last, read with whole-vector loads (an expanded grad_y, a slice)
-    return x
-
-
-def _empty_like_lanes(x: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """An empty (..., L, dim16) tensor of ``shape`` laid out in memory like the lanes view ``x``."""
-    if x.is_contiguous():
-        return torch.empty(shape)
-    return torch.empty(*shape[:-2], shape[-1], shape[-2]).transpose(-1, -2)
+    """(..., dim, L) -> float32 (..., L, dim16), dim padded to a multiple of 16, channels at unit
+    stride (the kernels move 16-channel rows as vectors): a view of a channels-last tensor, a copy
+    of any other (a dense (..., dim, L) one, an expanded grad_y) or where padding is needed."""
+    x = x.detach().to(torch.float32).transpose(-1, -2)
+    if x.shape[-1] % LANES:
+        return _pad(x, -1, LANES)
+    return x if x.stride(-1) == 1 else x.contiguous()
 
 
 def _state_passes(x: Tensor) -> Tensor:
@@ -561,7 +579,7 @@ class _RoutedScan(torch.autograd.Function):
         index, starts = routes.index.contiguous(), routes.starts.contiguous()
         weight = routes.weight.to(torch.float32).contiguous()
         slabs = A_l.shape[1]
-        y = _empty_like_lanes(delta_l, (batch, 1 if sum_groups else delta_l.shape[1], length, delta_l.shape[-1]))
+        y = torch.empty(batch, 1 if sum_groups else delta_l.shape[1], length, delta_l.shape[-1])
         needs_grad = backward_follows and any(ctx.needs_input_grad[:7])
         chunks = -(-length // CHUNK) if needs_grad else 0
         entering = torch.empty(batch, groups, num_routes, slabs, chunks, dim16 // LANES, PASS, LANES)
@@ -586,7 +604,7 @@ class _RoutedScan(torch.autograd.Function):
         batch, length = delta_l.shape[0], delta_l.shape[2]
         groups, slabs, _, dim16 = A_l.shape
         parts = min(dim16 // LANES, -(-2 * torch.get_num_threads() // batch))  # >= 2 tasks a thread
-        grad_u, grad_delta = _empty_like_lanes(u_l, u_l.shape), _empty_like_lanes(delta_l, delta_l.shape)
+        grad_u, grad_delta = torch.empty(u_l.shape), torch.empty(delta_l.shape)
         grad_bias, grad_D = torch.zeros(batch, groups, dim16), torch.zeros(batch, groups, dim16)
         grad_A = torch.zeros(batch, groups, slabs, PASS, dim16)
         grad_B = torch.zeros(batch, groups, parts, length, slabs, PASS)
@@ -631,8 +649,8 @@ def routed_scan_numba(
     :class:`~ssmad.ops.routes.Routes`).
     Returns y (batch, G, dim, L), each group's weighted sum of its routes ((batch, 1, dim, L), their
     sum over groups, with ``sum_groups``), and the final states (batch, G, dim, R, N) (not
-    differentiable). Dense u and delta are read in place; fastest as transposed views of
-    channels-last (..., L, dim) tensors, the layout y then has too.
+    differentiable). u and delta as transposed views of channels-last (..., L, dim) tensors are read
+    in place, and y has that layout too; dense (..., dim, L) ones are copied channels-last first.
     """
     backward_follows = torch.is_grad_enabled()  # else the forward keeps no chunk states
     return _RoutedScan.apply(u, dt, A, B, C, D, delta_bias, routes, softplus, sum_groups, backward_follows)
