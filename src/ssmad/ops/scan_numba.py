@@ -210,6 +210,20 @@ def _add_scaled(typingctx, target, source, scale):
 
 
 @intrinsic
+def _add_product(typingctx, target, x, y):
+    """target[0:16] += x[0:16] * y[0:16] (float32 vectors at int64 addresses), as :func:`_set_scaled`."""
+    def codegen(context, builder, signature, args):
+        vector = ir.VectorType(ir.FloatType(), LANES)
+        target, x_value, y_value = (builder.inttoptr(address, vector.as_pointer()) for address in args)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+        loads = [builder.load(pointer, align=4) for pointer in (x_value, y_value, target)]
+        builder.store(builder.call(fma, loads), target, align=4)
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
 def _prefetch(typingctx, address):
     """Ask the CPU to bring the cache line at ``address`` (an int64) into its caches (LLVM's
     llvm.prefetch): a hint, never a fault. The kernels' rows of u, delta and y lie a row of all
@@ -304,18 +318,16 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
             for t in range(length):  # loops of their own: inside the scan's, softplus would not vectorise
                 if t + AHEAD < length:
                     _prefetch(_address(delta, b, gd, t + AHEAD, off + c0))
-                for j in range(LANES):
-                    dt_g[t, j] = delta[b, gd, t, off + c0 + j] + bias[g, c0 + j]
+                _set_scaled(dt_g[t].ctypes.data, bias[g, c0:].ctypes.data, _ONE)
+                _add_scaled(dt_g[t].ctypes.data, _address(delta, b, gd, t, off + c0), _ONE)
             if softplus:
                 for t in range(length):
                     for j in range(LANES):
                         dt_g[t, j] = _softplus(dt_g[t, j])
             for s in range(slabs):
-                for j in range(LANES):
-                    skip[j] = D[g, c0 + j] if s == 0 else _ZERO
+                _set_scaled(skip.ctypes.data, D[g, c0:].ctypes.data, _ONE if s == 0 else _ZERO)
                 for n in range(PASS):
-                    for j in range(LANES):
-                        a[n, j] = A[g, s, n, c0 + j]
+                    _set_scaled(a[n].ctypes.data, _address(A, g, s, n, c0), _ONE)
                 for r in range(routes):
                     w = weight[g, r]
                     first = s == 0 and r == 0 and (g == 0 or not summed)  # y is written, not added to
@@ -325,17 +337,17 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
                                 for j in range(LANES):
                                     h[n, j] = _ZERO
                         if save and t % CHUNK == 0:
+                            saved = entering[b, g, r, s, t // CHUNK, block]
                             for n in range(PASS):
-                                for j in range(LANES):
-                                    entering[b, g, r, s, t // CHUNK, block, n, j] = h[n, j]
+                                _set_scaled(saved[n].ctypes.data, h[n].ctypes.data, _ONE)
                         pos = index[g, r, t]
                         if t + AHEAD < length:
                             ahead = index[g, r, t + AHEAD]
                             _prefetch(_address(u, b, gu, ahead, off + c0))
                             _prefetch(_address(y, b, gy, ahead, off + c0))
+                        _set_scaled(u_t.ctypes.data, _address(u, b, gu, pos, off + c0), _ONE)
+                        _set_scaled(dt_t.ctypes.data, dt_g[pos].ctypes.data, _ONE)
                         for j in range(LANES):
-                            dt_t[j] = dt_g[pos, j]
-                            u_t[j] = u[b, gu, pos, off + c0 + j]
                             drive[j] = dt_t[j] * u_t[j]
                             acc[j] = skip[j] * u_t[j]
                         for n in range(PASS):
@@ -345,13 +357,11 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
                                 h[n, j] = h_n
                                 acc[j] += h_n * c_n
                         if first:
-                            for j in range(LANES):
-                                y[b, gy, pos, off + c0 + j] = w * acc[j]
+                            _set_scaled(_address(y, b, gy, pos, off + c0), acc.ctypes.data, w)
                         else:
                             _add_scaled(_address(y, b, gy, pos, off + c0), acc.ctypes.data, w)
                     for n in range(PASS):
-                        for j in range(LANES):
-                            last[b, g, r, s, n, c0 + j] = h[n, j]
+                        _set_scaled(_address(last[b, g], r, s, n, c0), h[n].ctypes.data, _ONE)
 
 
 @_kernel
@@ -377,6 +387,9 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
     dts, slopes = _chunk_vectors(), _chunk_vectors()  # dt and d dt / d delta
     u_c, gy_c, drive_c = _chunk_vectors(), _chunk_vectors(), _chunk_vectors()  # u, w grad_y, dt u
     via_decay, via_drive = _chunk_vectors(), _chunk_vectors()  # dL/d(dt_t) through exp(dt_t A); dL/d(dt_t u_t)
+    flat = CHUNK * LANES  # flat views of the chunk vectors, for loops LLVM vectorises along the channels
+    dts_f, u_f, slopes_f, drive_f = dts.reshape(flat), u_c.reshape(flat), slopes.reshape(flat), drive_c.reshape(flat)
+    via_decay_f, via_drive_f = via_decay.reshape(flat), via_drive.reshape(flat)
     lanes_b, lanes_c = _chunk_blocks(), _chunk_blocks()  # grad_B, grad_C per channel lane
     adjoints = _heap_rows(blocks * PASS).reshape((blocks, PASS, LANES))  # each block's, between chunks
     a, grad_a, adjoint, h = _block(), _block(), _block(), _block()
@@ -426,11 +439,10 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                                         dts[k, j] = _softplus(dts[k, j])
                             else:
                                 _fill(slopes, _ONE)
-                            for k in range(steps):  # per-step vectors as whole-chunk loops: these vectorise
-                                for j in range(LANES):
-                                    drive_c[k, j] = dts[k, j] * u_c[k, j]
-                                    via_decay[k, j] = _ZERO
-                                    via_drive[k, j] = _ZERO
+                            for i in range(steps * LANES):  # per-step vectors
+                                drive_f[i] = dts_f[i] * u_f[i]
+                                via_decay_f[i] = _ZERO
+                                via_drive_f[i] = _ZERO
                             for k in range(steps):  # recompute the chunk's states
                                 pos = order[first + k]
                                 if restart[first + k]:
@@ -463,12 +475,13 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                                     for n in range(PASS):
                                         for j in range(LANES):
                                             adjoint[n, j] = _ZERO
+                            for i in range(steps * LANES):
+                                via_decay_f[i] = (via_decay_f[i] + via_drive_f[i] * u_f[i]) * slopes_f[i]
+                                via_drive_f[i] *= dts_f[i]
                             for k in range(steps):
-                                for j in range(LANES):
-                                    via_decay[k, j] = (via_decay[k, j] + via_drive[k, j] * u_c[k, j]) * slopes[k, j]
-                                    via_drive[k, j] = via_drive[k, j] * dts[k, j] + gy_c[k, j] * skip[j]
-                                    grad_b[j] += via_decay[k, j]
-                                    grad_d[j] += gy_c[k, j] * u_c[k, j]
+                                _add_product(via_drive[k].ctypes.data, gy_c[k].ctypes.data, skip.ctypes.data)
+                                _add_scaled(grad_b.ctypes.data, via_decay[k].ctypes.data, _ONE)
+                                _add_product(grad_d.ctypes.data, gy_c[k].ctypes.data, u_c[k].ctypes.data)
                             for k in range(steps):  # now dL/d(delta_t) and dL/d(u_t)
                                 pos = order[first + k]
                                 row = _address(grad_delta, b, gd, pos, off + c0)
