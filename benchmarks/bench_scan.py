@@ -3,10 +3,12 @@
 Shapes are those of the SS2D scans at 256x256 input (4 directions x d_inner channels at
 L = H*W): 4x1024@64, 4x512@256, 4x256@1024, 4x128@4096, batch 1 and 8 (16 on CUDA), N = 16,
 with D, delta_bias and softplus as the decoder calls it. Throughput is in state updates per
-second, batch*dim*N*L / time. Every row of the device's fastest backend gives its speed as a
-ratio to the "torch" backend and, on CUDA, to "baseline": the PyTorch block scan SS2D ran on
-GPUs before the routed scan (``baseline_ss2d.py``). Timings on a shared machine are noisy:
-compare runs made together.
+second, batch*dim*N*L / time. The backward is that of a fixed dense gradient in y's layout, as the
+next layer hands it back (``y.backward(g)``; a ``y.sum()`` loss would also time copying its
+expanded gradient, 64 MB at (8, 4x128, 4096)). Every row of the device's fastest backend gives
+its speed as a ratio to the "torch" backend and, on CUDA, to "baseline": the PyTorch block scan
+SS2D ran on GPUs before the routed scan (``baseline_ss2d.py``). Timings on a shared machine are
+noisy: compare runs made together.
 
     python benchmarks/bench_scan.py            # every shape, every backend
     python benchmarks/bench_scan.py --quick    # the two acceptance shapes only
@@ -86,10 +88,13 @@ def bench(batch: int, dim: int, length: int, backend: str, repeats: int, device:
         with torch.no_grad():
             scan()
 
+    with torch.no_grad():
+        grad = torch.randn_like(scan())  # a dense upstream gradient in the output's layout, as a layer gives
+
     def forward_backward():
         for x in inputs.values():
             x.grad = None  # as after optimizer.zero_grad(): no accumulation into earlier gradients timed
-        scan().float().sum().backward()
+        scan().backward(grad)
 
     return median_seconds(forward, repeats, device), median_seconds(forward_backward, repeats, device)
 

@@ -631,7 +631,8 @@ class _RoutedScan(torch.autograd.Function):
             return x[..., : ctx.channels].transpose(-1, -2)
 
         def state_first(x: Tensor) -> Tensor:  # (batch, G, parts, L, S, 16) -> (batch, G, N, L)
-            return x.sum(2).flatten(-2)[..., :state].transpose(-1, -2)
+            x = x[:, :, 0] if x.shape[2] == 1 else x.sum(2)  # one part: a view, not an 8 MB copy
+            return x.flatten(-2)[..., :state].transpose(-1, -2)
 
         grad_A = grad_A.sum(0).flatten(1, 2)[:, :state, :dim].transpose(1, 2)  # (G, dim, N)
         grad_D = grad_D.sum(0)[:, :dim] if has_D else None
