@@ -170,54 +170,51 @@ def _add_row_sums(typingctx, block, out):
     return types.void(types.int64, types.int64), codegen
 
 
-def _row_update(builder: ir.IRBuilder, args: tuple, accumulate: bool) -> None:
-    """target[0:16] (+)= scale * source[0:16] for the float32 vectors at int64 addresses ``args[0]``,
-    ``args[1]``, scale ``args[2]``: one vector load, multiply or fused multiply-add, and store."""
+def _fma(builder: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+    """x * y + z on 16-float vectors, fused (llvm.fma)."""
     vector = ir.VectorType(ir.FloatType(), LANES)
-    target = builder.inttoptr(args[0], vector.as_pointer())
-    source = builder.load(builder.inttoptr(args[1], vector.as_pointer()), align=4)
-    scale = builder.insert_element(ir.Constant(vector, None), args[2], ir.Constant(ir.IntType(32), 0))
-    scale = builder.shuffle_vector(scale, scale, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
-    if accumulate:
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
-        value = builder.call(fma, [source, scale, builder.load(target, align=4)])
-    else:
-        value = builder.fmul(source, scale)
-    builder.store(value, target, align=4)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
+    return builder.call(fma, [x, y, z])
 
 
-@intrinsic
-def _set_scaled(typingctx, target, source, scale):
-    """target[0:16] = scale * source[0:16] (float32 vectors at int64 addresses). The kernels move
-    16-channel rows of their arguments with these: written as loops over the 16 channels, LLVM
-    unrolled them and vectorised the loop over steps around them instead, with gathers and
-    scatters, or left them scalar."""
-    def codegen(context, builder, signature, args):
-        _row_update(builder, args, accumulate=False)
-        return context.get_dummy_value()
+def _row_intrinsic(name: str, accumulate: bool):
+    """An intrinsic (target, source, scale): target[0:16] = scale * source[0:16], or += with
+    ``accumulate``, for the float32 vectors at int64 addresses: one vector load, multiply or FMA,
+    and store. The kernels move the 16-channel rows of their arguments with these: written as
+    loops over the 16 channels, LLVM unrolled them and vectorised the loop over steps around them
+    instead, with gathers and scatters, or left them scalar."""
+    def typer(typingctx, target, source, scale):
+        def codegen(context, builder, signature, args):
+            vector = ir.VectorType(ir.FloatType(), LANES)
+            target = builder.inttoptr(args[0], vector.as_pointer())
+            source = builder.load(builder.inttoptr(args[1], vector.as_pointer()), align=4)
+            scale = builder.insert_element(ir.Constant(vector, None), args[2], ir.Constant(ir.IntType(32), 0))
+            scale = builder.shuffle_vector(scale, scale, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+            if accumulate:
+                value = _fma(builder, source, scale, builder.load(target, align=4))
+            else:
+                value = builder.fmul(source, scale)
+            builder.store(value, target, align=4)
+            return context.get_dummy_value()
 
-    return types.void(types.int64, types.int64, types.float32), codegen
+        return types.void(types.int64, types.int64, types.float32), codegen
+
+    typer.__name__ = typer.__qualname__ = name  # numba keys intrinsics (and its cache) by name
+    return intrinsic(typer)
 
 
-@intrinsic
-def _add_scaled(typingctx, target, source, scale):
-    """target[0:16] += scale * source[0:16] (float32 vectors at int64 addresses), as :func:`_set_scaled`."""
-    def codegen(context, builder, signature, args):
-        _row_update(builder, args, accumulate=True)
-        return context.get_dummy_value()
-
-    return types.void(types.int64, types.int64, types.float32), codegen
+_set_scaled = _row_intrinsic("_set_scaled", accumulate=False)  # target = scale * source
+_add_scaled = _row_intrinsic("_add_scaled", accumulate=True)  # target += scale * source
 
 
 @intrinsic
 def _add_product(typingctx, target, x, y):
-    """target[0:16] += x[0:16] * y[0:16] (float32 vectors at int64 addresses), as :func:`_set_scaled`."""
+    """target[0:16] += x[0:16] * y[0:16] (float32 vectors at int64 addresses), as ``_add_scaled``."""
     def codegen(context, builder, signature, args):
         vector = ir.VectorType(ir.FloatType(), LANES)
         target, x_value, y_value = (builder.inttoptr(address, vector.as_pointer()) for address in args)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
         loads = [builder.load(pointer, align=4) for pointer in (x_value, y_value, target)]
-        builder.store(builder.call(fma, loads), target, align=4)
+        builder.store(_fma(builder, *loads), target, align=4)
         return context.get_dummy_value()
 
     return types.void(types.int64, types.int64, types.int64), codegen
