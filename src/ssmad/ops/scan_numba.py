@@ -186,15 +186,16 @@ def _row_intrinsic(name: str, accumulate: bool):
     def typer(typingctx, target, source, scale):
         def codegen(context, builder, signature, args):
             vector = ir.VectorType(ir.FloatType(), LANES)
-            target = builder.inttoptr(args[0], vector.as_pointer())
-            source = builder.load(builder.inttoptr(args[1], vector.as_pointer()), align=4)
-            scale = builder.insert_element(ir.Constant(vector, None), args[2], ir.Constant(ir.IntType(32), 0))
-            scale = builder.shuffle_vector(scale, scale, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+            out = builder.inttoptr(args[0], vector.as_pointer())
+            row = builder.load(builder.inttoptr(args[1], vector.as_pointer()), align=4)
+            factor = builder.insert_element(ir.Constant(vector, None), args[2], ir.Constant(ir.IntType(32), 0))
+            first_lane = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+            factor = builder.shuffle_vector(factor, factor, first_lane)
             if accumulate:
-                value = _fma(builder, source, scale, builder.load(target, align=4))
+                value = _fma(builder, row, factor, builder.load(out, align=4))
             else:
-                value = builder.fmul(source, scale)
-            builder.store(value, target, align=4)
+                value = builder.fmul(row, factor)
+            builder.store(value, out, align=4)
             return context.get_dummy_value()
 
         return types.void(types.int64, types.int64, types.float32), codegen
@@ -212,9 +213,9 @@ def _add_product(typingctx, target, x, y):
     """target[0:16] += x[0:16] * y[0:16] (float32 vectors at int64 addresses), as ``_add_scaled``."""
     def codegen(context, builder, signature, args):
         vector = ir.VectorType(ir.FloatType(), LANES)
-        target, x_value, y_value = (builder.inttoptr(address, vector.as_pointer()) for address in args)
-        loads = [builder.load(pointer, align=4) for pointer in (x_value, y_value, target)]
-        builder.store(_fma(builder, *loads), target, align=4)
+        out, x_row, y_row = (builder.inttoptr(address, vector.as_pointer()) for address in args)
+        loads = [builder.load(pointer, align=4) for pointer in (x_row, y_row, out)]
+        builder.store(_fma(builder, *loads), out, align=4)
         return context.get_dummy_value()
 
     return types.void(types.int64, types.int64, types.int64), codegen
