@@ -208,17 +208,30 @@ _set_scaled = _row_intrinsic("_set_scaled", accumulate=False)  # target = scale 
 _add_scaled = _row_intrinsic("_add_scaled", accumulate=True)  # target += scale * source
 
 
-@intrinsic
-def _add_product(typingctx, target, x, y):
-    """target[0:16] += x[0:16] * y[0:16] (float32 vectors at int64 addresses), as ``_add_scaled``."""
-    def codegen(context, builder, signature, args):
-        vector = ir.VectorType(ir.FloatType(), LANES)
-        out, x_row, y_row = (builder.inttoptr(address, vector.as_pointer()) for address in args)
-        loads = [builder.load(pointer, align=4) for pointer in (x_row, y_row, out)]
-        builder.store(_fma(builder, *loads), out, align=4)
-        return context.get_dummy_value()
+def _product_intrinsic(name: str, accumulate: bool):
+    """An intrinsic (target, x, y): target[0:16] = x[0:16] * y[0:16], or += with ``accumulate``
+    (float32 vectors at int64 addresses), as :func:`_row_intrinsic`'s. Written as loops over a
+    chunk's rows, these became scalar code (LLVM could not tell the stack rows apart)."""
+    def typer(typingctx, target, x, y):
+        def codegen(context, builder, signature, args):
+            vector = ir.VectorType(ir.FloatType(), LANES)
+            out, x_row, y_row = (builder.inttoptr(address, vector.as_pointer()) for address in args)
+            x_value, y_value = builder.load(x_row, align=4), builder.load(y_row, align=4)
+            if accumulate:
+                value = _fma(builder, x_value, y_value, builder.load(out, align=4))
+            else:
+                value = builder.fmul(x_value, y_value)
+            builder.store(value, out, align=4)
+            return context.get_dummy_value()
 
-    return types.void(types.int64, types.int64, types.int64), codegen
+        return types.void(types.int64, types.int64, types.int64), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    return intrinsic(typer)
+
+
+_set_product = _product_intrinsic("_set_product", accumulate=False)  # target = x * y
+_add_product = _product_intrinsic("_add_product", accumulate=True)  # target += x * y
 
 
 @intrinsic
@@ -241,6 +254,20 @@ def _prefetch(typingctx, address):
 def _address(x, i, j, k, m):
     """The address of x[i, j, k, m] of a 4-D array, as an int64."""
     return x.ctypes.data + i * x.strides[0] + j * x.strides[1] + k * x.strides[2] + m * x.strides[3]
+
+
+@intrinsic
+def _whole_vectors(typingctx):
+    """Let LLVM vectorise the calling function with whole 512-bit vectors (16 float32). Its tuning
+    for Intel's AVX-512 cores prefers 256-bit ones, so the kernels' loops over a row's 16 channels
+    became pairs of 8-float halves and took 1.4x as long. This sets LLVM's "prefer-vector-width"
+    function attribute, a string attribute llvmlite's attribute set does not list (hence
+    ``set.add``); on CPUs without AVX-512 the widest legal vectors are used, as before."""
+    def codegen(context, builder, signature, args):
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.void(), codegen
 
 
 def _declare_noalias(flags):
@@ -298,6 +325,7 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
     one group slot while A has G): u, delta and y are (batch, 1, L, G * dim), group g's channels at
     g * dim, as the plain scan's channels-last tensors are. Runs the tasks (b, 16-channel block)
     numbered tasks[0] to tasks[1] - 1 of batch * dim / 16."""
+    _whole_vectors()
     length = delta.shape[2]
     groups, slabs, dim = A.shape[0], A.shape[1], A.shape[3]
     routes = index.shape[1]
@@ -335,9 +363,8 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
                                 for j in range(LANES):
                                     h[n, j] = _ZERO
                         if save and t % CHUNK == 0:
-                            saved = entering[b, g, r, s, t // CHUNK, block]
                             for n in range(PASS):
-                                _set_scaled(saved[n].ctypes.data, h[n].ctypes.data, _ONE)
+                                _set_scaled(_address(entering[b, g, r, s], t // CHUNK, block, n, 0), h[n].ctypes.data, _ONE)
                         pos = index[g, r, t]
                         if t + AHEAD < length:
                             ahead = index[g, r, t + AHEAD]
@@ -345,9 +372,8 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
                             _prefetch(_address(y, b, gy, ahead, off + c0))
                         _set_scaled(u_t.ctypes.data, _address(u, b, gu, pos, off + c0), _ONE)
                         _set_scaled(dt_t.ctypes.data, dt_g[pos].ctypes.data, _ONE)
-                        for j in range(LANES):
-                            drive[j] = dt_t[j] * u_t[j]
-                            acc[j] = skip[j] * u_t[j]
+                        _set_product(drive.ctypes.data, dt_t.ctypes.data, u_t.ctypes.data)
+                        _set_product(acc.ctypes.data, skip.ctypes.data, u_t.ctypes.data)
                         for n in range(PASS):
                             b_n, c_n = B[b, g, pos, s, n], C[b, g, pos, s, n]
                             for j in range(LANES):
@@ -374,6 +400,7 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
     arrays, which LLVM vectorises over, not the arguments. The recompute keeps exp(dt_t A) and
     exp(dt_t A) h_{t-1} of each step, all the reverse scan needs of the states; a restart zeroes
     the state going forward and the adjoint going back."""
+    _whole_vectors()
     length = delta.shape[2]
     groups, slabs, dim = A.shape[0], A.shape[1], A.shape[3]
     routes = index.shape[1]
@@ -385,9 +412,6 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
     dts, slopes = _chunk_vectors(), _chunk_vectors()  # dt and d dt / d delta
     u_c, gy_c, drive_c = _chunk_vectors(), _chunk_vectors(), _chunk_vectors()  # u, w grad_y, dt u
     via_decay, via_drive = _chunk_vectors(), _chunk_vectors()  # dL/d(dt_t) through exp(dt_t A); dL/d(dt_t u_t)
-    flat = CHUNK * LANES  # flat views of the chunk vectors, for loops LLVM vectorises along the channels
-    dts_f, u_f, slopes_f, drive_f = dts.reshape(flat), u_c.reshape(flat), slopes.reshape(flat), drive_c.reshape(flat)
-    via_decay_f, via_drive_f = via_decay.reshape(flat), via_drive.reshape(flat)
     lanes_b, lanes_c = _chunk_blocks(), _chunk_blocks()  # grad_B, grad_C per channel lane
     adjoints = _heap_rows(blocks * PASS).reshape((blocks, PASS, LANES))  # each block's, between chunks
     a, grad_a, adjoint, h = _block(), _block(), _block(), _block()
@@ -437,10 +461,10 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                                         dts[k, j] = _softplus(dts[k, j])
                             else:
                                 _fill(slopes, _ONE)
-                            for i in range(steps * LANES):  # per-step vectors
-                                drive_f[i] = dts_f[i] * u_f[i]
-                                via_decay_f[i] = _ZERO
-                                via_drive_f[i] = _ZERO
+                            for k in range(steps):  # per-step vectors
+                                _set_product(drive_c[k].ctypes.data, dts[k].ctypes.data, u_c[k].ctypes.data)
+                            _fill(via_decay, _ZERO)
+                            _fill(via_drive, _ZERO)
                             for k in range(steps):  # recompute the chunk's states
                                 pos = order[first + k]
                                 if restart[first + k]:
@@ -473,9 +497,10 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                                     for n in range(PASS):
                                         for j in range(LANES):
                                             adjoint[n, j] = _ZERO
-                            for i in range(steps * LANES):
-                                via_decay_f[i] = (via_decay_f[i] + via_drive_f[i] * u_f[i]) * slopes_f[i]
-                                via_drive_f[i] *= dts_f[i]
+                            for k in range(steps):
+                                _add_product(via_decay[k].ctypes.data, via_drive[k].ctypes.data, u_c[k].ctypes.data)
+                                _set_product(via_decay[k].ctypes.data, via_decay[k].ctypes.data, slopes[k].ctypes.data)
+                                _set_product(via_drive[k].ctypes.data, via_drive[k].ctypes.data, dts[k].ctypes.data)
                             for k in range(steps):
                                 _add_product(via_drive[k].ctypes.data, gy_c[k].ctypes.data, skip.ctypes.data)
                                 _add_scaled(grad_b.ctypes.data, via_decay[k].ctypes.data, _ONE)
