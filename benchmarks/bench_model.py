@@ -28,6 +28,8 @@ scan 9 flops per state update (dt*A, exp, dt*u, *B, decay*h + drive, *C, sum ove
 projections once, the scan P + 1 times).
 Normalisations, activations, gathers and the blur are not counted.
 Timings on a machine shared with other processes are noisy: run it on an idle machine.
+Freed memory is kept for reuse, as the ``ssmad`` command runs (``ssmad.engine.memory``);
+``--fresh-memory`` measures glibc's default instead, every large tensor on fresh pages.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import torch
 from torch import nn
 
 from baseline_ss2d import baseline_path
+from ssmad.engine.memory import keep_freed_memory
 from ssmad.models import build_model
 from ssmad.modules.ss2d import SS2D
 from ssmad.ops import available_backends
@@ -230,11 +233,11 @@ def scan_paths(device: str) -> list[tuple[str, str | None, str | None]]:
     return paths
 
 
-def paths_report(args: argparse.Namespace, device: str) -> None:
+def paths_report(args: argparse.Namespace, device: str, memory: str) -> None:
     """Training steps/s and inference images/s per preset, SS2D path and precision on ``device``."""
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, {name}, image {args.image_size}x{args.image_size}, "
-          f"encoder {args.encoder}, batch {args.batch}")
+          f"encoder {args.encoder}, batch {args.batch}, memory: {memory}")
     repeats = 2 if args.quick else 5
     for preset in ("mambaad", "pyramid_mamba"):
         torch.manual_seed(0)
@@ -271,14 +274,18 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda implies --paths")
     parser.add_argument("--paths", action="store_true", help="training and inference per SS2D path (see above)")
     parser.add_argument("--batch", type=int, default=16, help="batch of the --paths figures")
+    parser.add_argument("--fresh-memory", action="store_true",
+                        help="glibc's default: large freed blocks handed back to the system, every large tensor "
+                             "fresh pages (default: freed memory kept for reuse, as the ssmad command runs)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    memory = "fresh (glibc default)" if args.fresh_memory or not keep_freed_memory() else "freed memory kept"
     if args.paths or args.device == "cuda":
-        paths_report(args, args.device)
+        paths_report(args, args.device, memory)
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, image {args.image_size}x{args.image_size}, "
-          f"encoder {args.encoder}")
+          f"encoder {args.encoder}, memory: {memory}")
     rate = matmul_flops_per_second(1.0 if args.quick else 3.0)
     print(f"large float32 matmul: {rate / 1e9:.1f} GFLOP/s")
     batches = (1,) if args.quick else (1, 8)

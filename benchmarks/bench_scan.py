@@ -7,12 +7,15 @@ second, batch*dim*N*L / time. The backward is that of a fixed dense gradient in 
 next layer hands it back (``y.backward(g)``; a ``y.sum()`` loss would also time copying its
 expanded gradient, 64 MB at (8, 4x128, 4096)). Every row of the device's fastest backend gives
 its speed as a ratio to the "torch" backend and, on CUDA, to "baseline": the PyTorch block scan
-SS2D ran on GPUs before the routed scan (``baseline_ss2d.py``). Timings on a shared machine are
-noisy: compare runs made together.
+SS2D ran on GPUs before the routed scan (``baseline_ss2d.py``). Freed memory is kept for reuse,
+as the ``ssmad`` command runs (``ssmad.engine.memory``); ``--fresh-memory`` measures glibc's
+default instead, where every fresh 64 MB output is first mapped and zeroed page by page. Timings on
+a shared machine are noisy: compare runs made together.
 
     python benchmarks/bench_scan.py            # every shape, every backend
     python benchmarks/bench_scan.py --quick    # the two acceptance shapes only
     python benchmarks/bench_scan.py --quick --threads 1 --layout dim-major
+    python benchmarks/bench_scan.py --quick --fresh-memory
     python benchmarks/bench_scan.py --quick --device cuda [--dtype bfloat16]
 """
 
@@ -23,6 +26,7 @@ import time
 import torch
 
 from baseline_ss2d import selective_scan_baseline
+from ssmad.engine.memory import keep_freed_memory
 from ssmad.ops import available_backends, selective_scan
 
 DECODER_SHAPES = [(4 * 1024, 64), (4 * 512, 256), (4 * 256, 1024), (4 * 128, 4096)]  # (dim, L)
@@ -110,9 +114,13 @@ def main() -> None:
     parser.add_argument("--layout", choices=("channels-last", "dim-major"), default="channels-last",
                         help="u and delta as SS2D makes them (channels-last, default) or dense (batch, dim, L)")
     parser.add_argument("--backends", nargs="*", help="default: every backend available on the device (+ baseline on CUDA)")
+    parser.add_argument("--fresh-memory", action="store_true",
+                        help="glibc's default: large freed blocks handed back to the system, every large tensor "
+                             "fresh pages (default: freed memory kept for reuse, as the ssmad command runs)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    memory = "fresh (glibc default)" if args.fresh_memory or not keep_freed_memory() else "freed memory kept"
     dtype = getattr(torch, args.dtype)
     shapes = QUICK_SHAPES[args.device] if args.quick else [
         (b, d, n) for b in BATCHES[args.device] for d, n in DECODER_SHAPES
@@ -121,7 +129,7 @@ def main() -> None:
     fastest = backends[0]  # the device's own kernel (numba on CPU, triton or mamba_ssm on CUDA)
     against = [name for name in ("torch", "baseline") if name in backends and name != fastest]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}, N = {STATE}, "
-          f"G = {GROUPS}, layout {args.layout}, {args.dtype} inputs, median of {args.repeats}")
+          f"G = {GROUPS}, layout {args.layout}, {args.dtype} inputs, median of {args.repeats}, memory: {memory}")
     ratios = " ".join(f"{f'{fastest}/{name}':>16}" for name in against)
     header = (f"{'batch':>5} {'dim':>9} {'L':>5} {'backend':>9} | {'fwd ms':>9} {'G upd/s':>7} | "
               f"{'fwd+bwd ms':>10} {'G upd/s':>7} | {ratios}")

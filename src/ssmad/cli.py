@@ -20,6 +20,7 @@ from ssmad.engine.device import DEVICE_CHOICES
 
 PRESETS = ("pyramid_mamba", "mambaad")
 DATASET_KINDS = ("auto", "mvtec", "visa", "mpdd", "btad", "mvtec3d", "folder")
+BATCH_COMMANDS = ("train", "test", "predict", "calibrate", "demo")  # run with freed memory kept (engine.memory)
 
 
 @contextmanager
@@ -375,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     from ssmad.engine.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
+    if args.command in BATCH_COMMANDS:
+        from ssmad.engine.memory import keep_freed_memory
+
+        keep_freed_memory()
     runners = {
         "train": _run_train, "test": _run_test, "predict": _run_predict, "export": _run_export, "serve": _run_serve,
         "demo": _run_demo,
