@@ -35,6 +35,7 @@ between torch operations, whose idle OpenMP threads spin for the cores a while.
 Measured on a 2-core Zen4 (benchmarks/bench_scan.py, README "Results").
 """
 
+import functools
 import os
 
 import numba
@@ -576,11 +577,22 @@ def _backward_runs(runs, u, delta, bias, A, B, C, D, softplus, index, starts, we
                   entering, grad_y, grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D)
 
 
+@functools.cache
+def _start_numba_threads() -> None:
+    """Start numba's threads once, keeping torch's thread count: starting its OpenMP layer sets
+    OpenMP's thread count, which torch reads, to numba's NUMBA_NUM_THREADS (all cores), so a
+    ``torch.set_num_threads(1)`` made before the first scan was undone by it."""
+    threads = torch.get_num_threads()
+    numba.get_num_threads()  # starts the threads
+    torch.set_num_threads(threads)
+
+
 def _run_tasks(launcher, tasks: int, *args: Tensor | bool | int) -> None:
     """Run tasks 0..tasks-1 through ``launcher`` (``_forward_runs``, ``_backward_runs``) on ``args``
     (tensors passed as NumPy views), in even runs, one for each of the threads torch uses
     (``torch.set_num_threads``). Numba's parallel loops take their threads from the OpenMP runtime
     torch uses (its "omp" layer, put first above), so the two share one pool of threads."""
+    _start_numba_threads()
     threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, tasks))
     numba.set_num_threads(threads)
     bounds = np.arange(threads + 1) * tasks // threads

@@ -1,0 +1,37 @@
+"""The numba scan runs on as many threads as torch uses, and leaves torch's count as the user set
+it. Each case runs in a process of its own: thread pools and counts are the whole process's."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = r"""
+import json, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+import numba
+from ssmad.ops import selective_scan
+
+gen = torch.Generator().manual_seed(0)
+batch, dim, length, state = 2, 64, 128, 16
+u = torch.randn(batch, length, dim, generator=gen).transpose(1, 2)
+delta = torch.randn(batch, length, dim, generator=gen).transpose(1, 2) - 3
+A = -torch.rand(dim, state, generator=gen) - 0.5
+B, C = torch.randn(2, batch, 4, state, length, generator=gen)
+counts = []
+for _ in range(2):  # the first call starts numba's threads
+    selective_scan(u, delta, A, B, C, delta_softplus=True, backend="numba")
+    counts.append([torch.get_num_threads(), numba.get_num_threads()])
+print(json.dumps(counts))
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_scan_follows_and_keeps_torchs_thread_count(threads):
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # numba's pool has 2 threads even on a 1-core machine
+    out = subprocess.run([sys.executable, "-c", PROBE, str(threads)], capture_output=True, text=True, check=True, env=env)
+    counts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert counts == [[threads, threads], [threads, threads]]
