@@ -28,11 +28,14 @@ for wide layers), where the CPU's own prefetchers stop: the forward prefetches t
 ``AHEAD`` steps on, the backward this block's rows of the next chunk while staging the present
 one (the backward 1.1-1.2x faster, the forward within noise; README "Results").
 
+The kernels are compiled for whole 512-bit vectors where the CPU has them (``_whole_vectors``):
+LLVM's tuning for Intel's AVX-512 cores otherwise splits each 16-channel vector into two halves.
+
 Threads: each call splits its tasks into one run per thread torch uses; a small numba parallel loop
 hands the runs out, so the kernels run on the OpenMP threads torch's own operations use (one pool,
 never both at once). Python threads of our own instead compiled in half the time but ran slower
 between torch operations, whose idle OpenMP threads spin for the cores a while.
-Measured on a 2-core Zen4 (benchmarks/bench_scan.py, README "Results").
+Measured on 2-core Zen4 and Intel Xeon machines (benchmarks/bench_scan.py, README "Results").
 """
 
 import functools
