@@ -1,5 +1,6 @@
-"""The numba scan runs on as many threads as torch uses, and leaves torch's count as the user set
-it. Each case runs in a process of its own: thread pools and counts are the whole process's."""
+"""How the numba scan is compiled and run: with whole 512-bit vectors, on as many threads as torch
+uses, leaving torch's count as the user set it. The thread cases run in processes of their own:
+thread pools and counts are the whole process's."""
 
 import json
 import os
@@ -35,3 +36,19 @@ def test_scan_follows_and_keeps_torchs_thread_count(threads):
     out = subprocess.run([sys.executable, "-c", PROBE, str(threads)], capture_output=True, text=True, check=True, env=env)
     counts = json.loads(out.stdout.strip().splitlines()[-1])
     assert counts == [[threads, threads], [threads, threads]]
+
+
+def test_kernels_ask_llvm_for_whole_512_bit_vectors():
+    """The attribute the kernels' vector width rests on reaches the compiled function's LLVM IR."""
+    import numba
+
+    from ssmad.ops.scan_numba import _whole_vectors
+
+    @numba.njit
+    def kernel(x):
+        _whole_vectors()
+        return x + 1
+
+    kernel(1.0)
+    (ir,) = kernel.inspect_llvm().values()
+    assert '"prefer-vector-width"="512"' in ir
