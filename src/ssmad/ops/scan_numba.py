@@ -181,46 +181,24 @@ def _fma(builder: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Val
     return builder.call(fma, [x, y, z])
 
 
-def _row_intrinsic(name: str, accumulate: bool):
-    """An intrinsic (target, source, scale): target[0:16] = scale * source[0:16], or += with
-    ``accumulate``, for the float32 vectors at int64 addresses: one vector load, multiply or FMA,
-    and store. The kernels move the 16-channel rows of their arguments with these: written as
-    loops over the 16 channels, LLVM unrolled them and vectorised the loop over steps around them
-    instead, with gathers and scatters, or left them scalar."""
-    def typer(typingctx, target, source, scale):
-        def codegen(context, builder, signature, args):
-            vector = ir.VectorType(ir.FloatType(), LANES)
-            out = builder.inttoptr(args[0], vector.as_pointer())
-            row = builder.load(builder.inttoptr(args[1], vector.as_pointer()), align=4)
-            factor = builder.insert_element(ir.Constant(vector, None), args[2], ir.Constant(ir.IntType(32), 0))
-            first_lane = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-            factor = builder.shuffle_vector(factor, factor, first_lane)
-            if accumulate:
-                value = _fma(builder, row, factor, builder.load(out, align=4))
-            else:
-                value = builder.fmul(row, factor)
-            builder.store(value, out, align=4)
-            return context.get_dummy_value()
-
-        return types.void(types.int64, types.int64, types.float32), codegen
-
-    typer.__name__ = typer.__qualname__ = name  # numba keys intrinsics (and its cache) by name
-    return intrinsic(typer)
-
-
-_set_scaled = _row_intrinsic("_set_scaled", accumulate=False)  # target = scale * source
-_add_scaled = _row_intrinsic("_add_scaled", accumulate=True)  # target += scale * source
-
-
-def _product_intrinsic(name: str, accumulate: bool):
-    """An intrinsic (target, x, y): target[0:16] = x[0:16] * y[0:16], or += with ``accumulate``
-    (float32 vectors at int64 addresses), as :func:`_row_intrinsic`'s. Written as loops over a
-    chunk's rows, these became scalar code (LLVM could not tell the stack rows apart)."""
+def _row_intrinsic(name: str, accumulate: bool, by_row: bool):
+    """An intrinsic (target, x, y): target[0:16] = x[0:16] * y, or += with ``accumulate``, for the
+    float32 vectors at int64 addresses; y a float32 scalar, or with ``by_row`` the row y[0:16] at
+    an int64 address. One vector load or two, a multiply or FMA, and a store. The kernels move and
+    combine the 16-channel rows of their arguments and buffers with these: written as loops over
+    the 16 channels, LLVM unrolled them and vectorised the loop over steps around them instead,
+    with gathers and scatters, or left them scalar (it could not tell the stack rows apart)."""
     def typer(typingctx, target, x, y):
         def codegen(context, builder, signature, args):
             vector = ir.VectorType(ir.FloatType(), LANES)
-            out, x_row, y_row = (builder.inttoptr(address, vector.as_pointer()) for address in args)
-            x_value, y_value = builder.load(x_row, align=4), builder.load(y_row, align=4)
+            out, x_row = (builder.inttoptr(address, vector.as_pointer()) for address in args[:2])
+            x_value = builder.load(x_row, align=4)
+            if by_row:
+                y_value = builder.load(builder.inttoptr(args[2], vector.as_pointer()), align=4)
+            else:
+                y_value = builder.insert_element(ir.Constant(vector, None), args[2], ir.Constant(ir.IntType(32), 0))
+                first_lane = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+                y_value = builder.shuffle_vector(y_value, y_value, first_lane)
             if accumulate:
                 value = _fma(builder, x_value, y_value, builder.load(out, align=4))
             else:
@@ -228,14 +206,16 @@ def _product_intrinsic(name: str, accumulate: bool):
             builder.store(value, out, align=4)
             return context.get_dummy_value()
 
-        return types.void(types.int64, types.int64, types.int64), codegen
+        return types.void(types.int64, types.int64, types.int64 if by_row else types.float32), codegen
 
-    typer.__name__ = typer.__qualname__ = name
+    typer.__name__ = typer.__qualname__ = name  # numba keys intrinsics (and its cache) by name
     return intrinsic(typer)
 
 
-_set_product = _product_intrinsic("_set_product", accumulate=False)  # target = x * y
-_add_product = _product_intrinsic("_add_product", accumulate=True)  # target += x * y
+_set_scaled = _row_intrinsic("_set_scaled", accumulate=False, by_row=False)  # target = scale * source
+_add_scaled = _row_intrinsic("_add_scaled", accumulate=True, by_row=False)  # target += scale * source
+_set_product = _row_intrinsic("_set_product", accumulate=False, by_row=True)  # target = x * y
+_add_product = _row_intrinsic("_add_product", accumulate=True, by_row=True)  # target += x * y
 
 
 @intrinsic
