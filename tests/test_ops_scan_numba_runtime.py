@@ -10,7 +10,7 @@ import sys
 import pytest
 
 PROBE = r"""
-import json, sys, time
+import json, sys
 import torch
 torch.set_num_threads(int(sys.argv[1]))
 import numba
