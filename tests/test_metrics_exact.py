@@ -220,3 +220,41 @@ def test_bad_arguments_raise():
         evaluate([0, 1], [0, float("nan")], masks, maps)
     with pytest.raises(ValueError, match="same shape"):
         evaluate([0, 1], [0, 1], masks, maps[:, :2])
+
+
+def test_images_of_their_own_sizes_score_like_their_flattened_pixels():
+    """Masks and maps at each image's original size (lists of (H_i, W_i)) give the metrics of the
+    concatenated pixels: the same as padding every image with far-away normal pixels removed."""
+    rng = np.random.default_rng(3)
+    shapes = [(20, 12), (31, 9), (16, 16), (25, 14)]
+    masks = [np.zeros(shape, bool) for shape in shapes]
+    masks[1][5:9, 2:5] = True
+    masks[3][10:12, 3:9] = True
+    masks[3][20:23, 1:3] = True
+    maps = [rng.random(shape).astype(np.float32) + 0.6 * mask for shape, mask in zip(shapes, masks)]
+    labels = np.array([0, 1, 0, 1])
+    scores = np.array([m.max() for m in maps])
+    ragged = evaluate(labels, scores, masks, maps)
+    flat_masks = np.concatenate([m.reshape(-1) for m in masks])
+    flat_maps = np.concatenate([m.reshape(-1) for m in maps])
+    assert ragged["p_auroc"] == pytest.approx(roc_auc_score(flat_masks, flat_maps), abs=1e-12)
+    assert ragged["p_ap"] == pytest.approx(average_precision_score(flat_masks, flat_maps), abs=1e-12)
+    # AU-PRO by brute force: every threshold, regions labelled per image, FPR over all normal pixels
+    regions = []
+    for mask, amap in zip(masks, maps):
+        labelled, found = ndimage.label(mask, structure=np.ones((3, 3)))
+        regions += [amap[labelled == r] for r in range(1, found + 1)]
+    normals = np.concatenate([m[~k] for k, m in zip(masks, maps)])
+    fpr, pro = [0.0], [0.0]
+    for t in np.sort(np.unique(flat_maps))[::-1]:
+        fpr.append(float((normals >= t).mean()))
+        pro.append(float(np.mean([(r >= t).mean() for r in regions])))
+    fpr, pro = np.array(fpr), np.array(pro)
+    keep = fpr <= 0.3
+    x, y = list(fpr[keep]), list(pro[keep])
+    nxt = np.argmax(fpr > 0.3)
+    y.append(y[-1] + (pro[nxt] - y[-1]) * (0.3 - x[-1]) / (fpr[nxt] - x[-1]))
+    x.append(0.3)
+    assert ragged["aupro"] == pytest.approx(np.trapezoid(y, x) / 0.3, abs=1e-9)
+    with pytest.raises(ValueError, match="image 2 differs"):
+        evaluate(labels, scores, masks, [maps[0], maps[1], maps[2][:5], maps[3]])

@@ -53,6 +53,37 @@ def _squeeze_channel(values: np.ndarray, name: str) -> np.ndarray:
     return values
 
 
+def _plane(values: ArrayLike) -> np.ndarray:
+    """One image's (H, W) or (1, H, W) array as (H, W)."""
+    values = _as_numpy(values)
+    return values[0] if values.ndim == 3 and values.shape[0] == 1 else values
+
+
+def _pixel_arrays(masks: ArrayLike, maps: ArrayLike, count: int) -> tuple[np.ndarray | list, np.ndarray | list]:
+    """Masks (bool) and maps as (N, H, W) arrays, or as lists of (H_i, W_i) arrays when given as
+    sequences of 2-D arrays (images of their own sizes); checks shapes and values."""
+    if isinstance(masks, (list, tuple)) and isinstance(maps, (list, tuple)):
+        masks_list, maps_list = [_plane(m) for m in masks], [_plane(m) for m in maps]
+        shapes_differ = [i for i, (k, m) in enumerate(zip(masks_list, maps_list)) if k.shape != m.shape or k.ndim != 2]
+        if len(masks_list) != count or len(maps_list) != count or shapes_differ:
+            raise ValueError(
+                f"masks and maps must be {count} pairs of 2-D arrays of the same shape"
+                + (f"; image {shapes_differ[0]} differs" if shapes_differ else "")
+            )
+        for values in maps_list:
+            _check_scores(values, "maps")
+        return [m if m.dtype == np.bool_ else m > 0.5 for m in masks_list], maps_list
+    masks_np = _squeeze_channel(_as_numpy(masks), "masks")
+    maps_np = _squeeze_channel(_as_numpy(maps), "maps")
+    if masks_np.shape != maps_np.shape or masks_np.shape[0] != count:
+        raise ValueError(
+            f"masks {masks_np.shape} and maps {maps_np.shape} must have the same shape (N, H, W) "
+            f"with N = {count} images"
+        )
+    _check_scores(maps_np, "maps")
+    return (masks_np if masks_np.dtype == np.bool_ else masks_np > 0.5), maps_np
+
+
 def _image_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     anomalous = labels == 1
     result = ranking_metrics(scores[anomalous], scores[~anomalous])
@@ -63,7 +94,7 @@ def _image_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     return {"i_auroc": result["auroc"], "i_ap": result["ap"], "i_f1max": result["f1max"]}
 
 
-def _pixel_metrics(masks: np.ndarray, maps: np.ndarray, protocol: str) -> dict[str, float]:
+def _pixel_metrics(masks: np.ndarray | list, maps: np.ndarray | list, protocol: str) -> dict[str, float]:
     pixels = split_pixels(masks, maps)
     if pixels.positive_scores.size == 0:
         nan = warn_undefined("pixel metrics", "there are no anomalous pixels")
@@ -90,8 +121,9 @@ def evaluate(
 
     Args:
         labels: (N,) 0 normal / 1 anomalous. scores: (N,) image scores (higher = anomalous).
-        masks: (N, H, W) or (N, 1, H, W) ground truth, anomalous where > 0.5; or None.
-        maps: anomaly maps of the same shape as masks (float32 keeps memory low); or None
+        masks: (N, H, W) or (N, 1, H, W) ground truth, anomalous where > 0.5, or a list of N
+            (H_i, W_i) masks of images of their own sizes; or None.
+        maps: anomaly maps of the same shape(s) as masks (float32 keeps memory low); or None
             (then the four pixel metrics are NaN).
         protocol: "exact" or "ader".
     Returns {"i_auroc", "i_ap", "i_f1max", "p_auroc", "p_ap", "p_f1max", "aupro"}.
@@ -110,17 +142,18 @@ def evaluate(
     if masks is None or maps is None:
         result.update({name: float("nan") for name in METRIC_NAMES[3:]})
         return result
-    masks_np = _squeeze_channel(_as_numpy(masks), "masks")
-    maps_np = _squeeze_channel(_as_numpy(maps), "maps")
-    if masks_np.shape != maps_np.shape or masks_np.shape[0] != labels_np.size:
-        raise ValueError(
-            f"masks {masks_np.shape} and maps {maps_np.shape} must have the same shape (N, H, W) "
-            f"with N = {labels_np.size} images"
-        )
-    _check_scores(maps_np, "maps")
-    masks_bool = masks_np if masks_np.dtype == np.bool_ else masks_np > 0.5
-    result.update(_pixel_metrics(masks_bool, maps_np, protocol))
+    masks_bool, maps_checked = _pixel_arrays(masks, maps, labels_np.size)
+    result.update(_pixel_metrics(masks_bool, maps_checked, protocol))
     return result
+
+
+def _indexable(values: ArrayLike) -> np.ndarray | list:
+    """A list of per-image arrays stays a list (images of their own sizes); else one array."""
+    return list(values) if isinstance(values, (list, tuple)) else _as_numpy(values)
+
+
+def _take(values: np.ndarray | list, index: np.ndarray) -> np.ndarray | list:
+    return [values[i] for i in index] if isinstance(values, list) else values[index]
 
 
 def evaluate_per_class(
@@ -144,15 +177,15 @@ def evaluate_per_class(
     if "mean" in set(names.tolist()):
         raise ValueError("a class may not be named 'mean' (the key of the mean over classes); rename it")
     scores_np = _as_numpy(scores).reshape(-1)
-    masks_np = None if masks is None else _as_numpy(masks)
-    maps_np = None if maps is None else _as_numpy(maps)
+    masks_np = None if masks is None else _indexable(masks)
+    maps_np = None if maps is None else _indexable(maps)
     results: dict[str, dict[str, float]] = {}
     for name in sorted(set(names.tolist())):
         index = np.flatnonzero(names == name)
         results[name] = evaluate(
             labels_np[index], scores_np[index],
-            None if masks_np is None else masks_np[index],
-            None if maps_np is None else maps_np[index],
+            None if masks_np is None else _take(masks_np, index),
+            None if maps_np is None else _take(maps_np, index),
             protocol,
         )
     table = np.array([[results[name][metric] for metric in METRIC_NAMES] for name in results])

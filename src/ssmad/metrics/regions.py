@@ -1,10 +1,13 @@
 """Anomalous pixels and normal pixels of a set of maps, with the ground-truth regions.
 
 Regions (for AU-PRO) are the 8-connected components of every mask, numbered across images.
+Masks and maps are (N, H, W) arrays, or sequences of N (H_i, W_i) arrays when the images have
+sizes of their own (maps at each image's original resolution).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,26 +38,33 @@ class PixelScores:
         return 1.0 / (sizes.size * sizes[self.positive_regions])
 
 
-def label_regions(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Regions of all masks. masks (N, H, W) bool.
+def label_regions(masks: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Regions of all masks: (N, H, W) bool, or N bool arrays (H_i, W_i).
 
-    Returns (region index (P,) int64 of every True pixel, in the C order of `masks[masks]`;
-    region sizes (R,) int64).
+    Returns (region index (P,) int64 of every True pixel, image by image in C order, as
+    `masks[masks]` orders them; region sizes (R,) int64).
     """
     indices = [np.zeros(0, dtype=np.int64)]
     sizes = [np.zeros(0, dtype=np.int64)]
     count = 0
-    for image in np.flatnonzero(masks.reshape(masks.shape[0], -1).any(axis=1)):
-        labelled, found = ndimage.label(masks[image], structure=EIGHT_CONNECTED)
-        indices.append(labelled[masks[image]].astype(np.int64) + (count - 1))
+    for mask in masks:
+        if not mask.any():
+            continue
+        labelled, found = ndimage.label(mask, structure=EIGHT_CONNECTED)
+        indices.append(labelled[mask].astype(np.int64) + (count - 1))
         sizes.append(np.bincount(labelled.reshape(-1), minlength=found + 1)[1:])
         count += found
     return np.concatenate(indices), np.concatenate(sizes)
 
 
-def split_pixels(masks: np.ndarray, maps: np.ndarray) -> PixelScores:
-    """Split maps (N, H, W) by masks (N, H, W) bool; sorts the normal pixels once."""
+def split_pixels(masks: np.ndarray | Sequence[np.ndarray], maps: np.ndarray | Sequence[np.ndarray]) -> PixelScores:
+    """Split maps by masks of the same shapes, (N, H, W) arrays or N (H_i, W_i) arrays; sorts
+    the normal pixels once."""
     regions, sizes = label_regions(masks)
-    negatives = maps[~masks]
+    if isinstance(masks, np.ndarray) and isinstance(maps, np.ndarray):
+        positives, negatives = maps[masks], maps[~masks]
+    else:
+        positives = np.concatenate([m[k] for k, m in zip(masks, maps)]) if len(maps) else np.zeros(0, np.float32)
+        negatives = np.concatenate([m[~k] for k, m in zip(masks, maps)]) if len(maps) else np.zeros(0, np.float32)
     negatives.sort()
-    return PixelScores(maps[masks], regions, sizes, negatives)
+    return PixelScores(positives, regions, sizes, negatives)
