@@ -37,7 +37,7 @@ def mvtec_layout(root: Path, classes=("alpha", "beta"), normal="good", ext=".png
     return root
 
 
-def check_test_split(dataset, num_classes, image_size=16):
+def check_test_split(dataset, num_classes, image_size=32):
     assert len(dataset) == 3 * num_classes
     labels = dataset.labels
     assert sorted(set(labels)) == [0, 1]
@@ -56,18 +56,18 @@ def check_test_split(dataset, num_classes, image_size=16):
 @pytest.mark.parametrize("kind", ["mvtec", "mpdd", "auto"])
 def test_mvtec_style_layout(tmp_path, kind):
     root = mvtec_layout(tmp_path)
-    train = build_dataset(kind, root, "train", image_size=16)
-    val = build_dataset(kind, root, "val", image_size=16)
+    train = build_dataset(kind, root, "train", image_size=32)
+    val = build_dataset(kind, root, "val", image_size=32)
     assert train.class_names == ["alpha", "beta"]
     assert len(train) == 18 and len(val) == 2
     assert not {s.path for s in train.samples} & {s.path for s in val.samples}
-    check_test_split(build_dataset(kind, root, "test", image_size=16), 2)
+    check_test_split(build_dataset(kind, root, "test", image_size=32), 2)
 
 
 def test_btad_layout_bmp_images_png_masks(tmp_path):
     root = mvtec_layout(tmp_path, classes=("01", "02", "03"), normal="ok", ext=".bmp", mask_suffix="")
     assert detect_kind(root) == "btad"
-    dataset = build_dataset("btad", root, "test", image_size=16)
+    dataset = build_dataset("btad", root, "test", image_size=32)
     assert dataset.class_names == ["01", "02", "03"]
     check_test_split(dataset, 3)
 
@@ -81,8 +81,8 @@ def test_mvtec3d_rgb_layout(tmp_path):
             write_image(tmp_path / name / "test" / "hole" / "rgb" / f"{i:03d}.png", value=10)
             write_mask(tmp_path / name / "test" / "hole" / "gt" / f"{i:03d}.png")
     assert detect_kind(tmp_path) == "mvtec3d"
-    check_test_split(build_dataset("auto", tmp_path, "test", image_size=16), 2)
-    assert len(build_dataset("mvtec3d", tmp_path, "train", image_size=16, val_fraction=0.2)) == 8
+    check_test_split(build_dataset("auto", tmp_path, "test", image_size=32), 2)
+    assert len(build_dataset("mvtec3d", tmp_path, "train", image_size=32, val_fraction=0.2)) == 8
 
 
 def test_visa_split_csv_layout(tmp_path):
@@ -101,7 +101,7 @@ def test_visa_split_csv_layout(tmp_path):
     (tmp_path / "split_csv").mkdir()
     (tmp_path / "split_csv" / "1cls.csv").write_text("\n".join(rows) + "\n")
     assert detect_kind(tmp_path) == "visa"
-    check_test_split(build_dataset("visa", tmp_path, "test", image_size=16), 2)
+    check_test_split(build_dataset("visa", tmp_path, "test", image_size=32), 2)
     assert len(build_dataset("visa", tmp_path, "train", classes=["pcb1"], val_fraction=0.25)) == 3
 
 
@@ -110,8 +110,8 @@ def test_folder_of_normal_images_alone(tmp_path):
     for i in range(20):
         write_image(product / f"img_{i}.jpg", value=i)
     assert detect_kind(product) == "folder"
-    train = build_dataset("auto", product, "train", image_size=16)
-    val = build_dataset("folder", product, "val", image_size=16)
+    train = build_dataset("auto", product, "train", image_size=32)
+    val = build_dataset("folder", product, "val", image_size=32)
     assert train.class_names == ["my_widget"]
     assert len(train) == 18 and len(val) == 2
     assert train[0]["label"] == 0 and train[0]["mask"].sum() == 0
@@ -128,10 +128,10 @@ def test_folder_with_test_folders_and_masks_by_stem(tmp_path):
     write_image(product / "test" / "dent" / "d1.png", value=0)
     write_mask(product / "masks" / "s1.png")
     write_mask(product / "masks" / "sub" / "d1_mask.png", box=(0, 0, 3, 3))
-    dataset = build_dataset("auto", product, "test", image_size=(20, 24))
+    dataset = build_dataset("auto", product, "test", image_size=(32, 64))
     by_name = {Path(s["path"]).name: s for s in (dataset[i] for i in range(len(dataset)))}
     assert by_name["ok1.png"]["label"] == 0
-    assert by_name["s1.png"]["mask"].shape == (1, 20, 24)
+    assert by_name["s1.png"]["mask"].shape == (1, 32, 64)
     assert by_name["s1.png"]["mask"].sum() > by_name["d1.png"]["mask"].sum() > 0
 
 
@@ -165,7 +165,7 @@ def test_validation_split_is_seeded_and_per_class(tmp_path):
 
 def test_normalisation_and_resizing(tmp_path):
     write_image(tmp_path / "p" / "train" / "good" / "0.png", size=(40, 30), value=255)
-    sample = build_dataset("mvtec", tmp_path / "p", "train", image_size=8, val_fraction=0.0)[0]
+    sample = build_dataset("mvtec", tmp_path / "p", "train", image_size=32, val_fraction=0.0)[0]
     expected = (1.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(sample["image"][:, 4, 4], expected, atol=1e-6)
 
@@ -206,3 +206,29 @@ def test_folder_mask_matched_by_stem_only_when_unambiguous(tmp_path):
     write_mask(product / "masks" / "b" / "000.png")
     with pytest.raises(ValueError, match=r"ambiguous.*a[/\\]000_mask.png.*b[/\\]000.png"):
         build_dataset("folder", product, "test")
+
+
+def test_classes_of_their_own_geometry_and_original_masks(tmp_path):
+    """long:N gives each class its median aspect ratio; masks come at the model's or the image's size;
+    batches never mix geometries."""
+    from ssmad.data.geometry import Geometry
+
+    for name, size in (("wide", (60, 20)), ("tall", (20, 50))):  # PIL sizes are (width, height)
+        for i in range(3):
+            write_image(tmp_path / name / "train" / "good" / f"{i}.png", size=size)
+        write_image(tmp_path / name / "test" / "good" / "0.png", size=size)
+        write_image(tmp_path / name / "test" / "cut" / "1.png", size=size, value=0)
+        write_mask(tmp_path / name / "ground_truth" / "cut" / "1_mask.png", size=size, box=(0, 0, 4, 6))
+    train = build_dataset("mvtec", tmp_path, "train", image_size="long:128", val_fraction=0.0)
+    assert train.geometries == {"tall": Geometry(128, 64), "wide": Geometry(32, 128)}  # 128/2.5 = 51 -> 64; 128/3 = 43 -> 32
+    test = build_dataset("mvtec", tmp_path, "test", image_size=train.geometries, mask_resolution="original")
+    tall = next(i for i, s in enumerate(test.samples) if s.class_name == "tall" and s.label == 1)
+    assert test[tall]["image"].shape == (3, 128, 64)
+    assert test[tall]["mask"].shape == (1, 50, 20) and test[tall]["mask"].sum() == 24
+    model_masks = build_dataset("mvtec", tmp_path, "test", image_size=train.geometries)
+    assert model_masks[tall]["mask"].shape == (1, 128, 64)
+    batches = test.geometry_batches(3)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(test)))
+    assert all(len({test.geometry(i) for i in batch}) == 1 and len(batch) <= 3 for batch in batches)
+    with pytest.raises(ValueError, match="no stored geometry for class 'tall'"):
+        build_dataset("mvtec", tmp_path, "test", image_size={"wide": Geometry(32, 128)})

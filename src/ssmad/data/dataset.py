@@ -10,19 +10,27 @@ Errors versus warnings (what a user would want):
   `missing_mask="full"` (one warning with the count; the whole image counts as anomalous),
   a mask whose size differs from its image's (resized nearest-neighbour to the image, one
   warning per file, naming it).
+
+Geometry: every class is brought to its own input size (``ssmad.data.geometry``): one size for
+all (``image_size=256`` or ``(1248, 512)``), a rule (``"long:640"``: each class keeps the median
+aspect ratio of its normal images), or a stored ``{class: Geometry}`` (a trained run's).
+Masks come at the model's geometry (``mask_resolution="model"``, the papers' protocol) or at
+their image's own size (``"original"``).
 """
 
 from __future__ import annotations
 
 import warnings
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ssmad.data.image_io import read_image, read_mask
+from ssmad.data.geometry import Geometry, SizeRule, median_aspect, parse_size_rule
+from ssmad.data.image_io import ImageReadError, image_size_wh, read_image, read_mask
 from ssmad.data.layouts import DATASET_KINDS, Sample, detect_kind, read_class, resolve_classes
 from ssmad.data.transforms import (
     IMAGENET_MEAN,
@@ -34,20 +42,49 @@ from ssmad.data.transforms import (
 
 SPLITS = ("train", "val", "test")
 MISSING_MASK_POLICIES = ("error", "full")
+MASK_RESOLUTIONS = ("original", "model")
+ImageSize = int | tuple[int, int] | str | SizeRule | Mapping[str, Geometry]
 
 
 class AnomalyDataset(Dataset):
-    """Samples of one or more classes; `dataset[i]` is a dict:
+    """Samples of one or more classes, each class at its own geometry; `dataset[i]` is a dict:
 
-    - "image": float32 (3, H, W), resized and normalised;
-    - "mask": float32 (1, H, W) in {0, 1} (zeros for normal images);
+    - "image": float32 (3, H, W) at the class's geometry, normalised;
+    - "mask": float32 (1, H, W) in {0, 1} (zeros for normal images), at the class's geometry, or
+      (1, h, w) at the image's own size when ``mask_resolution="original"``;
     - "label": int, 0 normal, 1 anomalous; "class_name": str; "path": str.
+
+    Samples of different geometries cannot share a batch: :meth:`geometry_batches` groups them.
     """
 
-    def __init__(self, samples: list[Sample], class_names: list[str], transform: ImageTransform) -> None:
+    def __init__(
+        self,
+        samples: list[Sample],
+        class_names: list[str],
+        geometries: Mapping[str, Geometry],
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        mask_resolution: str = "model",
+    ) -> None:
+        if mask_resolution not in MASK_RESOLUTIONS:
+            raise ValueError(f"mask_resolution must be one of {MASK_RESOLUTIONS}, got {mask_resolution!r}")
         self.samples = samples
         self.class_names = class_names
-        self.transform = transform
+        self.geometries = dict(geometries)
+        self.mask_resolution = mask_resolution
+        self.transforms = {name: ImageTransform(g.hw, mean, std) for name, g in self.geometries.items()}
+
+    def geometry(self, index: int) -> Geometry:
+        """The input geometry of sample ``index`` (its class's)."""
+        return self.geometries[self.samples[index].class_name]
+
+    def geometry_batches(self, batch_size: int, indices: list[int] | None = None) -> list[list[int]]:
+        """``indices`` (default: all, in order) cut into batches of one geometry each, at most
+        ``batch_size`` long, keeping their order within each geometry."""
+        groups: dict[Geometry, list[int]] = {}
+        for index in range(len(self)) if indices is None else indices:
+            groups.setdefault(self.geometry(index), []).append(index)
+        return [group[i:i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -60,7 +97,8 @@ class AnomalyDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         image = read_image(sample.path)
-        size_hw = self.transform.size_hw
+        transform = self.transforms[sample.class_name]
+        size_hw = (image.height, image.width) if self.mask_resolution == "original" else transform.size_hw
         if sample.label == 0:
             mask = torch.zeros(1, *size_hw)
         elif sample.mask_path is None:
@@ -68,7 +106,7 @@ class AnomalyDataset(Dataset):
         else:
             mask = resize_mask(self._mask_at_image_size(sample.mask_path, image.size), size_hw)
         return {
-            "image": self.transform(image),
+            "image": transform(image),
             "mask": mask,
             "label": sample.label,
             "class_name": sample.class_name,
@@ -90,8 +128,8 @@ class AnomalyDataset(Dataset):
         return mask
 
     def __repr__(self) -> str:
-        return (f"AnomalyDataset({len(self)} samples, classes={self.class_names}, "
-                f"transform={self.transform})")
+        sizes = ", ".join(f"{name} {geometry}" for name, geometry in self.geometries.items())
+        return f"AnomalyDataset({len(self)} samples, geometries: {sizes}, masks at {self.mask_resolution} resolution)"
 
 
 def split_validation(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -152,12 +190,13 @@ def build_dataset(
     root: str | Path,
     split: str,
     classes: str | list[str] | None = None,
-    image_size: int | tuple[int, int] = 256,
+    image_size: ImageSize = 256,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
     val_fraction: float = 0.1,
     seed: int = 0,
     missing_mask: str = "error",
+    mask_resolution: str = "model",
 ) -> AnomalyDataset:
     """Dataset of `split` ("train", "val" or "test") read from a distributed layout.
 
@@ -165,11 +204,14 @@ def build_dataset(
         kind: "mvtec" | "visa" | "mpdd" | "btad" | "mvtec3d" | "folder" | "auto" (detected).
         root: the dataset root (classes are its sub-folders) or one class folder.
         classes: None for every class found (multi-class), a name, or a list of names.
-        image_size: model input size, int or (H, W); images and masks are resized to it.
+        image_size: the input geometry: an int (square), (H, W), an ``--image-size`` text or
+            SizeRule (``"long:640"`` measures each class's median aspect ratio over all its
+            normal images, so that train and val agree), or a stored {class: Geometry}.
         mean, std: the encoder's normalisation.
         val_fraction: share of each class's training normals held out as "val" (seeded).
         missing_mask: what to do with an anomalous test image without mask: "error", or
             "full" (the whole image is anomalous; one warning with the count).
+        mask_resolution: "model" (masks resized to the class geometry) or "original".
     Returns an `AnomalyDataset`; `dataset.class_names` lists its classes.
     """
     if split not in SPLITS:
@@ -188,9 +230,12 @@ def build_dataset(
     available = resolve_classes(kind, root)
     class_names = _select_classes(available, classes, root, kind)
     samples: list[Sample] = []
+    geometries: dict[str, Geometry] = {}
     for class_name in class_names:
         class_dir = available[class_name]
         normals, test = read_class(kind, class_dir, class_name)
+        if normals:
+            geometries[class_name] = _class_geometry(image_size, class_name, normals)
         if not normals:
             raise FileNotFoundError(
                 f"class {class_name!r} has no training images in {class_dir}; "
@@ -204,4 +249,26 @@ def build_dataset(
         else:
             train, val = split_validation(normals, val_fraction, seed)
             samples.extend(train if split == "train" else val)
-    return AnomalyDataset(samples, class_names, ImageTransform(image_size, mean, std))
+    return AnomalyDataset(samples, class_names, geometries, mean, std, mask_resolution)
+
+
+def _class_geometry(image_size: ImageSize, class_name: str, normals: list[Sample]) -> Geometry:
+    """The geometry ``image_size`` gives ``class_name`` (measuring its normals for ``long:N``)."""
+    if isinstance(image_size, Mapping):
+        if class_name not in image_size:
+            raise ValueError(f"no stored geometry for class {class_name!r}; the model knows {', '.join(image_size)}")
+        return image_size[class_name]
+    if isinstance(image_size, tuple):
+        return Geometry(*image_size)
+    rule = image_size if isinstance(image_size, SizeRule) else parse_size_rule(image_size)
+    if not rule.per_class:
+        return rule.geometry_for(1.0)
+    sizes = []
+    for sample in normals:
+        try:
+            sizes.append(image_size_wh(sample.path))
+        except ImageReadError:
+            continue  # unusable files are left out (and named) when the images are screened
+    if not sizes:
+        raise ValueError(f"class {class_name!r} has no readable normal image to measure its aspect ratio from")
+    return rule.geometry_for(median_aspect(sizes))

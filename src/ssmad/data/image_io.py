@@ -175,3 +175,18 @@ def read_mask(path: str | Path) -> np.ndarray:
     if image.mode == "P":
         return np.asarray(image.convert("L")) > 0
     return np.asarray(image) > 0
+
+
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
+
+
+def image_size_wh(path: Path | str) -> tuple[int, int]:
+    """(width, height) of an image file as :func:`read_image` returns it (EXIF orientation applied),
+    from its header alone. Raises ImageReadError naming the file."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(0x0112, 1)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise _unreadable(path, str(error)) from error
+    return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
