@@ -21,7 +21,7 @@ from serve_tiny import png_bytes, require_serve_packages, running_server, train_
 
 require_serve_packages()
 
-from ssmad.serve.load import multipart_body, run_load  # noqa: E402
+from ssmad.serve.load_generator import multipart_body, run_load  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
