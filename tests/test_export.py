@@ -159,10 +159,10 @@ def detector_metadata(xml):
 
 
 def test_readme_example_reproduces_score_and_decision(exported, images, capsys):
-    """The README's numpy + Pillow + onnxruntime example, run as written on the tiny export."""
+    """The numpy + Pillow + onnxruntime example, run as written on the tiny export."""
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
     code = text.split("Without ssmad or PyTorch", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     _, run, onnx_path = exported
     code = code.replace('"model.onnx"', repr(str(onnx_path))).replace('"bottle/test/broken_large/000.png"', repr(images[-1]))

@@ -26,7 +26,7 @@ in per-lane buffers and are reduced across lanes once per chunk by a transpose-a
 Consecutive steps' rows of u, delta, y and grad_y lie a row of all channels apart (a page or more
 for wide layers), where the CPU's own prefetchers stop: the forward prefetches the rows of the step
 ``AHEAD`` steps on, the backward this block's rows of the next chunk while staging the present
-one (the backward 1.1-1.2x faster, the forward within noise; README "Results").
+one (the backward 1.1-1.2x faster, the forward within noise; docs/benchmarks.md).
 
 The kernels are compiled for whole 512-bit vectors where the CPU has them (``whole_vectors``):
 LLVM's tuning for Intel's AVX-512 cores otherwise splits each 16-channel vector into two halves.
