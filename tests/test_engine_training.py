@@ -32,6 +32,7 @@ def finished_run(tiny_data, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tiny_data, finished_run, tmp_path):
     stopped = Trainer(tiny_config(tiny_data, tmp_path, max_steps=3)).fit()
     assert not stopped.finished and stopped.global_step == 3
@@ -52,6 +53,7 @@ def resume_and_compare(run, finished_run):
     assert actual["calibration"] == expected["calibration"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_inside_a_step_waits_for_the_step_to_finish(tiny_data, finished_run, tmp_path):
     trainer = Trainer(tiny_config(tiny_data, tmp_path))
     step = trainer.optimizer.step
@@ -152,6 +154,7 @@ def test_predict_files_writes_rows_and_skips_unreadable_files(tiny_run, tmp_path
     assert "broken.png" in skipped and "nowhere.png" in skipped
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     trainer = Trainer(tiny_config(tiny_data, tmp_path, epochs=3))
     loss = trainer.model.loss

@@ -30,6 +30,7 @@ def tiny_data(tmp_path_factory):
     return make_tiny_data(tmp_path_factory.mktemp("data"))
 
 
+@pytest.mark.slow
 def test_disk_full_at_a_checkpoint_keeps_the_previous_one(tiny_data, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     with monkeypatch.context() as patch:

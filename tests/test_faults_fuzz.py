@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from engine_tiny import tiny_cli_args
 from fuzz_files import NON_UTF8_NAME, write_fuzzed
@@ -72,6 +73,7 @@ def test_test_on_fuzzed_files(tiny_run, tmp_path, capsys):
         name for name, usable in files.items() if not usable)
 
 
+@pytest.mark.slow
 def test_train_on_fuzzed_files(tiny_run, tmp_path, capsys):
     data, _ = tiny_run
     copy, files = _fuzzed_copy(data, tmp_path, "train/good")

@@ -31,6 +31,7 @@ def converted_run(tmp_path_factory):
     return checkpoint, data, run
 
 
+@pytest.mark.slow
 def test_converted_run_predicts_the_in_memory_models_scores(converted_run, tmp_path):
     checkpoint, data, run = converted_run
     assert main(["predict", str(run), str(data / "wood" / "test"), "--out", str(tmp_path), "--no-overlays", "--device", "cpu"]) == 0
@@ -43,6 +44,7 @@ def test_converted_run_predicts_the_in_memory_models_scores(converted_run, tmp_p
     np.testing.assert_allclose([row["score"] for row in rows], scores.numpy(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_converted_run_records_its_source_and_official_function(converted_run):
     checkpoint, data, run = converted_run
     payload = load_checkpoint(run)
@@ -54,6 +56,7 @@ def test_converted_run_records_its_source_and_official_function(converted_run):
     assert payload["calibration"]["classes"]["wood"]["num_images"] == 2
 
 
+@pytest.mark.slow
 def test_converted_run_is_tested_and_recalibrated_like_a_trained_one(converted_run, tmp_path):
     _, _, run = converted_run
     stored = load_checkpoint(run)["calibration"]
