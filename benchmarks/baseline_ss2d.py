@@ -151,7 +151,7 @@ def scan_core(ss2d: SS2D, x: Tensor, scan: str = "block") -> Tensor:
     args = (xs.reshape(batch, K * d_inner, L), dts.reshape(batch, K * d_inner, L), -torch.exp(ss2d.A_logs),
             Bs, Cs, ss2d.Ds, ss2d.dt_projs_bias.reshape(-1))
     if scan == "mamba_ssm":
-        y = ops.selective_scan(*args[:5], D=args[5], delta_bias=args[6], delta_softplus=True, backend="cuda")
+        y = ops.selective_scan(*args[:5], D=args[5], delta_bias=args[6], delta_softplus=True, backend="mamba_ssm")
     else:
         y = selective_scan_baseline(*args)
     return ops.merge_directions(y.view(batch, K, d_inner, L), indices, height, width).to(x.dtype)

@@ -228,7 +228,7 @@ def scan_paths(device: str) -> list[tuple[str, str | None, str | None]]:
     """(label, scan backend, baseline scan) of each SS2D path measured on ``device``."""
     kernels = [name for name in available_backends(device) if name in ("numba", "triton")]
     paths = [(f"routed {name}", name, None) for name in kernels] + [("routed torch", "torch", None), ("baseline", None, "block")]
-    if "cuda" in available_backends(device):
+    if "mamba_ssm" in available_backends(device):
         paths.append(("baseline mamba_ssm", None, "mamba_ssm"))
     return paths
 

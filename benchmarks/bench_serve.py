@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from serve_tiny import running_server  # noqa: E402
 
-from ssmad.serve.load import run_load  # noqa: E402
+from ssmad.serve.load_generator import run_load  # noqa: E402
 
 
 def offline(run: str, image_file: str, batch: int, batches: int) -> None:

@@ -1,4 +1,5 @@
-"""A tiny synthetic dataset and model configuration shared by the engine and CLI tests."""
+"""A tiny synthetic dataset and model configuration: the shared run (conftest.tiny_run) and the tests
+that train runs of their own are built from them."""
 
 from __future__ import annotations
 

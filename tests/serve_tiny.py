@@ -1,4 +1,4 @@
-"""Shared by the service tests: a tiny trained run, image bytes, a decompression bomb, a real server."""
+"""Shared by the service tests: image bytes, a decompression bomb, a real server."""
 
 from __future__ import annotations
 
@@ -18,20 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine_tiny import make_tiny_data, tiny_config
-from ssmad.engine.trainer import Trainer
-
 
 def require_serve_packages() -> None:
     """Skip unless the serve extra and the test client's httpx are installed."""
     for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("multipart", "python-multipart"), ("httpx", "httpx")):
         pytest.importorskip(module, reason=f"{package} is not installed: pip install -e \".[test]\"")
-
-
-def train_tiny_run(root: Path) -> Path:
-    """A finished one-epoch run of the tiny two-class model (wood, nut) under ``root``."""
-    data = make_tiny_data(root / "data")
-    return Trainer(tiny_config(data, root / "run", epochs=1)).fit().run_dir
 
 
 def png_bytes(size: int = 64, seed: int = 0) -> bytes:

@@ -5,11 +5,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 from engine_tiny import make_tiny_data, tiny_cli_args
 
 from ssmad.engine.checkpoint import load_checkpoint
 
 
+@pytest.mark.slow
 def test_sigterm_during_training_writes_a_checkpoint(tmp_path):
     data = make_tiny_data(tmp_path / "data")
     run = tmp_path / "run"

@@ -4,36 +4,28 @@ import json
 
 import pytest
 import torch
-from engine_tiny import make_tiny_data, tiny_cli_args
+from engine_tiny import tiny_cli_args
 
 from ssmad.cli import main
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    data = make_tiny_data(root / "data")
-    run = root / "run"
-    assert main([*tiny_cli_args(data, run), "--epochs", "1", "--test"]) == 0
-    return data, run
-
-
-def test_train_then_test_writes_tables_overlays_and_the_log(trained, capsys):
-    data, run = trained
+def test_train_then_test_writes_tables_overlays_and_the_log(tiny_run, tmp_path, capsys):
+    data, run = tiny_run
     assert (run / "train.log").read_text().count("epoch 1/1") == 1
-    assert main(["test", str(run), "--device", "cpu", "--protocol", "ader", "--out", str(run / "ader"), "--overlays", "2"]) == 0
+    assert (run / "test" / "metrics.md").is_file()  # from train --test
+    out = tmp_path / "ader"
+    assert main(["test", str(run), "--device", "cpu", "--protocol", "ader", "--out", str(out), "--overlays", "2"]) == 0
     printed = capsys.readouterr().out
     assert "| **mean** |" in printed
-    report = json.loads((run / "ader" / "metrics.json").read_text())
+    report = json.loads((out / "metrics.json").read_text())
     assert report["protocol"] == "ader" and set(report["metrics"]) == {"nut", "wood", "mean"}
     assert set(report["metrics"]["mean"]) >= {"i_auroc", "i_ap", "i_f1max", "p_auroc", "p_ap", "p_f1max", "aupro"}
-    assert (run / "ader" / "metrics.csv").read_text().startswith("class,i_auroc")
-    assert len(list((run / "ader" / "overlays" / "nut").glob("*.png"))) == 2
-    assert (run / "test" / "metrics.md").is_file()  # from train --test
+    assert (out / "metrics.csv").read_text().startswith("class,i_auroc")
+    assert len(list((out / "overlays" / "nut").glob("*.png"))) == 2
 
 
-def test_predict_reports_and_skips_unreadable_files(trained, tmp_path, capsys):
-    data, run = trained
+def test_predict_reports_and_skips_unreadable_files(tiny_run, tmp_path, capsys):
+    data, run = tiny_run
     bad = tmp_path / "bad.jpg"
     bad.write_text("no image here")
     code = main(["predict", str(run), str(data / "wood" / "test"), str(bad), "--out", str(tmp_path / "p"),
@@ -46,27 +38,55 @@ def test_predict_reports_and_skips_unreadable_files(trained, tmp_path, capsys):
     assert main(["predict", str(run), str(bad), "--out", str(tmp_path / "q"), "--device", "cpu"]) == 1
 
 
-def _error(argv, capsys) -> str:
-    assert main(argv) == 2
-    return capsys.readouterr().err
+def run_refused(argv: list[str]) -> int:
+    """The exit status of ``ssmad argv``, also when argparse exits (usage errors)."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code
 
 
-def test_bad_inputs_are_one_line_errors(trained, tmp_path, capsys):
-    data, run = trained
-    assert "needs --data" in _error(["train", "--out", str(tmp_path / "r")], capsys)
-    assert "already exists" in _error(tiny_cli_args(data, run), capsys)
-    assert "no checkpoint" in _error(["train", "--resume", "--out", str(tmp_path / "none")], capsys)
-    assert "no checkpoint" in _error(["predict", str(tmp_path / "none"), str(data)], capsys)
-    assert "unknown class 'screw'" in _error(["predict", str(run), str(data), "--class", "screw", "--device", "cpu"], capsys)
-    assert "unknown ModelConfig field" in _error([*tiny_cli_args(data, tmp_path / "r1"), "--set", "depth=3"], capsys)
-    assert "multiple of 32" in _error([*tiny_cli_args(data, tmp_path / "r2"), "--image-size", "100"], capsys)
-    assert "batch size" in _error([*tiny_cli_args(data, tmp_path / "r3"), "--batch-size", "64"], capsys)
-    assert "multiple of processes" in _error([*tiny_cli_args(data, tmp_path / "r4"), "--accumulate", "3"], capsys)
-    if not torch.cuda.is_available():
-        assert "no CUDA GPU" in _error(["predict", str(run), str(data), "--device", "cuda"], capsys)
+# Each bad command line: its arguments, as a function of (data, run, an empty folder), and its message.
+BAD_INPUTS = {
+    "train without --data": (lambda data, run, tmp: ["train", "--out", str(tmp / "r")], "needs --data"),
+    "train into an existing run": (lambda data, run, tmp: tiny_cli_args(data, run), "already exists"),
+    "resume without a checkpoint": (
+        lambda data, run, tmp: ["train", "--resume", "--out", str(tmp / "none")], "no checkpoint"),
+    "predict without a checkpoint": (lambda data, run, tmp: ["predict", str(tmp / "none"), str(data)], "no checkpoint"),
+    "predict an unknown class": (
+        lambda data, run, tmp: ["predict", str(run), str(data), "--class", "screw", "--device", "cpu"],
+        "unknown class 'screw'"),
+    "unknown model field": (
+        lambda data, run, tmp: [*tiny_cli_args(data, tmp / "r"), "--set", "depth=3"], "unknown ModelConfig field"),
+    "image size not a multiple of 32": (
+        lambda data, run, tmp: [*tiny_cli_args(data, tmp / "r"), "--image-size", "100"], "multiple of 32"),
+    "batch larger than the training set": (
+        lambda data, run, tmp: [*tiny_cli_args(data, tmp / "r"), "--batch-size", "64"], "batch size"),
+    "batch not divisible by --accumulate": (
+        lambda data, run, tmp: [*tiny_cli_args(data, tmp / "r"), "--accumulate", "3"], "multiple of processes"),
+    "cuda without a GPU": (
+        lambda data, run, tmp: ["predict", str(run), str(data), "--device", "cuda"], "no CUDA GPU"),
+    "missing dataset folder": (
+        lambda data, run, tmp: ["train", "--data", str(tmp / "nowhere"), "--out", str(tmp / "r"), "--weights", "random",
+                                "--device", "cpu"],
+        "dataset folder not found"),
+    "unknown preset": (lambda data, run, tmp: ["train", "--out", str(tmp / "r"), "--preset", "resnet"],
+                       "invalid choice: 'resnet'"),
+}
+NEEDS_NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, marks=NEEDS_NO_GPU) if "GPU" in case else case for case in BAD_INPUTS])
+def test_bad_input_is_refused_with_its_message(tiny_run, tmp_path, capsys, case):
+    arguments, message = BAD_INPUTS[case]
+    assert run_refused(arguments(tiny_run.data, tiny_run.run, tmp_path)) == 2
+    error = capsys.readouterr().err
+    assert message in error
+    assert "Traceback" not in error
+
+
+def test_a_truncated_checkpoint_is_named(tiny_run, tmp_path, capsys):
     truncated = tmp_path / "checkpoint.pt"
-    truncated.write_bytes((run / "checkpoint.pt").read_bytes()[:1000])
-    assert "truncated" in _error(["test", str(truncated), "--device", "cpu"], capsys)
-    assert "error" in _error(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r5"), "--device", "cpu"], capsys)
-    with pytest.raises(SystemExit):
-        main(["train", "--out", str(tmp_path), "--preset", "resnet"])
+    truncated.write_bytes((tiny_run.run / "checkpoint.pt").read_bytes()[:1000])
+    assert main(["test", str(truncated), "--device", "cpu"]) == 2
+    assert "truncated" in capsys.readouterr().err

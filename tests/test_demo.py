@@ -1,7 +1,6 @@
 """``ssmad demo``: where its encoder weights come from, and a shortened end-to-end run."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

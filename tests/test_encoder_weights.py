@@ -62,7 +62,13 @@ def test_num_batches_tracked_may_be_absent(tmp_path: Path) -> None:
     old_style = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     path = tmp_path / "old.pth"
     torch.save(old_style, path)
-    build_encoder("resnet34", path)
+    torch.manual_seed(1)  # another random start than the file's: the loaded values must come from the file
+    encoder = build_encoder("resnet34", path)
+    loaded = encoder.state_dict()
+    assert all(torch.equal(loaded[key], value) for key, value in old_style.items())
+    counters = [value for key, value in loaded.items() if key.endswith("num_batches_tracked")]
+    assert counters and all(int(value) == 0 for value in counters)  # the missing counters keep their start, 0
+    assert encoder.weights_source == str(path)
 
 
 def test_missing_key_names_file_and_key(tmp_path: Path) -> None:

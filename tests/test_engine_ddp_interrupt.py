@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from engine_tiny import make_tiny_data, tiny_cli_args
 
 from ssmad.engine.checkpoint import load_checkpoint
@@ -35,6 +36,7 @@ def _rank_process(parent: int, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_rank_stops_all_ranks_with_a_checkpoint(tmp_path):
     data = make_tiny_data(tmp_path / "data")
     run = tmp_path / "run"

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from engine_tiny import make_tiny_data, tiny_cli_args
 
@@ -29,6 +30,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_at_the_same_global_batch(tmp_path):
     data = make_tiny_data(tmp_path / "data")
     single, ddp = tmp_path / "single", tmp_path / "ddp"

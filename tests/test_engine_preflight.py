@@ -49,6 +49,7 @@ def test_disk_and_memory_caches_are_sized_before_training(tiny_data, tmp_path, c
     assert "--cache memory" in error and "--cache disk" in error
 
 
+@pytest.mark.slow
 def test_a_failure_after_training_still_leaves_a_checkpoint(tiny_data, tmp_path, monkeypatch):
     run = tmp_path / "run"
 

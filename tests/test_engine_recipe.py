@@ -14,6 +14,7 @@ def test_step_decay_starts_after_80_percent_of_the_steps():
     assert recipe_for("pyramid_mamba").lr_at(1.0, 9, 10) == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epochs", [1, 2])
 def test_short_mambaad_run_trains_at_the_full_rate_first(tmp_path, epochs):
     data = make_tiny_data(tmp_path / "data")

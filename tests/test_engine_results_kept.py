@@ -1,4 +1,5 @@
-"""Results are never lost at the end: test checks classes first, predict writes rows as it scores."""
+"""Results are never lost at the end: test checks classes first, predict writes rows as it scores
+(on the shared tiny run, trained on wood and nut)."""
 
 import csv
 import json
@@ -15,26 +16,30 @@ from ssmad.engine import prediction
 from ssmad.engine.trainer import Trainer
 
 
-@pytest.fixture(scope="module")
-def run_and_data(tmp_path_factory):
-    """A run trained on wood and nut of data that also hold grid."""
-    data = make_synthetic(tmp_path_factory.mktemp("data"), classes=["wood", "nut", "grid"], num_train=6,
-                          num_test=6, image_size=IMAGE_SIZE)
-    run = tmp_path_factory.mktemp("run")
-    assert Trainer(tiny_config(data, run, epochs=1, classes=["wood", "nut"])).fit().finished
-    return run, data
+@pytest.fixture
+def data_with_grid(tmp_path):
+    """Synthetic wood, nut and grid: a class more than the tiny run was trained on."""
+    return make_synthetic(tmp_path / "data", classes=["wood", "nut", "grid"], num_train=6, num_test=6,
+                          image_size=IMAGE_SIZE)
 
 
-def test_test_with_an_untrained_class_is_refused_before_scoring(run_and_data, tmp_path, capsys, monkeypatch):
-    run, data = run_and_data
+def test_a_run_on_some_classes_of_the_data_takes_only_those(data_with_grid, tmp_path):
+    trainer = Trainer(tiny_config(data_with_grid, tmp_path / "run", classes=["wood", "nut"]))
+    assert trainer.class_names == ["wood", "nut"]
+    assert {s.class_name for s in (*trainer.train_set.samples, *trainer.val_set.samples)} == {"wood", "nut"}
+
+
+def test_test_with_an_untrained_class_is_refused_before_scoring(tiny_run, data_with_grid, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("ssmad.engine.evaluation.predict_test_set", lambda *a, **k: pytest.fail("scored"))
-    assert main(["test", str(run), "--classes", "grid", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    argv = ["test", str(tiny_run.run), "--data", str(data_with_grid), "--classes", "grid", "--device", "cpu", "--out",
+            str(tmp_path / "out")]
+    assert main(argv) == 2
     error = capsys.readouterr().err
-    assert "grid" in error and "wood, nut" in error
+    assert "grid" in error and "nut, wood" in error
 
 
-def test_predict_rows_are_written_as_they_are_scored(run_and_data, tmp_path, capsys, monkeypatch):
-    run, data = run_and_data
+def test_predict_rows_are_written_as_they_are_scored(tiny_run, tmp_path, capsys, monkeypatch):
+    data, run = tiny_run
     calls = []
     score = ssmad.engine.detector.Detector._score
 
@@ -54,8 +59,8 @@ def test_predict_rows_are_written_as_they_are_scored(run_and_data, tmp_path, cap
     assert len(list(csv.DictReader((out / "predictions.csv").open()))) == 2
 
 
-def test_a_failing_overlay_loses_no_row(run_and_data, tmp_path, monkeypatch):
-    run, data = run_and_data
+def test_a_failing_overlay_loses_no_row(tiny_run, tmp_path, monkeypatch):
+    data, run = tiny_run
     written = []
 
     def overlay_fails_once(path, *args):
@@ -70,8 +75,8 @@ def test_a_failing_overlay_loses_no_row(run_and_data, tmp_path, monkeypatch):
     assert any("overlay" in reason and "No space" in reason for _, reason in summary.skipped)
 
 
-def test_predict_decodes_each_file_once(run_and_data, tmp_path, monkeypatch):
-    run, data = run_and_data
+def test_predict_decodes_each_file_once(tiny_run, tmp_path, monkeypatch):
+    data, run = tiny_run
     opened = []
     real_open = Image.open
     monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k))
@@ -79,8 +84,8 @@ def test_predict_decodes_each_file_once(run_and_data, tmp_path, monkeypatch):
     assert len(opened) == 6
 
 
-def test_pil_images_get_the_same_conversion_as_files(run_and_data, tmp_path):
-    run, _ = run_and_data
+def test_pil_images_get_the_same_conversion_as_files(tiny_run, tmp_path):
+    run = tiny_run.run
     detector = ssmad.load(run, "cpu")
     values = (np.random.default_rng(0).integers(0, 65536, (64, 64))).astype(np.uint16)
     path = tmp_path / "sixteen.png"

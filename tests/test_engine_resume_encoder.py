@@ -2,6 +2,7 @@
 
 import shutil
 
+import pytest
 import torch
 from engine_tiny import make_tiny_data, tiny_config
 
@@ -10,6 +11,7 @@ from ssmad.engine.trainer import Trainer, resume_config
 from ssmad.modules.encoder import build_encoder
 
 
+@pytest.mark.slow
 def test_resume_uses_the_stored_encoder_after_run_and_weights_moved(tmp_path):
     data = make_tiny_data(tmp_path / "data")
     weights = tmp_path / "weights" / "resnet18-mine.pth"

@@ -1,4 +1,5 @@
-"""Training end to end on tiny synthetic data: exact resume, feature cache, predict outputs."""
+"""Training end to end on tiny synthetic data: exact resume, feature cache, divergence; and what a
+finished run holds and predicts (on the shared tiny run)."""
 
 import json
 import os
@@ -31,6 +32,7 @@ def finished_run(tiny_data, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tiny_data, finished_run, tmp_path):
     stopped = Trainer(tiny_config(tiny_data, tmp_path, max_steps=3)).fit()
     assert not stopped.finished and stopped.global_step == 3
@@ -51,6 +53,7 @@ def resume_and_compare(run, finished_run):
     assert actual["calibration"] == expected["calibration"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_inside_a_step_waits_for_the_step_to_finish(tiny_data, finished_run, tmp_path):
     trainer = Trainer(tiny_config(tiny_data, tmp_path))
     step = trainer.optimizer.step
@@ -69,13 +72,13 @@ def test_ctrl_c_inside_a_step_waits_for_the_step_to_finish(tiny_data, finished_r
     resume_and_compare(tmp_path, finished_run)
 
 
-def test_too_few_validation_normals_for_the_target_rate_are_warned_about(finished_run):
-    log = (finished_run / "train.log").read_text()
+def test_too_few_validation_normals_for_the_target_rate_are_warned_about(tiny_run):
+    log = (tiny_run.run / "train.log").read_text()
     assert "too few validation normals (nut 1, wood 1) to show a 0.01 false-positive rate" in log
 
 
-def test_checkpoint_holds_what_prediction_needs(finished_run):
-    payload = load_checkpoint(finished_run)
+def test_checkpoint_holds_what_prediction_needs(tiny_run):
+    payload = load_checkpoint(tiny_run.run)
     assert payload["preset"] == "pyramid_mamba"
     assert payload["class_names"] == ["nut", "wood"]
     assert payload["encoder"] == {"name": "resnet18", "weights_source": "random", "weights_sha256": None}
@@ -83,13 +86,14 @@ def test_checkpoint_holds_what_prediction_needs(finished_run):
     assert payload["ssmad_version"] == ssmad.__version__
 
 
-def test_existing_run_is_never_overwritten_and_finished_runs_do_not_resume(tiny_data, finished_run):
+def test_existing_run_is_never_overwritten_and_finished_runs_do_not_resume(tiny_run):
+    data, run = tiny_run
     with pytest.raises(CheckpointError, match="already exists"):
-        Trainer(tiny_config(tiny_data, finished_run)).fit()
+        Trainer(tiny_config(data, run)).fit()
     with pytest.raises(CheckpointError, match="finished run"):
-        Trainer(resume_config(finished_run), resume=True).fit()
+        Trainer(resume_config(run), resume=True).fit()
     with pytest.raises(CheckpointError, match="not 'mambaad'"):
-        Trainer(tiny_config(tiny_data, finished_run, preset="mambaad"), resume=True).fit()
+        Trainer(tiny_config(data, run, preset="mambaad"), resume=True).fit()
 
 
 def test_disk_and_memory_caches_hold_the_encoder_features(tiny_data, tmp_path):
@@ -106,8 +110,9 @@ def test_disk_and_memory_caches_hold_the_encoder_features(tiny_data, tmp_path):
     assert memory.class_names == [s.class_name for s in dataset.samples]
 
 
-def test_detector_predict_and_class_assignment(finished_run, tiny_data):
-    detector = ssmad.load(finished_run, device="cpu")
+def test_detector_predict_and_class_assignment(tiny_run):
+    tiny_data, run = tiny_run
+    detector = ssmad.load(run, device="cpu")
     wood = sorted((tiny_data / "wood" / "test").rglob("*.png"))[:2]
     result = detector.predict([*wood, tiny_data / "missing.png"])
     assert len(result) == 2 and result.class_names == ["wood", "wood"]
@@ -130,13 +135,14 @@ def test_detector_predict_and_class_assignment(finished_run, tiny_data):
         detector.predict(nan_batch)
 
 
-def test_predict_files_writes_rows_and_skips_unreadable_files(finished_run, tiny_data, tmp_path):
+def test_predict_files_writes_rows_and_skips_unreadable_files(tiny_run, tmp_path):
+    tiny_data, run = tiny_run
     broken = tmp_path / "inputs" / "broken.png"
     broken.parent.mkdir()
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     inputs = [str(tiny_data / "nut" / "test"), str(tiny_data / "wood" / "test" / "*" / "00[01].png"),
               str(broken), str(tmp_path / "nowhere.png")]
-    summary = predict_files(ssmad.load(finished_run, "cpu"), inputs, tmp_path / "out", batch_size=4)
+    summary = predict_files(ssmad.load(run, "cpu"), inputs, tmp_path / "out", batch_size=4)
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert rows == summary.rows and len(rows) >= 7
     assert {row["class"] for row in rows} == {"nut", "wood"}
@@ -148,6 +154,7 @@ def test_predict_files_writes_rows_and_skips_unreadable_files(finished_run, tiny
     assert "broken.png" in skipped and "nowhere.png" in skipped
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tiny_data, tmp_path):
     trainer = Trainer(tiny_config(tiny_data, tmp_path, epochs=3))
     loss = trainer.model.loss

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import MVTEC_ROOT
-from engine_tiny import make_tiny_data, tiny_config
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -16,7 +15,6 @@ pytest.importorskip("onnxruntime")
 import ssmad  # noqa: E402
 from ssmad.cli import main  # noqa: E402
 from ssmad.engine.checkpoint import load_checkpoint  # noqa: E402
-from ssmad.engine.trainer import train  # noqa: E402
 from ssmad.export import ExportedModelError, load_exported, read_onnx_metadata  # noqa: E402
 from ssmad.export.metadata import build_metadata  # noqa: E402
 
@@ -26,13 +24,11 @@ def relative(actual, expected):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export")
-    data = make_tiny_data(root / "data")
-    run = root / "run"
-    train(tiny_config(data, run, epochs=1))
-    assert main(["export", str(run), "--out", str(root / "tiny.onnx")]) == 0
-    return data, run, root / "tiny.onnx"
+def exported(tiny_run, tmp_path_factory):
+    """(data, run, the run exported to ONNX by ``ssmad export``)."""
+    onnx_path = tmp_path_factory.mktemp("export") / "tiny.onnx"
+    assert main(["export", str(tiny_run.run), "--out", str(onnx_path)]) == 0
+    return tiny_run.data, tiny_run.run, onnx_path
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +155,10 @@ def detector_metadata(xml):
 
 
 def test_readme_example_reproduces_score_and_decision(exported, images, capsys):
-    """The README's numpy + Pillow + onnxruntime example, run as written on the tiny export."""
+    """The numpy + Pillow + onnxruntime example, run as written on the tiny export."""
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / "export.md").read_text()
     code = text.split("Without ssmad or PyTorch", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     _, run, onnx_path = exported
     code = code.replace('"model.onnx"', repr(str(onnx_path))).replace('"bottle/test/broken_large/000.png"', repr(images[-1]))

@@ -29,6 +29,7 @@ def _origins(run) -> str:
     return [line for line in (run / "train.log").read_text().splitlines() if "features of" in line][-1]
 
 
+@pytest.mark.slow
 def test_disk_cache_is_reused_by_resume_and_by_a_rerun(tmp_path, encoder_calls):
     data = make_tiny_data(tmp_path / "data")
     cache = tmp_path / "cache"
@@ -48,6 +49,7 @@ def test_disk_cache_is_reused_by_resume_and_by_a_rerun(tmp_path, encoder_calls):
         assert torch.equal(value, load_checkpoint(rerun)["trainable_state"][key]), key
 
 
+@pytest.mark.slow
 def test_truncated_or_foreign_disk_caches_are_rebuilt(tmp_path, encoder_calls):
     data = make_tiny_data(tmp_path / "data")
     cache = tmp_path / "cache"

@@ -26,6 +26,7 @@ def _resume_error(run, capsys) -> str:
     return error
 
 
+@pytest.mark.slow
 def test_image_deleted_before_resume_is_named(stopped_run, capsys):
     data, run = stopped_run
     victim = data / "nut" / "train" / "good" / "003.png"
@@ -35,6 +36,7 @@ def test_image_deleted_before_resume_is_named(stopped_run, capsys):
     assert not load_checkpoint(run)["progress"]["finished"]  # the checkpoint is untouched
 
 
+@pytest.mark.slow
 def test_image_corrupted_before_resume_is_named(stopped_run, capsys):
     data, run = stopped_run
     victim = data / "wood" / "train" / "good" / "002.png"
@@ -43,6 +45,7 @@ def test_image_corrupted_before_resume_is_named(stopped_run, capsys):
     assert str(victim) in error and "changed" in error
 
 
+@pytest.mark.slow
 def test_image_corrupted_or_deleted_between_runs_is_named_and_left_out(stopped_run, tmp_path):
     data, _ = stopped_run
     corrupted = data / "wood" / "train" / "good" / "002.png"

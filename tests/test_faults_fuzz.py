@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from engine_tiny import make_tiny_data, tiny_cli_args
+from engine_tiny import tiny_cli_args
 from fuzz_files import NON_UTF8_NAME, write_fuzzed
 from PIL import Image
 
@@ -20,16 +20,6 @@ import ssmad
 from ssmad.cli import main
 from ssmad.data import build_dataset, read_image
 from ssmad.engine.checkpoint import load_checkpoint
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """Clean tiny data and a finished run trained on it."""
-    root = tmp_path_factory.mktemp("fuzz")
-    data = make_tiny_data(root / "data")
-    run = root / "run"
-    assert main([*tiny_cli_args(data, run), "--epochs", "1"]) == 0
-    return data, run
 
 
 def _fuzzed_copy(data, tmp_path, folder: str):
@@ -47,8 +37,8 @@ def _named(text: str, files: dict[str, bool]) -> None:
         assert (label in text) != usable, name
 
 
-def test_predict_on_fuzzed_files(trained, tmp_path):
-    data, run = trained
+def test_predict_on_fuzzed_files(tiny_run, tmp_path):
+    data, run = tiny_run
     inputs = tmp_path / "inputs"
     files = write_fuzzed(inputs, data / "wood" / "train" / "good" / "000.png")
     out = tmp_path / "out"
@@ -68,8 +58,8 @@ def test_predict_on_fuzzed_files(trained, tmp_path):
     assert len(list(csv.DictReader((out / "predictions.csv").open(encoding="utf-8", errors="surrogateescape")))) == len(rows)
 
 
-def test_test_on_fuzzed_files(trained, tmp_path, capsys):
-    data, run = trained
+def test_test_on_fuzzed_files(tiny_run, tmp_path, capsys):
+    data, run = tiny_run
     copy, files = _fuzzed_copy(data, tmp_path, "test/good")
     capsys.readouterr()
     assert main(["test", str(run), "--data", str(copy), "--device", "cpu", "--out", str(tmp_path / "t")]) == 0
@@ -83,8 +73,9 @@ def test_test_on_fuzzed_files(trained, tmp_path, capsys):
         name for name, usable in files.items() if not usable)
 
 
-def test_train_on_fuzzed_files(trained, tmp_path, capsys):
-    data, _ = trained
+@pytest.mark.slow
+def test_train_on_fuzzed_files(tiny_run, tmp_path, capsys):
+    data, _ = tiny_run
     copy, files = _fuzzed_copy(data, tmp_path, "train/good")
     run = tmp_path / "run"
     assert main([*tiny_cli_args(copy, run), "--epochs", "1"]) == 0
@@ -99,8 +90,8 @@ def test_train_on_fuzzed_files(trained, tmp_path, capsys):
     assert any(stamp[0].endswith(NON_UTF8_NAME) for stamp in recorded["usable"])
 
 
-def test_exif_orientation_is_the_same_in_train_test_and_predict(trained, tmp_path):
-    data, run = trained
+def test_exif_orientation_is_the_same_in_train_test_and_predict(tiny_run, tmp_path):
+    data, run = tiny_run
     copy, _ = _fuzzed_copy(data, tmp_path, "test/good")
     path = copy / "wood" / "test" / "good" / "exif_rotated.jpg"
     upright = read_image(path)

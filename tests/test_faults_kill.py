@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from engine_tiny import make_tiny_data, tiny_cli_args
 
 from ssmad.cli import main
@@ -36,6 +37,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_sigkill_inside_a_checkpoint_write_keeps_the_previous_one(tmp_path, capsys):
     data = make_tiny_data(tmp_path / "data")
     run = tmp_path / "run"

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from ssmad.metrics import UndefinedMetricWarning, evaluate, evaluate_per_class, ranking_metrics
+from ssmad.metrics import UndefinedMetricWarning, evaluate, evaluate_per_class, ranking_curves, ranking_metrics
 
 
 def ranking(scores, labels):
@@ -41,6 +41,43 @@ def test_ranking_metrics_equal_sklearn(ties, dtype):
         assert result["auroc"] == pytest.approx(roc_auc_score(labels, scores), abs=1e-6)
         assert result["ap"] == pytest.approx(average_precision_score(labels, scores), abs=1e-6)
         assert result["f1max"] == pytest.approx(sklearn_f1max(labels, scores), abs=1e-6)
+
+
+def corners(x, y):
+    """The polyline (x, y) without repeated vertices and without the inner points of its
+    horizontal runs: the vertices that shape it."""
+    keep = np.concatenate(([True], (np.diff(x) != 0) | (np.diff(y) != 0)))
+    x, y = x[keep], y[keep]
+    inner = np.concatenate(([False], (y[1:-1] == y[:-2]) & (y[1:-1] == y[2:]), [False]))
+    return x[~inner], y[~inner]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_ranking_curves_are_sklearns_roc_and_pr_curves(ties):
+    """With ties among positives and between positives and negatives, the ROC polyline is
+    scikit-learn's roc_curve through every distinct threshold, and the PR points are its
+    precision_recall_curve at the positives' scores."""
+    rng = np.random.default_rng(5 + ties)
+    for size in (2, 17, 300):
+        labels, scores = random_scores(rng, size, ties, np.float64)
+        labels[:2] = [0, 1]
+        curves = ranking_curves(scores[labels == 1], scores[labels == 0])
+        fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+        for ours, theirs in zip(corners(curves.fpr, curves.tpr), corners(fpr, tpr)):
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+        precision, recall, thresholds = precision_recall_curve(labels, scores)
+        at_positives = np.isin(thresholds, scores[labels == 1])
+        np.testing.assert_allclose(curves.recall, recall[:-1][at_positives][::-1], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(curves.precision, precision[:-1][at_positives][::-1], rtol=0, atol=1e-12)
+    if ties:  # the case the curves are for: a tie of positives with negatives is one sloped segment
+        assert np.any((np.diff(curves.fpr) > 0) & (np.diff(curves.tpr) > 0))
+
+
+def test_ranking_curves_without_positives_or_negatives():
+    assert all(part.size == 0 for part in ranking_curves(np.empty(0), np.array([0.5, 1.0])))
+    curves = ranking_curves(np.array([0.2, 0.7, 0.7]), np.empty(0))
+    assert curves.fpr.max() == 0 and curves.tpr[-1] == 1
+    np.testing.assert_allclose(curves.precision, [1.0, 1.0])
 
 
 def test_negative_zero_and_negative_scores_rank_like_floats():

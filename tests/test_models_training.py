@@ -3,6 +3,7 @@ score higher than clean ones; the two training losses on hand-computed cases."""
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
@@ -54,6 +55,7 @@ def paste_defects(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return out
 
 
+@pytest.mark.slow
 def test_training_lowers_loss_and_separates_defects():
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from engine_tiny import make_tiny_data, tiny_config
 from official_fixtures import load_fixture, official_state_dict, with_encoder
 
 import ssmad
@@ -16,7 +15,6 @@ from ssmad.cli import main
 from ssmad.data import ImageTransform, make_synthetic, read_image
 from ssmad.engine.calibration import Calibration
 from ssmad.engine.checkpoint import load_checkpoint
-from ssmad.engine.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +31,7 @@ def converted_run(tmp_path_factory):
     return checkpoint, data, run
 
 
+@pytest.mark.slow
 def test_converted_run_predicts_the_in_memory_models_scores(converted_run, tmp_path):
     checkpoint, data, run = converted_run
     assert main(["predict", str(run), str(data / "wood" / "test"), "--out", str(tmp_path), "--no-overlays", "--device", "cpu"]) == 0
@@ -45,6 +44,7 @@ def test_converted_run_predicts_the_in_memory_models_scores(converted_run, tmp_p
     np.testing.assert_allclose([row["score"] for row in rows], scores.numpy(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_converted_run_records_its_source_and_official_function(converted_run):
     checkpoint, data, run = converted_run
     payload = load_checkpoint(run)
@@ -56,6 +56,7 @@ def test_converted_run_records_its_source_and_official_function(converted_run):
     assert payload["calibration"]["classes"]["wood"]["num_images"] == 2
 
 
+@pytest.mark.slow
 def test_converted_run_is_tested_and_recalibrated_like_a_trained_one(converted_run, tmp_path):
     _, _, run = converted_run
     stored = load_checkpoint(run)["calibration"]
@@ -74,21 +75,13 @@ def test_pyramid_conversion_defaults_to_the_official_codes_function(tmp_path):
     assert (paper.pyramid_levels, paper.map_scale) == (2, "sum")
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("calibrate")
-    data = make_tiny_data(root / "data")
-    result = train(tiny_config(data, root / "run"))
-    return data, result.run_dir
-
-
 def _thresholds(calibration: dict) -> list[float]:
     cal = Calibration.from_dict(calibration)
     return [c.threshold for c in cal.classes.values()] + [cal.overall.threshold]
 
 
-def test_calibrate_reproduces_a_trained_runs_thresholds_from_the_same_normals(trained_run):
-    _, run = trained_run
+def test_calibrate_reproduces_a_trained_runs_thresholds_from_the_same_normals(tiny_run_copy):
+    run = tiny_run_copy.run
     stored = load_checkpoint(run)["calibration"]
     assert main(["calibrate", str(run), "--device", "cpu"]) == 0
     again = load_checkpoint(run)["calibration"]
@@ -96,8 +89,8 @@ def test_calibrate_reproduces_a_trained_runs_thresholds_from_the_same_normals(tr
     assert again["global"]["num_images"] == stored["global"]["num_images"]
 
 
-def test_calibrate_some_classes_on_new_normals_keeps_the_others(trained_run, capsys):
-    data, run = trained_run
+def test_calibrate_some_classes_on_new_normals_keeps_the_others(tiny_run_copy, capsys):
+    run = tiny_run_copy.run
     before = Calibration.from_dict(load_checkpoint(run)["calibration"])
     assert main(["calibrate", str(run), "--classes", "wood", "--all-normals", "--device", "cpu"]) == 0
     after = Calibration.from_dict(load_checkpoint(run)["calibration"])

@@ -124,14 +124,25 @@ def test_backend_choice_and_errors(monkeypatch):
     inputs = make_inputs(length=8)
     with pytest.raises(ValueError, match="unknown selective-scan backend 'fast'"):
         selective_scan(**inputs, backend="fast")
-    with pytest.raises(ValueError, match="CUDA tensors"):
-        selective_scan(**inputs, backend="cuda")
+    with pytest.raises(ValueError, match="'mamba_ssm' runs on CUDA tensors"):
+        selective_scan(**inputs, backend="mamba_ssm")
     monkeypatch.setenv(BACKEND_ENV, "nonsense")
     with pytest.raises(ValueError, match=BACKEND_ENV):
         selective_scan(**inputs)
     monkeypatch.setenv(BACKEND_ENV, "reference")
     with torch.no_grad():
         assert torch.equal(selective_scan(**inputs, delta_softplus=True), selective_scan_ref(**inputs, delta_softplus=True))
+
+
+@pytest.mark.parametrize("through", ["argument", "environment"])
+def test_old_backend_name_cuda_means_mamba_ssm_with_a_deprecation_warning(monkeypatch, through):
+    inputs = make_inputs(length=8)  # CPU tensors, which mamba_ssm's kernel refuses, naming itself
+    if through == "environment":
+        monkeypatch.setenv(BACKEND_ENV, "cuda")
+    options = {"backend": "cuda"} if through == "argument" else {}
+    with pytest.warns(DeprecationWarning, match="'cuda' .* is now called 'mamba_ssm'"):
+        with pytest.raises(ValueError, match="'mamba_ssm' runs on CUDA tensors"):
+            selective_scan(**inputs, **options)
 
 
 def test_auto_backend_keeps_float64_in_float64():
@@ -144,7 +155,7 @@ def test_auto_backend_keeps_float64_in_float64():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("backend", ["cuda", "triton", "torch"])
+@pytest.mark.parametrize("backend", ["mamba_ssm", "triton", "torch"])
 def test_cuda_backends_match_reference(backend):
     if backend not in available_backends("cuda"):
         pytest.skip(f"backend {backend} unavailable on CUDA (mamba_ssm or triton not installed)")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serve_tiny import bomb_png, png_bytes, require_serve_packages, train_tiny_run
+from serve_tiny import bomb_png, png_bytes, require_serve_packages
 
 require_serve_packages()
 
@@ -24,8 +24,8 @@ from ssmad.serve.batching import Batcher, QueueFull  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory):
-    return ssmad.load(train_tiny_run(tmp_path_factory.mktemp("serve")), device="cpu")
+def detector(tiny_run):
+    return ssmad.load(tiny_run.run, device="cpu")
 
 
 def ready_client(app) -> TestClient:

@@ -17,19 +17,19 @@ import urllib.request
 
 import pytest
 
-from serve_tiny import png_bytes, require_serve_packages, running_server, train_tiny_run
+from serve_tiny import png_bytes, require_serve_packages, running_server
 
 require_serve_packages()
 
-from ssmad.serve.load import multipart_body, run_load  # noqa: E402
+from ssmad.serve.load_generator import multipart_body, run_load  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_server(train_tiny_run(tmp_path_factory.mktemp("served")), "--max-batch", "8") as url:
+def server(tiny_run):
+    with running_server(tiny_run.run, "--max-batch", "8") as url:
         yield url
 
 

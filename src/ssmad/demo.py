@@ -8,7 +8,7 @@ Nothing is downloaded. Encoder weights are looked for in this order:
    package is never imported; MIT licence, ImageNet-trained features, see the README);
 4. torchvision's ResNet18 file in torch hub's cache;
 5. none: the demo says so loudly and uses a randomly initialised MobileNetV2, with which the
-   synthetic defects are found far less reliably (README, "Results").
+   synthetic defects are found far less reliably (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ INSTALL_HINT = (
     "download at run time), or pass --weights with torchvision's resnet18-f37072fd.pth"
 )
 
-# The small configuration (README, "Results": under 2 minutes on a 2-core CPU with either
+# The small configuration (docs/benchmarks.md: under 2 minutes on a 2-core CPU with either
 # encoder). A ResNet18 epoch takes about twice as long as a MobileNetV2 one (wider decoder), so it
 # gets fewer epochs.
 DEMO_IMAGE_SIZE = 128
@@ -43,7 +43,7 @@ DEMO_BATCH = 4
 DEMO_LR = 2e-3
 # The cosine loss: it does not depend on the features' scale, which matters for a random encoder
 # (MobileNetV2's random features have mean squares 1e-4 to 1e-11: with MSE the demo scored below
-# chance) and does not hurt with ImageNet features (README, "Results").
+# chance) and does not hurt with ImageNet features (docs/benchmarks.md).
 DEMO_MODEL = {"decoder_depths": [1, 1, 1, 1], "pyramid_levels": 1, "loss": "cosine"}
 
 

@@ -1,7 +1,7 @@
 """Where the files are: one reader per dataset layout, as the datasets are distributed.
 
 Every reader lists, for one class, its training normals and its test images as `Sample`
-records (file paths and labels; nothing is decoded here). Layouts (DESIGN.md §5):
+records (file paths and labels; nothing is decoded here). Layouts (docs/design.md, "Datasets"):
 
 - mvtec / mpdd: `<class>/train/good/*`, `<class>/test/<good|defect>/*`,
   `<class>/ground_truth/<defect>/<stem>_mask.png`.

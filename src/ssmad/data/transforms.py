@@ -4,7 +4,8 @@ Images: PIL bilinear resize (which low-pass filters when it shrinks, like torchv
 `Resize` on PIL images), scaled to [0, 1], normalised with the encoder's mean/std.
 Masks: PIL bilinear resize of the 0/255 mask, then binarised at 0.5 (value >= 128), which is
 what the reference framework (MambaAD/ADer: bilinear `Resize` + `mask > 0.5`) does, so ssmad's
-pixel metrics are computed on the same masks as published numbers (DESIGN.md §4).
+pixel metrics are computed on the same masks as published numbers (docs/design.md, "Evaluation
+protocol").
 """
 
 from __future__ import annotations

@@ -114,20 +114,11 @@ def write_overlays(detector: Detector, dataset, outputs: TestOutputs, out_dir: P
     return written
 
 
-def roc_pr_points(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image-level curve points: (fpr, tpr=recall, precision), each (N+1,), scores descending."""
-    order = np.argsort(-scores, kind="stable")
-    hits = labels[order].astype(np.float64)
-    tp = np.concatenate([[0.0], np.cumsum(hits)])
-    fp = np.concatenate([[0.0], np.cumsum(1 - hits)])
-    tpr = tp / max(hits.sum(), 1)
-    fpr = fp / max((1 - hits).sum(), 1)
-    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
-    return fpr, tpr, precision
-
-
 def write_curves(outputs: TestOutputs, out_dir: Path) -> Path | None:
-    """``curves.png``: image-level ROC and PR per class; None when matplotlib is not installed."""
+    """``curves.png``: image-level ROC and PR per class (``ssmad.metrics.ranking_curves``, the
+    points the metrics are computed from); None when matplotlib is not installed."""
+    from ssmad.metrics import ranking_curves
+
     try:
         import matplotlib
 
@@ -139,9 +130,10 @@ def write_curves(outputs: TestOutputs, out_dir: Path) -> Path | None:
     figure, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.5))
     for name in sorted(set(outputs.class_names)):
         selected = names == name
-        fpr, tpr, precision = roc_pr_points(outputs.labels[selected], outputs.scores[selected])
-        roc.plot(fpr, tpr, label=name)
-        pr.plot(tpr[1:], precision[1:], label=name)
+        labels, scores = outputs.labels[selected], outputs.scores[selected]
+        curves = ranking_curves(scores[labels == 1], scores[labels == 0])
+        roc.plot(curves.fpr, curves.tpr, label=name)
+        pr.plot(curves.recall, curves.precision, label=name)
     roc.set(xlabel="false-positive rate", ylabel="true-positive rate", title="image ROC")
     pr.set(xlabel="recall", ylabel="precision", title="image PR")
     roc.legend(fontsize=7)

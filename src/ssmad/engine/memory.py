@@ -3,8 +3,8 @@
 glibc's malloc serves every block of 32 MB or more (a (8, 4096, 512) float32 scan output is 64 MB)
 with a fresh ``mmap`` and hands it back to the system on ``free``. The next tensor of that size
 is fresh memory again, and the system must map and zero each 4 KB page the first time it is
-written: on the 2-vCPU virtual machine of the README's figures, the scan's fresh outputs cost
-about 55 ms of its 220 ms forward and backward (see the README, "Results"). Asking malloc to keep
+written: on the 2-vCPU virtual machine of docs/benchmarks.md, the scan's fresh outputs cost
+about 55 ms of its 220 ms forward and backward (docs/benchmarks.md). Asking malloc to keep
 freed memory (no ``mmap`` for large blocks, no trimming of the heap's top) makes the next large
 tensor reuse those pages, as PyTorch's CPU tuning guide gets from jemalloc or TCMalloc.
 

@@ -1,8 +1,8 @@
-"""Each preset's optimiser and learning-rate schedule (DESIGN.md section 3).
+"""Each preset's optimiser and learning-rate schedule (docs/design.md, "Training recipe").
 
 - ``pyramid_mamba``: the paper's Adam with decay 1e-4 (AdamW here), lr 5e-4, constant, batch 16,
   500 epochs.
-- ``mambaad``: the MambaAD configuration as recorded in DESIGN.md: AdamW, lr 5e-3 x batch/16,
+- ``mambaad``: the MambaAD configuration as recorded in docs/design.md: AdamW, lr 5e-3 x batch/16,
   weight decay 1e-4, lr x 0.1 after 80 % of the optimiser steps (the official config counts its
   schedule in iterations, ``use_iters=True``), batch 16, 500 epochs.
 

@@ -1,6 +1,7 @@
 """The reference framework's (ADer: MambaAD, Pyramid-Mamba) approximate pixel metrics.
 
-Reproduced for like-for-like comparison with published tables (DESIGN.md §4), computed
+Reproduced for like-for-like comparison with published tables (docs/design.md, "Evaluation
+protocol"), computed
 without its loops over thresholds but with its exact thresholds and comparisons:
 - P-F1max: the class's maps are min-max normalised (in their own dtype), binarised with
   `map > t` for the 21 thresholds t = 0, 0.05, ..., 1 (`np.arange(0, 1 + 1e-3, 0.05)`),

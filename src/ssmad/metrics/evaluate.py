@@ -1,4 +1,5 @@
-"""The seven numbers of the MUAD protocol (DESIGN.md §4), for one class or per class.
+"""The seven numbers of the MUAD protocol (docs/design.md, "Evaluation protocol"), for one class or
+per class.
 
 `protocol="exact"`: every metric by its definition (the first five equal scikit-learn's;
 AU-PRO as MVTec's own evaluation code defines it, over every threshold).

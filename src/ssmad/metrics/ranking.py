@@ -20,9 +20,12 @@ that scikit-learn's `roc_curve` and MVTec's AU-PRO code trace (ties are one poin
   interpolation there, / max_fpr; PRO_j = sum of the weights of the positives >= v_j,
   a pixel of region r weighing 1 / (number of regions * |r|).
 Cost: one sort of the N negatives (in place), one of the P positives, 2m binary searches.
+The same points drawn: :func:`ranking_curves` (the ROC polyline and the PR points).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -55,6 +58,53 @@ def _polyline(ge: np.ndarray, gt: np.ndarray, y: np.ndarray, num_neg: int) -> tu
     return x_path, y_path
 
 
+def _distinct_positives(
+    positive_scores: np.ndarray, negative_scores: np.ndarray, negatives_sorted: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For P > 0 positives with m distinct values v_1 > ... > v_m: ``order`` (P,) sorting the
+    positives descending, ``starts`` (m,) where each value's run begins in that order, and TP_j,
+    F_j (negatives >= v_j), G_j (negatives > v_j), each (m,) float64."""
+    dtype = np.result_type(positive_scores, negative_scores)
+    order = np.argsort(positive_scores, kind="stable")[::-1]
+    values = positive_scores.astype(dtype, copy=False)[order]
+    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
+    distinct = values[starts]  # v_1 > ... > v_m
+    tp = np.cumsum(np.diff(np.append(starts, positive_scores.size))).astype(np.float64)
+    negatives = negative_scores.astype(dtype, copy=False)
+    if not negatives_sorted:
+        negatives = np.sort(negatives)
+    num_neg = negatives.size
+    ge = (num_neg - np.searchsorted(negatives, distinct, side="left")).astype(np.float64)
+    gt = (num_neg - np.searchsorted(negatives, distinct, side="right")).astype(np.float64)
+    return order, starts, tp, ge, gt
+
+
+class RankingCurves(NamedTuple):
+    """The ROC polyline, ``fpr`` and ``tpr`` (2m + 2,) each, from (0, 0) to (1, 1); and the PR
+    points, ``recall`` and ``precision`` (m,) each, at the m distinct positive scores, descending."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    recall: np.ndarray
+    precision: np.ndarray
+
+
+def ranking_curves(positive_scores: np.ndarray, negative_scores: np.ndarray) -> RankingCurves:
+    """The curves :func:`ranking_metrics` measures, to draw: the ROC polyline through every
+    distinct threshold (ties of positives with negatives one sloped segment, as scikit-learn's
+    ``roc_curve`` traces them) and the (recall, precision) points AP sums over.
+
+    positive_scores (P,) and negative_scores (N,) as in :func:`ranking_metrics`. Without
+    positives every array is empty (there is no curve); without negatives fpr is 0 throughout.
+    """
+    if positive_scores.size == 0:
+        return RankingCurves(*(np.empty(0) for _ in range(4)))
+    _, _, tp, ge, gt = _distinct_positives(positive_scores, negative_scores, negatives_sorted=False)
+    num_pos, num_neg = positive_scores.size, max(negative_scores.size, 1)
+    fpr, tpr = _polyline(ge / num_neg, gt / num_neg, tp / num_pos, negative_scores.size / num_neg)
+    return RankingCurves(fpr, tpr, tp / num_pos, tp / (tp + ge))
+
+
 def ranking_metrics(
     positive_scores: np.ndarray,
     negative_scores: np.ndarray,
@@ -77,17 +127,7 @@ def ranking_metrics(
     num_pos, num_neg = positive_scores.size, negative_scores.size
     if num_pos == 0:
         return {"auroc": nan, "ap": nan, "f1max": nan, "aupro": nan}
-    dtype = np.result_type(positive_scores, negative_scores)
-    order = np.argsort(positive_scores, kind="stable")[::-1]
-    values = positive_scores.astype(dtype, copy=False)[order]
-    starts = np.flatnonzero(np.concatenate(([True], values[1:] != values[:-1])))
-    distinct = values[starts]  # v_1 > ... > v_m
-    tp = np.cumsum(np.diff(np.append(starts, num_pos))).astype(np.float64)
-    negatives = negative_scores.astype(dtype, copy=False)
-    if not negatives_sorted:
-        negatives = np.sort(negatives)
-    ge = (num_neg - np.searchsorted(negatives, distinct, side="left")).astype(np.float64)
-    gt = (num_neg - np.searchsorted(negatives, distinct, side="right")).astype(np.float64)
+    order, starts, tp, ge, gt = _distinct_positives(positive_scores, negative_scores, negatives_sorted)
     recall_step = np.diff(np.concatenate(([0.0], tp)))
     result = {
         "ap": float(np.dot(recall_step, tp / (tp + ge)) / num_pos),

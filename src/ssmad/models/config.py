@@ -46,7 +46,7 @@ class ModelConfig:
         d_state, ssm_ratio, dt_rank (None = ceil(C/16)), d_conv, dt_min, dt_max, dt_init_floor.
     Anomaly map:
         blur_sigma: sigma of the Gaussian blur of the map (0 = none).
-        map_scale: "sum" (the sum over scales of 1 - cosine similarity, as DESIGN.md) or
+        map_scale: "sum" (the sum over scales of 1 - cosine similarity, docs/design.md "Method") or
             "official" (the reference framework's: that sum divided by number of scales x sum of
             the scale weights = 3 x 3 = 9, as ADer's ``cal_anomaly_map``), so maps, scores and
             thresholds compare with the official code's. Rankings (every metric) do not change.

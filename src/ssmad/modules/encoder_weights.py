@@ -55,8 +55,9 @@ class Preprocessing:
 IMAGENET_PREPROCESSING = Preprocessing(IMAGENET_MEAN, IMAGENET_STD, "torchvision ImageNet")
 HALF_PREPROCESSING = Preprocessing((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "TensorFlow x/127.5 - 1")
 
-# Weights files known by their sha256 whose preprocessing is NOT ImageNet mean/std:
-# the two Google Coral MobileNetV2 conversions (../shared/weights/SOURCES.md).
+# Weights files known by their sha256 whose preprocessing is NOT ImageNet mean/std: the two
+# MobileNetV2s converted from Google Coral's quantised TFLite files (google-coral/test_data),
+# which expect RGB in [0, 1] mapped to [-1, 1] (docs/design.md, "Encoder weights").
 KNOWN_PREPROCESSING: dict[str, Preprocessing] = {
     "5874f78edc1568120f460d4d6cbff1f1458818eab2e7011458e3269485efe3f8": HALF_PREPROCESSING,
     "71316c0a63e0916d9947e94a1a9280da7caa1eac7e549b47d210abd0db900d1a": HALF_PREPROCESSING,

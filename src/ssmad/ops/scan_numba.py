@@ -9,12 +9,12 @@ tensor is made.
 
 Layout: channels last. One SIMD vector holds 16 channels of one group, which share the route and
 B_t, C_t (broadcast scalars), so the forward has no horizontal sum: the 16 x 16 (state x channel)
-block of one step lives in stack arrays that LLVM keeps in registers or L1 (``_stack_float32``),
+block of one step lives in stack arrays that LLVM keeps in registers or L1 (``stack_float32``),
 and each state entry costs one polynomial exp and three fused multiply-adds per 16 updates.
 States beyond 16 are further passes of 16 (a scan's state entries are independent; N < 16 is
 padded with A = B = C = 0). u, delta, y and their gradients are (batch, G, L, channels) with the
 channels at unit stride, and the kernels move their 16-channel rows as whole vectors
-(``_set_scaled``, ``_add_scaled``): channels-last tensors (SS2D's) are read in place, dense
+(``set_scaled``, ``add_scaled``): channels-last tensors (SS2D's) are read in place, dense
 (batch, dim, L) ones copied channels-last first; channels are padded to a multiple of 16 (a copy)
 only where needed.
 
@@ -26,275 +26,89 @@ in per-lane buffers and are reduced across lanes once per chunk by a transpose-a
 Consecutive steps' rows of u, delta, y and grad_y lie a row of all channels apart (a page or more
 for wide layers), where the CPU's own prefetchers stop: the forward prefetches the rows of the step
 ``AHEAD`` steps on, the backward this block's rows of the next chunk while staging the present
-one (the backward 1.1-1.2x faster, the forward within noise; README "Results").
+one (the backward 1.1-1.2x faster, the forward within noise; docs/benchmarks.md).
 
-The kernels are compiled for whole 512-bit vectors where the CPU has them (``_whole_vectors``):
+The kernels are compiled for whole 512-bit vectors where the CPU has them (``whole_vectors``):
 LLVM's tuning for Intel's AVX-512 cores otherwise splits each 16-channel vector into two halves.
 
 Threads: each call splits its tasks into one run per thread torch uses; a small numba parallel loop
-hands the runs out, so the kernels run on the OpenMP threads torch's own operations use (one pool,
-never both at once). Python threads of our own instead compiled in half the time but ran slower
-between torch operations, whose idle OpenMP threads spin for the cores a while.
-Measured on 2-core Zen4 and Intel Xeon machines (benchmarks/bench_scan.py, README "Results").
-"""
+hands the runs out, on the OpenMP threads torch's own operations use (``ssmad.ops.numba_threads``).
 
-import functools
-import os
+The LLVM building blocks (vector rows, stack arrays, prefetch, 512-bit vectors) are in
+``ssmad.ops.numba_intrinsics``, the float32 exp, softplus and sigmoid in ``ssmad.ops.numba_math``.
+"""
 
 import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
-from llvmlite import ir
-from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import prange
 from torch import Tensor
 
+from . import numba_intrinsics, numba_math
+from .numba_intrinsics import (
+    JIT,
+    LANES,
+    add_product,
+    add_row_sums,
+    add_scaled,
+    address,
+    cache_keyed_on,
+    fill,
+    heap_rows,
+    njit_noalias,
+    prefetch,
+    set_product,
+    set_scaled,
+    stack_float32,
+    whole_vectors,
+)
+from .numba_math import exp_f32, sigmoid_f32, softplus_f32
+from .numba_threads import run_tasks
 from .routes import Routes
 
-if not {"NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY"} & os.environ.keys():
-    # OpenMP first (numba tries TBB first): the OpenMP threads are torch's, one pool for both
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-
 CHUNK = 32  # steps between saved states: the backward's buffers, 4 x CHUNK x 1 KB, stay in L2
-LANES = 16  # channels per vector
 PASS = 16  # state entries per pass
 AHEAD = 16  # steps between the forward's prefetch of a row and its use
-_F32 = np.float32
-_LOG2E, _LN2 = _F32(1.4426950408889634), _F32(0.6931471805599453)
-_ROUND = _F32(12582912.0 + 127.0)  # 1.5 * 2^23 + 127: adding it rounds x / ln 2 into the low mantissa bits
-_EXP_MIN = _F32(-87.0)  # exp(-87) ~ 1.6e-38, the smallest power of two the exponent trick can form
-# 1 + r + c2 r^2 + ... + c5 r^5: minimax relative error 1.0e-7 on |r| <= ln(2) / 2, exact at r = 0
-_C2, _C3, _C4, _C5 = _F32(0.499992311), _F32(0.166670904), _F32(0.0418902077), _F32(0.00831471942)
-_L3, _L5, _L7, _L9, _L11 = (_F32(1.0 / k) for k in (3, 5, 7, 9, 11))  # 2 atanh(s) = 2 s (1 + s^2 / 3 + ...)
-_ZERO, _ONE, _TWO = _F32(0.0), _F32(1.0), _F32(2.0)
-# fastmath without reassociation: the rounding trick in _exp must not be folded away.
-_JIT = dict(fastmath={"nnan", "ninf", "nsz", "arcp", "contract", "afn"}, error_model="numpy", cache=True)
+_ZERO, _ONE = np.float32(0.0), np.float32(1.0)
 
 
-@intrinsic
-def _float32_bits(typingctx, x):
-    """The bits of a float32 as an int32."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def _bits_float32(typingctx, bits):
-    """An int32's bits as a float32."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
-
-
-@intrinsic
-def _stack_float32(typingctx, size):
-    """Pointer to ``size`` (an integer literal) float32 on the stack: unlike a heap array, LLVM
-    knows it aliases nothing and may keep it in registers."""
-    if not isinstance(size, types.IntegerLiteral):
-        return None
-    count = size.literal_value
-
-    def codegen(context, builder, signature, args):
-        pointer = cgutils.alloca_once(builder, ir.FloatType(), size=ir.Constant(ir.IntType(64), count))
-        pointer.align = 64  # whole cache lines: a 16-float vector never straddles two
-        return pointer
-
-    return types.CPointer(types.float32)(size), codegen
-
-
-@numba.njit(inline="always", **_JIT)
-def _heap_rows(rows):
-    """An uninitialised (rows, 16) float32 heap array starting on a cache line (malloc gives 16 or
-    32 bytes of alignment, and a vector straddling two lines loads slower)."""
-    flat = np.empty((rows + 1) * LANES, dtype=np.float32)
-    skip = -(flat.ctypes.data // 4) % LANES
-    return flat[skip : skip + rows * LANES].reshape((rows, LANES))
-
-
-@numba.njit(inline="always", **_JIT)
-def _fill(x, value):
-    """x[...] = value for a C-contiguous array, as one loop that becomes vector stores. numba's slice
-    assignment (x[:] = value) walks the strides, which LLVM made 8-float scatters: 2048 of them
-    per chunk for the backward's lane buffers."""
-    flat = x.reshape(x.size)
-    for i in range(flat.size):
-        flat[i] = value
-
-
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _block():
     """A 16 x 16 float32 stack array."""
-    return numba.carray(_stack_float32(256), (PASS, LANES))
+    return numba.carray(stack_float32(256), (PASS, LANES))
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _vector():
     """A 16-element float32 stack array."""
-    return numba.carray(_stack_float32(16), (LANES,))
+    return numba.carray(stack_float32(16), (LANES,))
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _chunk_blocks():
     """A (CHUNK, 16, 16) float32 stack array (32 KB)."""
-    return numba.carray(_stack_float32(8192), (CHUNK, PASS, LANES))
+    return numba.carray(stack_float32(8192), (CHUNK, PASS, LANES))
 
 
-@numba.njit(inline="always", **_JIT)
+@numba.njit(inline="always", **JIT)
 def _chunk_vectors():
     """A (CHUNK, 16) float32 stack array."""
-    return numba.carray(_stack_float32(512), (CHUNK, LANES))
+    return numba.carray(stack_float32(512), (CHUNK, LANES))
 
 
 assert PASS * LANES == 256 and CHUNK * PASS * LANES == 8192 and CHUNK * LANES == 512  # the literal sizes above
 
 
-@intrinsic
-def _add_row_sums(typingctx, block, out):
-    """out[0:16] += the 16 row sums of the 16 x 16 float32 block at address ``block`` (addresses as
-    int64), by a transpose-and-add tree: 15 vector additions and 30 shuffles for 256 numbers, where
-    a sum per row is 15 additions in sequence (LLVM may not reassociate them: see ``_JIT``)."""
-    def codegen(context, builder, signature, args):
-        vector, mask = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(32), LANES)
-        source = builder.inttoptr(args[0], vector.as_pointer())
-        target = builder.inttoptr(args[1], vector.as_pointer())
-        rows = [builder.load(builder.gep(source, [ir.Constant(ir.IntType(64), n)]), align=4) for n in range(PASS)]
-        for run in (8, 4, 2, 1):  # a pair of vectors, each `run`-long partial sums of rows, to one of half as long
-            low = ir.Constant(mask, [i for i in range(2 * LANES) if i // run % 2 == 0])
-            high = ir.Constant(mask, [i for i in range(2 * LANES) if i // run % 2 == 1])
-            rows = [builder.fadd(builder.shuffle_vector(x, y, low), builder.shuffle_vector(x, y, high))
-                    for x, y in zip(rows[::2], rows[1::2])]
-        builder.store(builder.fadd(builder.load(target, align=4), rows[0]), target, align=4)
-        return context.get_dummy_value()
-
-    return types.void(types.int64, types.int64), codegen
-
-
-def _fma(builder: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
-    """x * y + z on 16-float vectors, fused (llvm.fma)."""
-    vector = ir.VectorType(ir.FloatType(), LANES)
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3), "llvm.fma.v16f32")
-    return builder.call(fma, [x, y, z])
-
-
-def _row_intrinsic(name: str, accumulate: bool, by_row: bool):
-    """An intrinsic (target, x, y): target[0:16] = x[0:16] * y, or += with ``accumulate``, for the
-    float32 vectors at int64 addresses; y a float32 scalar, or with ``by_row`` the row y[0:16] at
-    an int64 address. One vector load or two, a multiply or FMA, and a store. The kernels move and
-    combine the 16-channel rows of their arguments and buffers with these: written as loops over
-    the 16 channels, LLVM unrolled them and vectorised the loop over steps around them instead,
-    with gathers and scatters, or left them scalar (it could not tell the stack rows apart)."""
-    def typer(typingctx, target, x, y):
-        def codegen(context, builder, signature, args):
-            vector = ir.VectorType(ir.FloatType(), LANES)
-            out, x_row = (builder.inttoptr(address, vector.as_pointer()) for address in args[:2])
-            x_value = builder.load(x_row, align=4)
-            if by_row:
-                y_value = builder.load(builder.inttoptr(args[2], vector.as_pointer()), align=4)
-            else:
-                y_value = builder.insert_element(ir.Constant(vector, None), args[2], ir.Constant(ir.IntType(32), 0))
-                first_lane = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-                y_value = builder.shuffle_vector(y_value, y_value, first_lane)
-            if accumulate:
-                value = _fma(builder, x_value, y_value, builder.load(out, align=4))
-            else:
-                value = builder.fmul(x_value, y_value)
-            builder.store(value, out, align=4)
-            return context.get_dummy_value()
-
-        return types.void(types.int64, types.int64, types.int64 if by_row else types.float32), codegen
-
-    typer.__name__ = typer.__qualname__ = name  # numba keys intrinsics (and its cache) by name
-    return intrinsic(typer)
-
-
-_set_scaled = _row_intrinsic("_set_scaled", accumulate=False, by_row=False)  # target = scale * source
-_add_scaled = _row_intrinsic("_add_scaled", accumulate=True, by_row=False)  # target += scale * source
-_set_product = _row_intrinsic("_set_product", accumulate=False, by_row=True)  # target = x * y
-_add_product = _row_intrinsic("_add_product", accumulate=True, by_row=True)  # target += x * y
-
-
-@intrinsic
-def _prefetch(typingctx, address):
-    """Ask the CPU to bring the cache line at ``address`` (an int64) into its caches (LLVM's
-    llvm.prefetch): a hint, never a fault. The kernels' rows of u, delta and y lie a row of all
-    channels apart, a page or more for wide layers, where the CPU's own prefetchers stop."""
-    def codegen(context, builder, signature, args):
-        byte_pointer, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        kind = ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32])
-        prefetch = cgutils.get_or_insert_function(builder.module, kind, "llvm.prefetch.p0")
-        read, keep, data = ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)  # keep: in every cache level
-        builder.call(prefetch, [builder.inttoptr(args[0], byte_pointer), read, keep, data])
-        return context.get_dummy_value()
-
-    return types.void(types.int64), codegen
-
-
-@numba.njit(inline="always", **_JIT)
-def _address(x, i, j, k, m):
-    """The address of x[i, j, k, m] of a 4-D array, as an int64."""
-    return x.ctypes.data + i * x.strides[0] + j * x.strides[1] + k * x.strides[2] + m * x.strides[3]
-
-
-@intrinsic
-def _whole_vectors(typingctx):
-    """Let LLVM vectorise the calling function with whole 512-bit vectors (16 float32). Its tuning
-    for Intel's AVX-512 cores prefers 256-bit ones, so the kernels' loops over a row's 16 channels
-    became pairs of 8-float halves and took 1.4x as long. This sets LLVM's "prefer-vector-width"
-    function attribute, a string attribute llvmlite's attribute set does not list (hence
-    ``set.add``); on CPUs without AVX-512 the widest legal vectors are used, as before."""
-    def codegen(context, builder, signature, args):
-        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
-        return context.get_dummy_value()
-
-    return types.void(), codegen
-
-
-def _declare_noalias(flags):
-    flags.noalias = True
-    return flags
-
-
 def _kernel(function):
-    """numba.njit(**_JIT), compiled with every array argument declared not to alias another, which
-    numba's parallel loops declare for their bodies and njit offers no option for (through the
-    dispatcher's flags hook: were it gone, only speed would suffer). Without it the forward ran
-    1.6-1.7x slower at (1, 4x256, 1024) here. The wrappers always pass distinct output buffers."""
-    dispatcher = numba.njit(**_JIT)(function)
-    dispatcher._customize_flags = _declare_noalias
-    return dispatcher
+    """A kernel: :func:`~ssmad.ops.numba_intrinsics.njit_noalias`, its cache keyed on the modules
+    it inlines from too."""
+    return cache_keyed_on(njit_noalias(function), numba_intrinsics, numba_math)
 
 
-@numba.njit(inline="always", **_JIT)
-def _exp(x):
-    """float32 exp(x) for x <= 88, relative error <= 2e-7; x below -87 gives exp(-87)."""
-    x = max(x, _EXP_MIN)
-    v = x * _LOG2E + _ROUND
-    k = v - _ROUND  # round(x / ln 2)
-    r = x - k * _LN2
-    p = ((((_C5 * r + _C4) * r + _C3) * r + _C2) * r + _ONE) * r + _ONE
-    return p * _bits_float32(_float32_bits(v) << 23)  # times 2^k
-
-
-@numba.njit(inline="always", **_JIT)
-def _softplus(x):
-    """float32 log(1 + exp(x)), relative error <= 4e-7: log1p(z) = 2 atanh(z / (2 + z)) as a series."""
-    z = _exp(-abs(x))
-    s = z / (_TWO + z)  # in (0, 1/3]
-    s2 = s * s
-    p = ((((_L11 * s2 + _L9) * s2 + _L7) * s2 + _L5) * s2 + _L3) * s2 + _ONE
-    return max(x, _ZERO) + _TWO * s * p
-
-
-@numba.njit(inline="always", **_JIT)
-def _sigmoid(x):
-    """float32 1 / (1 + exp(-x)), the derivative of softplus."""
-    z = _exp(-abs(x))
-    return (_ONE if x >= _ZERO else z) / (_ONE + z)
+def _runs(function):
+    """A parallel launcher of a kernel (compiled with it, so keyed on the same modules)."""
+    return cache_keyed_on(numba.njit(parallel=True, **JIT)(function), numba_intrinsics, numba_math)
 
 
 @_kernel
@@ -309,7 +123,7 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
     one group slot while A has G): u, delta and y are (batch, 1, L, G * dim), group g's channels at
     g * dim, as the plain scan's channels-last tensors are. Runs the tasks (b, 16-channel block)
     numbered tasks[0] to tasks[1] - 1 of batch * dim / 16."""
-    _whole_vectors()
+    whole_vectors()
     length = delta.shape[2]
     groups, slabs, dim = A.shape[0], A.shape[1], A.shape[3]
     routes = index.shape[1]
@@ -318,7 +132,7 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
     shared_u, summed, save = u.shape[1] == 1, y.shape[1] == 1 and not packed, entering.size > 0
     h, a = _block(), _block()
     skip, u_t, dt_t, drive, acc = _vector(), _vector(), _vector(), _vector(), _vector()
-    dt_g = _heap_rows(length)  # dt at each raster position
+    dt_g = heap_rows(length)  # dt at each raster position
     for task in range(tasks[0], tasks[1]):
         b, block = task // blocks, task % blocks
         c0 = block * LANES
@@ -327,17 +141,17 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
             off = g * dim if packed else 0
             for t in range(length):  # loops of their own: inside the scan's, softplus would not vectorise
                 if t + AHEAD < length:
-                    _prefetch(_address(delta, b, gd, t + AHEAD, off + c0))
-                _set_scaled(dt_g[t].ctypes.data, bias[g, c0:].ctypes.data, _ONE)
-                _add_scaled(dt_g[t].ctypes.data, _address(delta, b, gd, t, off + c0), _ONE)
+                    prefetch(address(delta, b, gd, t + AHEAD, off + c0))
+                set_scaled(dt_g[t].ctypes.data, bias[g, c0:].ctypes.data, _ONE)
+                add_scaled(dt_g[t].ctypes.data, address(delta, b, gd, t, off + c0), _ONE)
             if softplus:
                 for t in range(length):
                     for j in range(LANES):
-                        dt_g[t, j] = _softplus(dt_g[t, j])
+                        dt_g[t, j] = softplus_f32(dt_g[t, j])
             for s in range(slabs):
-                _set_scaled(skip.ctypes.data, D[g, c0:].ctypes.data, _ONE if s == 0 else _ZERO)
+                set_scaled(skip.ctypes.data, D[g, c0:].ctypes.data, _ONE if s == 0 else _ZERO)
                 for n in range(PASS):
-                    _set_scaled(a[n].ctypes.data, _address(A, g, s, n, c0), _ONE)
+                    set_scaled(a[n].ctypes.data, address(A, g, s, n, c0), _ONE)
                 for r in range(routes):
                     w = weight[g, r]
                     first = s == 0 and r == 0 and (g == 0 or not summed)  # y is written, not added to
@@ -348,28 +162,28 @@ def _forward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight,
                                     h[n, j] = _ZERO
                         if save and t % CHUNK == 0:
                             for n in range(PASS):
-                                _set_scaled(_address(entering[b, g, r, s], t // CHUNK, block, n, 0), h[n].ctypes.data, _ONE)
+                                set_scaled(address(entering[b, g, r, s], t // CHUNK, block, n, 0), h[n].ctypes.data, _ONE)
                         pos = index[g, r, t]
                         if t + AHEAD < length:
                             ahead = index[g, r, t + AHEAD]
-                            _prefetch(_address(u, b, gu, ahead, off + c0))
-                            _prefetch(_address(y, b, gy, ahead, off + c0))
-                        _set_scaled(u_t.ctypes.data, _address(u, b, gu, pos, off + c0), _ONE)
-                        _set_scaled(dt_t.ctypes.data, dt_g[pos].ctypes.data, _ONE)
-                        _set_product(drive.ctypes.data, dt_t.ctypes.data, u_t.ctypes.data)
-                        _set_product(acc.ctypes.data, skip.ctypes.data, u_t.ctypes.data)
+                            prefetch(address(u, b, gu, ahead, off + c0))
+                            prefetch(address(y, b, gy, ahead, off + c0))
+                        set_scaled(u_t.ctypes.data, address(u, b, gu, pos, off + c0), _ONE)
+                        set_scaled(dt_t.ctypes.data, dt_g[pos].ctypes.data, _ONE)
+                        set_product(drive.ctypes.data, dt_t.ctypes.data, u_t.ctypes.data)
+                        set_product(acc.ctypes.data, skip.ctypes.data, u_t.ctypes.data)
                         for n in range(PASS):
                             b_n, c_n = B[b, g, pos, s, n], C[b, g, pos, s, n]
                             for j in range(LANES):
-                                h_n = _exp(dt_t[j] * a[n, j]) * h[n, j] + drive[j] * b_n
+                                h_n = exp_f32(dt_t[j] * a[n, j]) * h[n, j] + drive[j] * b_n
                                 h[n, j] = h_n
                                 acc[j] += h_n * c_n
                         if first:
-                            _set_scaled(_address(y, b, gy, pos, off + c0), acc.ctypes.data, w)
+                            set_scaled(address(y, b, gy, pos, off + c0), acc.ctypes.data, w)
                         else:
-                            _add_scaled(_address(y, b, gy, pos, off + c0), acc.ctypes.data, w)
+                            add_scaled(address(y, b, gy, pos, off + c0), acc.ctypes.data, w)
                     for n in range(PASS):
-                        _set_scaled(_address(last[b, g], r, s, n, c0), h[n].ctypes.data, _ONE)
+                        set_scaled(address(last[b, g], r, s, n, c0), h[n].ctypes.data, _ONE)
 
 
 @_kernel
@@ -384,7 +198,7 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
     arrays, which LLVM vectorises over, not the arguments. The recompute keeps exp(dt_t A) and
     exp(dt_t A) h_{t-1} of each step, all the reverse scan needs of the states; a restart zeroes
     the state going forward and the adjoint going back."""
-    _whole_vectors()
+    whole_vectors()
     length = delta.shape[2]
     groups, slabs, dim = A.shape[0], A.shape[1], A.shape[3]
     routes = index.shape[1]
@@ -397,7 +211,7 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
     u_c, gy_c, drive_c = _chunk_vectors(), _chunk_vectors(), _chunk_vectors()  # u, w grad_y, dt u
     via_decay, via_drive = _chunk_vectors(), _chunk_vectors()  # dL/d(dt_t) through exp(dt_t A); dL/d(dt_t u_t)
     lanes_b, lanes_c = _chunk_blocks(), _chunk_blocks()  # grad_B, grad_C per channel lane
-    adjoints = _heap_rows(blocks * PASS).reshape((blocks, PASS, LANES))  # each block's, between chunks
+    adjoints = heap_rows(blocks * PASS).reshape((blocks, PASS, LANES))  # each block's, between chunks
     a, grad_a, adjoint, h = _block(), _block(), _block(), _block()
     skip, grad_b, grad_d = _vector(), _vector(), _vector()
     for task in range(tasks[0], tasks[1]):
@@ -411,44 +225,44 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                     order, restart, w = index[g, r], starts[g, r], weight[g, r]
                     first_delta = s == 0 and r == 0  # every position once per route: written, not added to
                     first_u = first_delta and (g == 0 or not shared_u or packed)
-                    _fill(adjoints[first_block:end_block], _ZERO)
+                    fill(adjoints[first_block:end_block], _ZERO)
                     for chunk in range(chunks - 1, -1, -1):
                         first = chunk * CHUNK
                         steps = min(CHUNK, length - first)
-                        _fill(lanes_b, _ZERO)
-                        _fill(lanes_c, _ZERO)
+                        fill(lanes_b, _ZERO)
+                        fill(lanes_c, _ZERO)
                         for block in range(first_block, end_block):
                             c0 = block * LANES
-                            _set_scaled(skip.ctypes.data, D[g, c0:].ctypes.data, _ONE if s == 0 else _ZERO)
-                            _fill(grad_b, _ZERO)
-                            _fill(grad_d, _ZERO)
-                            _fill(grad_a, _ZERO)
+                            set_scaled(skip.ctypes.data, D[g, c0:].ctypes.data, _ONE if s == 0 else _ZERO)
+                            fill(grad_b, _ZERO)
+                            fill(grad_d, _ZERO)
+                            fill(grad_a, _ZERO)
                             for n in range(PASS):
-                                _set_scaled(a[n].ctypes.data, _address(A, g, s, n, c0), _ONE)
-                                _set_scaled(adjoint[n].ctypes.data, adjoints[block, n].ctypes.data, _ONE)
-                                _set_scaled(h[n].ctypes.data, entering[b, g, r, s, chunk, block, n].ctypes.data, _ONE)
+                                set_scaled(a[n].ctypes.data, address(A, g, s, n, c0), _ONE)
+                                set_scaled(adjoint[n].ctypes.data, adjoints[block, n].ctypes.data, _ONE)
+                                set_scaled(h[n].ctypes.data, entering[b, g, r, s, chunk, block, n].ctypes.data, _ONE)
                             for k in range(steps):  # the chunk's inputs, in loops of their own to vectorise
                                 pos = order[first + k]
                                 if chunk:  # this block's rows of the next chunk, meanwhile
                                     ahead = order[first - CHUNK + k]
-                                    _prefetch(_address(delta, b, gd, ahead, off + c0))
-                                    _prefetch(_address(u, b, gu, ahead, off + c0))
-                                    _prefetch(_address(grad_y, b, gy_g, ahead, off + c0))
-                                _set_scaled(dts[k].ctypes.data, bias[g, c0:].ctypes.data, _ONE)
-                                _add_scaled(dts[k].ctypes.data, _address(delta, b, gd, pos, off + c0), _ONE)
-                                _set_scaled(u_c[k].ctypes.data, _address(u, b, gu, pos, off + c0), _ONE)
-                                _set_scaled(gy_c[k].ctypes.data, _address(grad_y, b, gy_g, pos, off + c0), w)
+                                    prefetch(address(delta, b, gd, ahead, off + c0))
+                                    prefetch(address(u, b, gu, ahead, off + c0))
+                                    prefetch(address(grad_y, b, gy_g, ahead, off + c0))
+                                set_scaled(dts[k].ctypes.data, bias[g, c0:].ctypes.data, _ONE)
+                                add_scaled(dts[k].ctypes.data, address(delta, b, gd, pos, off + c0), _ONE)
+                                set_scaled(u_c[k].ctypes.data, address(u, b, gu, pos, off + c0), _ONE)
+                                set_scaled(gy_c[k].ctypes.data, address(grad_y, b, gy_g, pos, off + c0), w)
                             if softplus:
                                 for k in range(steps):
                                     for j in range(LANES):
-                                        slopes[k, j] = _sigmoid(dts[k, j])
-                                        dts[k, j] = _softplus(dts[k, j])
+                                        slopes[k, j] = sigmoid_f32(dts[k, j])
+                                        dts[k, j] = softplus_f32(dts[k, j])
                             else:
-                                _fill(slopes, _ONE)
+                                fill(slopes, _ONE)
                             for k in range(steps):  # per-step vectors
-                                _set_product(drive_c[k].ctypes.data, dts[k].ctypes.data, u_c[k].ctypes.data)
-                            _fill(via_decay, _ZERO)
-                            _fill(via_drive, _ZERO)
+                                set_product(drive_c[k].ctypes.data, dts[k].ctypes.data, u_c[k].ctypes.data)
+                            fill(via_decay, _ZERO)
+                            fill(via_drive, _ZERO)
                             for k in range(steps):  # recompute the chunk's states
                                 pos = order[first + k]
                                 if restart[first + k]:
@@ -458,7 +272,7 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                                 for n in range(PASS):
                                     b_n = B[b, g, pos, s, n]
                                     for j in range(LANES):
-                                        decay = _exp(dts[k, j] * a[n, j])
+                                        decay = exp_f32(dts[k, j] * a[n, j])
                                         decays[k, n, j] = decay
                                         kept = decay * h[n, j]
                                         carried[k, n, j] = kept
@@ -482,35 +296,35 @@ def _backward(tasks, u, delta, bias, A, B, C, D, softplus, index, starts, weight
                                         for j in range(LANES):
                                             adjoint[n, j] = _ZERO
                             for k in range(steps):
-                                _add_product(via_decay[k].ctypes.data, via_drive[k].ctypes.data, u_c[k].ctypes.data)
-                                _set_product(via_decay[k].ctypes.data, via_decay[k].ctypes.data, slopes[k].ctypes.data)
-                                _set_product(via_drive[k].ctypes.data, via_drive[k].ctypes.data, dts[k].ctypes.data)
+                                add_product(via_decay[k].ctypes.data, via_drive[k].ctypes.data, u_c[k].ctypes.data)
+                                set_product(via_decay[k].ctypes.data, via_decay[k].ctypes.data, slopes[k].ctypes.data)
+                                set_product(via_drive[k].ctypes.data, via_drive[k].ctypes.data, dts[k].ctypes.data)
                             for k in range(steps):
-                                _add_product(via_drive[k].ctypes.data, gy_c[k].ctypes.data, skip.ctypes.data)
-                                _add_scaled(grad_b.ctypes.data, via_decay[k].ctypes.data, _ONE)
-                                _add_product(grad_d.ctypes.data, gy_c[k].ctypes.data, u_c[k].ctypes.data)
+                                add_product(via_drive[k].ctypes.data, gy_c[k].ctypes.data, skip.ctypes.data)
+                                add_scaled(grad_b.ctypes.data, via_decay[k].ctypes.data, _ONE)
+                                add_product(grad_d.ctypes.data, gy_c[k].ctypes.data, u_c[k].ctypes.data)
                             for k in range(steps):  # now dL/d(delta_t) and dL/d(u_t)
                                 pos = order[first + k]
-                                row = _address(grad_delta, b, gd, pos, off + c0)
+                                row = address(grad_delta, b, gd, pos, off + c0)
                                 if first_delta:
-                                    _set_scaled(row, via_decay[k].ctypes.data, _ONE)
+                                    set_scaled(row, via_decay[k].ctypes.data, _ONE)
                                 else:
-                                    _add_scaled(row, via_decay[k].ctypes.data, _ONE)
-                                row = _address(grad_u, b, gu, pos, off + c0)
+                                    add_scaled(row, via_decay[k].ctypes.data, _ONE)
+                                row = address(grad_u, b, gu, pos, off + c0)
                                 if first_u:
-                                    _set_scaled(row, via_drive[k].ctypes.data, _ONE)
+                                    set_scaled(row, via_drive[k].ctypes.data, _ONE)
                                 else:
-                                    _add_scaled(row, via_drive[k].ctypes.data, _ONE)
-                            _add_scaled(grad_bias[b, g, c0:].ctypes.data, grad_b.ctypes.data, _ONE)
+                                    add_scaled(row, via_drive[k].ctypes.data, _ONE)
+                            add_scaled(grad_bias[b, g, c0:].ctypes.data, grad_b.ctypes.data, _ONE)
                             if s == 0:
-                                _add_scaled(grad_D[b, g, c0:].ctypes.data, grad_d.ctypes.data, _ONE)
+                                add_scaled(grad_D[b, g, c0:].ctypes.data, grad_d.ctypes.data, _ONE)
                             for n in range(PASS):
-                                _set_scaled(adjoints[block, n].ctypes.data, adjoint[n].ctypes.data, _ONE)
-                                _add_scaled(_address(grad_A[b], g, s, n, c0), grad_a[n].ctypes.data, _ONE)
+                                set_scaled(adjoints[block, n].ctypes.data, adjoint[n].ctypes.data, _ONE)
+                                add_scaled(address(grad_A[b], g, s, n, c0), grad_a[n].ctypes.data, _ONE)
                         for k in range(steps):  # the channel sums, once per chunk
                             pos = order[first + k]
-                            _add_row_sums(lanes_b[k].ctypes.data, grad_B[b, g, part, pos, s].ctypes.data)
-                            _add_row_sums(lanes_c[k].ctypes.data, grad_C[b, g, part, pos, s].ctypes.data)
+                            add_row_sums(lanes_b[k].ctypes.data, grad_B[b, g, part, pos, s].ctypes.data)
+                            add_row_sums(lanes_c[k].ctypes.data, grad_C[b, g, part, pos, s].ctypes.data)
 
 
 def _pad(x: Tensor, dim: int, multiple: int) -> Tensor:
@@ -543,7 +357,7 @@ def _per_channel(x: Tensor | None, groups: int, dim: int) -> Tensor:
     return _pad(torch.zeros(groups, dim) if x is None else x, -1, LANES)
 
 
-@numba.njit(parallel=True, **_JIT)
+@_runs
 def _forward_runs(runs, u, delta, bias, A, B, C, D, softplus, index, starts, weight, y, entering, last):
     """:func:`_forward` over runs (threads, 2) of tasks [first, end), one run a thread."""
     for i in prange(runs.shape[0]):
@@ -551,36 +365,13 @@ def _forward_runs(runs, u, delta, bias, A, B, C, D, softplus, index, starts, wei
                  entering, last)
 
 
-@numba.njit(parallel=True, **_JIT)
+@_runs
 def _backward_runs(runs, u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts, entering, grad_y,
                    grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D):
     """:func:`_backward` over runs (threads, 2) of tasks [first, end), one run a thread."""
     for i in prange(runs.shape[0]):
         _backward((runs[i, 0], runs[i, 1]), u, delta, bias, A, B, C, D, softplus, index, starts, weight, parts,
                   entering, grad_y, grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D)
-
-
-@functools.cache
-def _start_numba_threads() -> None:
-    """Start numba's threads once, keeping torch's thread count: starting its OpenMP layer sets
-    OpenMP's thread count, which torch reads, to numba's NUMBA_NUM_THREADS (all cores), so a
-    ``torch.set_num_threads(1)`` made before the first scan was undone by it."""
-    threads = torch.get_num_threads()
-    numba.get_num_threads()  # starts the threads
-    torch.set_num_threads(threads)
-
-
-def _run_tasks(launcher, tasks: int, *args: Tensor | bool | int) -> None:
-    """Run tasks 0..tasks-1 through ``launcher`` (``_forward_runs``, ``_backward_runs``) on ``args``
-    (tensors passed as NumPy views), in even runs, one for each of the threads torch uses
-    (``torch.set_num_threads``). Numba's parallel loops take their threads from the OpenMP runtime
-    torch uses (its "omp" layer, put first above), so the two share one pool of threads."""
-    _start_numba_threads()
-    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, tasks))
-    numba.set_num_threads(threads)
-    bounds = np.arange(threads + 1) * tasks // threads
-    arrays = [x.numpy() if isinstance(x, Tensor) else x for x in args]
-    launcher(np.stack([bounds[:-1], bounds[1:]], axis=1), *arrays)
 
 
 class _RoutedScan(torch.autograd.Function):
@@ -615,7 +406,7 @@ class _RoutedScan(torch.autograd.Function):
         chunks = -(-length // CHUNK) if needs_grad else 0
         entering = torch.empty(batch, groups, num_routes, slabs, chunks, dim16 // LANES, PASS, LANES)
         last = torch.empty(batch, groups, num_routes, slabs, PASS, dim16)
-        _run_tasks(
+        run_tasks(
             _forward_runs, batch * (dim16 // LANES),
             u_l, delta_l, bias_l, A_l, B_l, C_l, D_l, softplus, index, starts, weight, y, entering, last,
         )
@@ -640,7 +431,7 @@ class _RoutedScan(torch.autograd.Function):
         grad_A = torch.zeros(batch, groups, slabs, PASS, dim16)
         grad_B = torch.zeros(batch, groups, parts, length, slabs, PASS)
         grad_C = torch.zeros_like(grad_B)
-        _run_tasks(
+        run_tasks(
             _backward_runs, batch * parts, u_l, delta_l, bias_l, A_l, B_l, C_l, D_l, softplus, index, starts, weight,
             parts, entering, _lanes(grad_y), grad_u, grad_delta, grad_bias, grad_A, grad_B, grad_C, grad_D,
         )

@@ -1,5 +1,5 @@
 """The selective scan: one entry point, several backends (numba CPU kernel, Triton, PyTorch,
-mamba_ssm CUDA; see ``ssmad.ops.backends``). All but mamba_ssm's are the routed scan's kernels
+mamba_ssm's CUDA kernel; see ``ssmad.ops.backends``). All but mamba_ssm's are the routed scan's kernels
 with one identity route per group."""
 
 import torch.nn.functional as F
@@ -36,17 +36,17 @@ def selective_scan(
     ``return_last_state`` (not differentiable).
 
     ``backend``: "auto" (default; also read from the environment variable SSMAD_SCAN_BACKEND)
-    picks "numba" for CPU tensors other than float64, "cuda" (mamba_ssm's kernel) for CUDA tensors
+    picks "numba" for CPU tensors other than float64, "mamba_ssm" (its CUDA kernel) for CUDA tensors
     when mamba_ssm is installed, else "triton" when triton is, else "torch" (any device; float64
     stays float64 there). "reference" is the slow sequential loop. See ``ssmad.ops.backends``.
     """
     name = resolve_backend(backend, u)
     if name == "reference":
         return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if name == "cuda":
-        from .scan_cuda import selective_scan_cuda
+    if name == "mamba_ssm":
+        from .scan_mamba_ssm import selective_scan_mamba_ssm
 
-        return selective_scan_cuda(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+        return selective_scan_mamba_ssm(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     out, last = _scan_routed(name, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return (out, last) if return_last_state else out
 

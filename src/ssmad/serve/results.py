@@ -51,7 +51,7 @@ def overlay_png(image: Image.Image, heatmap: np.ndarray) -> str:
 
 
 def image_record(index: int, filename: str, image: Image.Image, scored: ImageScore, overlay: bool) -> dict:
-    """The JSON record of one scored image (README, "Serve")."""
+    """The JSON record of one scored image (docs/serving.md)."""
     return {
         "index": index,
         "filename": filename,

@@ -1,7 +1,7 @@
 """Reading ``POST /v1/predict`` bodies: size limit, multipart fields, image decoding.
 
 Every problem is an ``HTTPException`` whose ``detail`` says what was wrong and what to send
-instead (README, "Serve", lists them with their status codes).
+instead (docs/serving.md lists them with their status codes).
 """
 
 from __future__ import annotations

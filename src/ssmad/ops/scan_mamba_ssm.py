@@ -1,9 +1,10 @@
-"""The selective scan through mamba_ssm's compiled CUDA kernel (used only when it is installed)."""
+"""The selective scan through mamba_ssm's compiled CUDA kernel, backend "mamba_ssm" (used only when
+mamba_ssm is installed)."""
 
 from torch import Tensor
 
 
-def selective_scan_cuda(
+def selective_scan_mamba_ssm(
     u: Tensor,
     delta: Tensor,
     A: Tensor,
