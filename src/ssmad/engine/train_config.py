@@ -11,6 +11,7 @@ from ssmad.engine.amp import NO_AMP
 from ssmad.engine.device import AUTO_DEVICE
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
+from ssmad.models.config import ModelConfig
 from ssmad.models.presets import DEFAULT_PRESET
 
 
@@ -23,7 +24,7 @@ class TrainConfig:
     preset: str = DEFAULT_PRESET
     dataset: str = AUTO_KIND
     classes: list[str] | None = None
-    image_size: int = 256
+    image_size: int = ModelConfig.image_size  # the model's default input side
     encoder: str | None = None
     weights: str | None = None
     epochs: int | None = None
