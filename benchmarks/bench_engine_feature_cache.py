@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from ssmad.data import make_synthetic
-from ssmad.engine.trainer import TrainConfig, Trainer
+from ssmad.engine.train_config import TrainConfig
+from ssmad.engine.trainer import Trainer
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ssmad.data import make_synthetic
-from ssmad.engine.trainer import TrainConfig
+from ssmad.engine.train_config import TrainConfig
 
 IMAGE_SIZE = 64
 TINY_MODEL = {"decoder_depths": [1, 1, 1, 1], "pyramid_levels": 1}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ssmad.engine.calibration import Calibration, calibrate, calibrate_class
+from ssmad.engine.thresholds import Calibration, calibrate, calibrate_class
 
 
 def test_threshold_scale_and_normalised_score_by_hand():

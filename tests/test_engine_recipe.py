@@ -3,15 +3,15 @@
 import pytest
 from engine_tiny import make_tiny_data, tiny_config
 
-from ssmad.engine.recipe import recipe_for
+from ssmad.models import get_preset
 from ssmad.engine.trainer import Trainer
 
 
 def test_step_decay_starts_after_80_percent_of_the_steps():
-    recipe = recipe_for("mambaad")
+    recipe = get_preset("mambaad").recipe
     rates = [recipe.lr_at(1.0, step, 10) for step in range(10)]
     assert rates == [1.0] * 8 + [pytest.approx(0.1)] * 2
-    assert recipe_for("pyramid_mamba").lr_at(1.0, 9, 10) == 1.0
+    assert get_preset("pyramid_mamba").recipe.lr_at(1.0, 9, 10) == 1.0
 
 
 @pytest.mark.slow

@@ -74,7 +74,7 @@ def test_ctrl_c_inside_a_step_waits_for_the_step_to_finish(tiny_data, finished_r
 
 def test_too_few_validation_normals_for_the_target_rate_are_warned_about(tiny_run):
     log = (tiny_run.run / "train.log").read_text()
-    assert "too few validation normals (nut 1, wood 1) to show a 0.01 false-positive rate" in log
+    assert "too few calibration normals (nut 1, wood 1) to show a 0.01 false-positive rate" in log
 
 
 def test_checkpoint_holds_what_prediction_needs(tiny_run):
@@ -115,7 +115,7 @@ def test_detector_predict_and_class_assignment(tiny_run):
     detector = ssmad.load(run, device="cpu")
     wood = sorted((tiny_data / "wood" / "test").rglob("*.png"))[:2]
     result = detector.predict([*wood, tiny_data / "missing.png"])
-    assert len(result) == 2 and result.class_names == ["wood", "wood"]
+    assert len(result) == 2 and result.calibration_classes == ["wood", "wood"]
     assert result.skipped[0][0].endswith("missing.png")
     threshold = detector.calibration.for_class("wood").threshold
     assert np.array_equal(result.decisions, result.scores > threshold)
@@ -123,8 +123,8 @@ def test_detector_predict_and_class_assignment(tiny_run):
     assert result.maps.shape == (2, 64, 64) and 0 <= result.heatmaps.min() <= result.heatmaps.max() <= 1
     tensor_result = detector.predict(torch.stack([detector.transform(ssmad.data.read_image(p)) for p in wood]))
     assert np.allclose(tensor_result.scores, result.scores, atol=1e-5)
-    assert tensor_result.class_names == [None, None]  # no path: the global threshold
-    assert detector.predict(wood[0], class_name="nut").class_names == ["nut"]
+    assert tensor_result.calibration_classes == [None, None]  # no path: the global threshold
+    assert detector.predict(wood[0], class_name="nut").calibration_classes == ["nut"]
     with pytest.raises(ValueError, match="unknown class 'screw'"):
         detector.predict(wood[0], class_name="screw")
     with pytest.raises(ValueError, match="expected"):

@@ -19,7 +19,7 @@ def test_parameter_counts_match_official_resnet34():
 
 
 def test_presets_hold_the_papers_settings():
-    mambaad, pyramid = PRESETS["mambaad"], PRESETS["pyramid_mamba"]
+    mambaad, pyramid = PRESETS["mambaad"].model, PRESETS["pyramid_mamba"].model
     assert (mambaad.encoder, mambaad.scan_order, mambaad.num_directions) == ("resnet34", "hilbert", 8)
     assert (mambaad.pyramid_levels, mambaad.noise_std) == (0, 0.0)
     assert (pyramid.encoder, pyramid.scan_order, pyramid.num_directions) == ("resnet34", "sweep", 4)
@@ -28,7 +28,7 @@ def test_presets_hold_the_papers_settings():
 
 
 def test_config_round_trips_through_a_plain_dict():
-    config = PRESETS["mambaad"].replace(decoder_depths=[1, 2, 3, 3], image_size=320)
+    config = PRESETS["mambaad"].model.replace(decoder_depths=[1, 2, 3, 3], image_size=320)
     values = config.to_dict()
     assert values["decoder_depths"] == [1, 2, 3, 3]  # JSON-safe lists
     assert ModelConfig.from_dict(values) == config

@@ -13,7 +13,7 @@ from official_fixtures import load_fixture, official_state_dict, with_encoder
 import ssmad
 from ssmad.cli import main
 from ssmad.data import ImageTransform, make_synthetic, read_image
-from ssmad.engine.calibration import Calibration
+from ssmad.engine.thresholds import Calibration
 from ssmad.engine.checkpoint import load_checkpoint
 
 

@@ -87,7 +87,7 @@ def test_without_class_a_multi_class_model_uses_the_global_threshold_and_overlay
 def test_one_batch_keeps_each_images_class(detector):
     image = Image.open(io.BytesIO(png_bytes())).convert("RGB")
     result = detector.predict_decoded([image] * 3, [None] * 3, ["wood", None, "nut"])
-    assert result.class_names == ["wood", None, "nut"]
+    assert result.calibration_classes == ["wood", None, "nut"]
     cal = detector.calibration
     assert list(result.thresholds) == [cal.classes["wood"].threshold, cal.overall.threshold, cal.classes["nut"].threshold]
     with pytest.raises(ValueError, match="unknown class 'bolt'"):

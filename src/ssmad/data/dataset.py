@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from ssmad.data.geometry import Geometry, SizeRule, median_aspect, parse_size_rule
 from ssmad.data.image_io import ImageReadError, image_size_wh, read_image, read_mask
-from ssmad.data.layouts import DATASET_KINDS, Sample, detect_kind, read_class, resolve_classes
+from ssmad.data.layouts import AUTO_KIND, DATASET_KINDS, Sample, detect_kind, read_class, resolve_classes
 from ssmad.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -41,6 +41,7 @@ from ssmad.data.transforms import (
 )
 
 SPLITS = ("train", "val", "test")
+DEFAULT_VAL_FRACTION = 0.1  # share of each class's training normals held out for calibration
 MISSING_MASK_POLICIES = ("error", "full")
 MASK_RESOLUTIONS = ("original", "model")
 ImageSize = int | tuple[int, int] | str | SizeRule | Mapping[str, Geometry]
@@ -193,7 +194,7 @@ def build_dataset(
     image_size: ImageSize = 256,
     mean: tuple[float, float, float] = IMAGENET_MEAN,
     std: tuple[float, float, float] = IMAGENET_STD,
-    val_fraction: float = 0.1,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
     missing_mask: str = "error",
     mask_resolution: str = "model",
@@ -223,7 +224,7 @@ def build_dataset(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
-    if kind == "auto":
+    if kind == AUTO_KIND:
         kind = detect_kind(root)
     if kind not in DATASET_KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; use one of {', '.join(DATASET_KINDS)} or 'auto'")

@@ -28,6 +28,8 @@ from pathlib import Path
 from ssmad.data.image_io import is_image_file
 
 DATASET_KINDS = ("mvtec", "visa", "mpdd", "btad", "mvtec3d", "folder")
+AUTO_KIND = "auto"  # detect the layout (``detect_kind``)
+DATASET_CHOICES = (AUTO_KIND, *DATASET_KINDS)
 NORMAL_FOLDER_NAMES = ("good", "ok", "normal")
 MASK_FOLDER_NAMES = ("ground_truth", "masks")
 

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ssmad.modules.encoder_base import IMAGENET_MEAN, IMAGENET_STD
 
 
 def image_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:

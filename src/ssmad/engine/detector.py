@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -21,37 +20,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ssmad.engine.calibration import Calibration
-from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
-from ssmad.engine.device import resolve_device
-from ssmad.engine.scoring import ScoreFn, TorchEngine, score_batches
+from ssmad.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from ssmad.engine.device import AUTO_DEVICE, resolve_device
+from ssmad.engine.prediction_result import PredictionResult
+from ssmad.engine.scoring import SCORING_BATCH_SIZE, ScoreFn, TorchEngine, score_batches
+from ssmad.engine.thresholds import Calibration
 
 ImageInput = Union[str, os.PathLike, Image.Image]
-
-
-@dataclass
-class PredictionResult:
-    """Predictions for B images (unreadable files are left out and listed in ``skipped``).
-
-    scores (B,) raw image scores; normalized (B,) in (0, 1), 0.5 at the threshold;
-    decisions (B,) True = anomalous; maps (B, H, W) raw anomaly maps; heatmaps (B, H, W) the maps
-    on their class's fixed display scale in [0, 1]; class_names (B,) the calibration used
-    (None = global); paths (B,) source files (None for in-memory images);
-    skipped: (path, reason) of inputs that could not be read.
-    """
-
-    scores: np.ndarray
-    normalized: np.ndarray
-    decisions: np.ndarray
-    maps: np.ndarray
-    heatmaps: np.ndarray
-    class_names: list[str | None]
-    paths: list[str | None]
-    thresholds: np.ndarray
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 class Detector:
@@ -85,7 +60,7 @@ class Detector:
         self.transform = ImageTransform(image_size, self.mean, self.std)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "auto") -> Detector:
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = AUTO_DEVICE) -> Detector:
         """Load a finished run (folder or ``checkpoint.pt``) onto ``device`` (PyTorch engine)."""
         payload = load_checkpoint(path)
         if payload["calibration"] is None:
@@ -123,7 +98,7 @@ class Detector:
         self,
         inputs: ImageInput | list[ImageInput] | torch.Tensor,
         class_name: str | None = None,
-        batch_size: int = 16,
+        batch_size: int = SCORING_BATCH_SIZE,
     ) -> PredictionResult:
         """Score images: a path, a PIL image, a list of them, or a normalised tensor (3,H,W)/(B,3,H,W).
 
@@ -156,7 +131,7 @@ class Detector:
         images: list[Image.Image],
         paths: list[str | None],
         class_name: str | None | Sequence[str | None] = None,
-        batch_size: int = 16,
+        batch_size: int = SCORING_BATCH_SIZE,
         skipped: list[tuple[str, str]] | None = None,
     ) -> PredictionResult:
         """Score RGB images already prepared by ``read_image``/``to_rgb``; ``paths`` pick thresholds.
@@ -188,7 +163,7 @@ class Detector:
             decisions=scores > thresholds,
             maps=maps,
             heatmaps=heatmaps,
-            class_names=classes,
+            calibration_classes=classes,
             paths=paths,
             thresholds=thresholds,
             skipped=skipped,
@@ -218,24 +193,3 @@ class Detector:
         scored = score_batches(self.engine, batches, (self.image_size, self.image_size))
         return scored.maps, scored.scores
 
-
-def model_from_checkpoint(payload: dict) -> torch.nn.Module:
-    """Rebuild the model of a loaded checkpoint with its stored encoder and trained weights."""
-    from ssmad.models import ModelConfig, build_model
-
-    config = ModelConfig.from_dict({**payload["model_config"], "encoder_weights": "random"})
-    model = build_model(config)
-    try:
-        model.encoder.load_state_dict(payload["encoder_state"])
-        model.load_trainable_state_dict(payload["trainable_state"])
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"the checkpoint's weights do not fit its '{payload['preset']}' model ({error}); "
-            "it was written by an incompatible ssmad version or edited"
-        ) from error
-    identity = payload["encoder"]
-    model.encoder.weights_source = identity["weights_source"]
-    model.encoder.weights_sha256 = identity["weights_sha256"]
-    model.encoder.mean = tuple(payload["normalization"]["mean"])
-    model.encoder.std = tuple(payload["normalization"]["std"])
-    return model

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+AUTO_DEVICE = "auto"  # CUDA, then Apple MPS, then CPU
+DEVICE_CHOICES = (AUTO_DEVICE, "cpu", "cuda", "mps")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = AUTO_DEVICE) -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then CPU; an unavailable explicit choice is an error."""
-    if name == "auto":
+    if name == AUTO_DEVICE:
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():

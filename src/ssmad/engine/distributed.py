@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,35 @@ def distributed_device(device: torch.device, context: DistributedContext) -> tor
         torch.cuda.set_device(context.local_rank)
         return torch.device("cuda", context.local_rank)
     return device
+
+
+class _Reconstructor(nn.Module):
+    """The trainable path as one module for DDP: encoder features -> decoder features."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.model.decode(features)
+
+
+def trainable_network(model: nn.Module, context: DistributedContext, device: torch.device) -> nn.Module:
+    """``model.decode`` as a module; wrapped in DistributedDataParallel when distributed."""
+    network: nn.Module = _Reconstructor(model)
+    if context.enabled:
+        device_ids = [device.index] if device.type == "cuda" else None
+        network = DistributedDataParallel(network, device_ids=device_ids)
+    return network
+
+
+def gather_objects(value: Any, context: DistributedContext) -> list[Any]:
+    """``value`` of every process, in rank order (``[value]`` when not distributed)."""
+    if not context.enabled:
+        return [value]
+    values = [None] * context.world_size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def barrier(context: DistributedContext) -> None:

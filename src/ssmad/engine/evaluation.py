@@ -23,9 +23,11 @@ from tqdm import tqdm
 
 from ssmad.engine.atomic_write import atomic_write_text
 from ssmad.engine.detector import Detector
-from ssmad.engine.scoring import score_batches
+from ssmad.engine.scoring import SCORING_BATCH_SIZE, score_batches
 from ssmad.engine.visualize import denormalize, save_overlay
+from ssmad.metrics.evaluate import PROTOCOLS
 
+OVERLAYS_PER_CLASS = 8  # overlay pictures written per class by default
 METRIC_KEYS = ("i_auroc", "i_ap", "i_f1max", "p_auroc", "p_ap", "p_f1max", "aupro")
 METRIC_TITLES = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AU-PRO")
 
@@ -41,7 +43,7 @@ class TestOutputs:
     maps: np.ndarray
 
 
-def predict_test_set(detector: Detector, dataset, batch_size: int = 16, num_workers: int = 0) -> TestOutputs:
+def predict_test_set(detector: Detector, dataset, batch_size: int = SCORING_BATCH_SIZE, num_workers: int = 0) -> TestOutputs:
     """Score every item of a test dataset with the detector's engine (``ssmad.engine.scoring``)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     names, labels, masks = [], [], []
@@ -148,9 +150,9 @@ def evaluate_run(
     detector: Detector,
     dataset,
     out_dir: str | Path,
-    protocol: str = "exact",
-    overlays_per_class: int = 8,
-    batch_size: int = 16,
+    protocol: str = PROTOCOLS[0],
+    overlays_per_class: int = OVERLAYS_PER_CLASS,
+    batch_size: int = SCORING_BATCH_SIZE,
     num_workers: int = 0,
     extra: dict | None = None,
 ) -> dict[str, dict[str, float]]:

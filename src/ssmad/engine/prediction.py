@@ -29,6 +29,7 @@ from PIL import Image
 
 from ssmad.engine.atomic_write import atomic_write_text
 from ssmad.engine.detector import Detector
+from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.visualize import save_overlay
 
 CSV_FIELDS = ("path", "class", "score", "normalized", "threshold", "decision", "overlay")
@@ -67,7 +68,7 @@ def predict_files(
     out_dir: str | Path,
     class_name: str | None = None,
     overlays: bool = True,
-    batch_size: int = 16,
+    batch_size: int = SCORING_BATCH_SIZE,
 ) -> PredictSummary:
     """Score every image the inputs name; write the outputs described in the module docstring.
 
@@ -126,17 +127,7 @@ def _score_batch(
                 overlay = name
             except OSError as error:
                 summary.skipped.append((paths[i], f"overlay not written: {error}"))
-        rows.append(
-            {
-                "path": paths[i],
-                "class": result.class_names[i],
-                "score": float(result.scores[i]),
-                "normalized": float(result.normalized[i]),
-                "threshold": float(result.thresholds[i]),
-                "decision": "anomalous" if result.decisions[i] else "normal",
-                "overlay": overlay,
-            }
-        )
+        rows.append({"path": paths[i], **result.image(i).record(), "overlay": overlay})
     return rows
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 ScoreFn = Callable[[Any], tuple[Any, Any]]  # a batch -> maps (B, H, W), scores (B,): tensors or arrays
+SCORING_BATCH_SIZE = 16  # images per forward pass when scoring (test, predict, calibrate), unless chosen
 
 
 @dataclass

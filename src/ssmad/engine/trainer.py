@@ -6,88 +6,67 @@ micro-batches: each process (DDP rank) runs ``accumulate`` of them and accumulat
 the update is the same for any split of the global batch (up to batch-norm statistics, which are
 per micro-batch). Encoder features come from a :mod:`feature cache <ssmad.engine.feature_cache>`.
 
-The checkpoint (``RUN/checkpoint.pt``) is rewritten atomically every ``checkpoint_every`` epochs,
-when ``max_steps`` is reached or the run is interrupted (Ctrl-C), and at the end with the
-calibration. It holds the optimiser, the RNG states of every process and the position in the
-epoch, so ``resume`` finishes with exactly the weights an uninterrupted run gives.
+The checkpoint (``RUN/checkpoint.pt``, :mod:`ssmad.engine.checkpoint`) is rewritten atomically
+every ``checkpoint_every`` epochs, when ``max_steps`` is reached or the run is interrupted
+(Ctrl-C), and at the end with the calibration. Until the run finishes it holds the optimiser,
+the RNG states of every process and the position in the epoch, so ``resume`` finishes with
+exactly the weights an uninterrupted run gives; the finished run's checkpoint leaves them out.
+
+The settings are a :class:`~ssmad.engine.train_config.TrainConfig`; seeding and RNG state are
+in ``ssmad.engine.rng``, mixed precision in ``ssmad.engine.amp``, DDP in
+``ssmad.engine.distributed`` and the calibration in ``ssmad.engine.calibrate_on_normals``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import ssmad
 from ssmad.data.image_io import printable
 from ssmad.data.screening import screen_samples
+from ssmad.engine.amp import autocast, check_amp, grad_scaler
 from ssmad.engine.atomic_write import FileWriteError, atomic_write_text
-from ssmad.engine.calibration import Calibration, calibrate
-from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from ssmad.engine.calibrate_on_normals import calibrate_features, too_few_normals_warning
+from ssmad.engine.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    build_payload,
+    load_checkpoint,
+    model_from_checkpoint,
+    progress_record,
+    save_checkpoint,
+)
 from ssmad.engine.device import resolve_device
-from ssmad.engine.distributed import DistributedContext, any_process, barrier, distributed_device, init_distributed
+from ssmad.engine.distributed import (
+    DistributedContext,
+    any_process,
+    barrier,
+    distributed_device,
+    gather_objects,
+    init_distributed,
+    trainable_network,
+)
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source, cache_key, open_disk_cache
 from ssmad.engine.interrupts import StopRequests
 from ssmad.engine.optimizer import build_optimizer
 from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
-from ssmad.engine.recipe import recipe_for
-from ssmad.engine.scoring import score_feature_source
+from ssmad.engine.rng import epoch_order, rng_state, seed_everything, set_rng_state
+from ssmad.engine.thresholds import Calibration
+from ssmad.engine.train_config import TrainConfig
+from ssmad.engine.train_log import make_logger
 from ssmad.engine.training_files import check_unchanged, record_files
+from ssmad.models.presets import get_preset
 
-AMP_CHOICES = ("none", "bf16", "fp16")
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; ``None`` means "the preset's value"."""
-
-    data: str
-    out: str
-    preset: str = "pyramid_mamba"
-    dataset: str = "auto"
-    classes: list[str] | None = None
-    image_size: int = 256
-    encoder: str | None = None
-    weights: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float | None = None
-    grad_clip: float | None = None
-    amp: str = "none"
-    device: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
-    cache: str = "memory"
-    cache_dir: str | None = None  # --cache disk: where features are kept (default RUN/feature_cache)
-    accumulate: int = 1
-    checkpoint_every: int = 10
-    val_fraction: float = 0.1
-    target_fpr: float = 0.01
-    num_workers: int = 0
-    max_steps: int | None = None
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "resume_config", "train"]
 
 
 class TrainingDiverged(ValueError):
@@ -107,59 +86,6 @@ class TrainResult:
     global_step: int
 
 
-class _Reconstructor(nn.Module):
-    """The trainable path as one module for DDP: encoder features -> decoder features."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
-        return self.model.decode(features)
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, NumPy and torch; optionally ask torch for deterministic kernels."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-
-
-def rng_state() -> dict[str, Any]:
-    """This process's torch (CPU and CUDA), NumPy and Python RNG states as plain values."""
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": _to_lists(random.getstate()),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-def _to_lists(value: Any) -> Any:
-    return [_to_lists(v) for v in value] if isinstance(value, tuple) else value
-
-
-def epoch_order(seed: int, epoch: int, count: int) -> torch.Tensor:
-    """The training order of ``count`` images in ``epoch`` (0-based): a permutation (count,)."""
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(count, generator=generator)
-
-
 class Trainer:
     """Builds the model, data and feature caches of a :class:`TrainConfig` and trains it.
 
@@ -171,18 +97,16 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, context: DistributedContext | None = None, resume: bool = False):
         from ssmad.data import build_dataset
-        from ssmad.engine.detector import model_from_checkpoint
         from ssmad.models import build_model
 
         self.config = config
         self.resume = resume
         check_settings(config.val_fraction, config.target_fpr)
-        self.recipe = recipe_for(config.preset)
+        self.recipe = get_preset(config.preset).recipe
         device = resolve_device(config.device)
         self.context = context or init_distributed(device)
         self.device = distributed_device(device, self.context)
-        if config.amp not in AMP_CHOICES:
-            raise ValueError(f"unknown --amp '{config.amp}': use one of {', '.join(AMP_CHOICES)}")
+        check_amp(config.amp)
         self.epochs = config.epochs or self.recipe.epochs
         self.batch_size = config.batch_size or self.recipe.batch_size
         splits = self.context.world_size * config.accumulate
@@ -220,7 +144,7 @@ class Trainer:
         self.val_set = build_dataset(config.dataset, config.data, "val", **data_args)
         self.class_names = list(self.train_set.class_names)
         check_out_folder(self.run_dir)
-        self.log = _make_logger(self.run_dir, self.context.is_main)
+        self.log = make_logger(self.run_dir, self.context.is_main)
         self.data_files = self._usable_files()
         check_data(
             [s.class_name for s in self.train_set.samples], [s.class_name for s in self.val_set.samples],
@@ -234,12 +158,9 @@ class Trainer:
         ]
         check_cache(config.cache, feature_bytes(encoder, config.image_size, sum(to_compute)), self.cache_dir)
         self.optimizer = build_optimizer(self.model, self.lr, self.weight_decay)
-        self.network: nn.Module = _Reconstructor(self.model)
-        if self.context.enabled:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.network = DistributedDataParallel(self.network, device_ids=device_ids)
+        self.network: nn.Module = trainable_network(self.model, self.context, self.device)
         seed_everything(config.seed + self.context.rank)  # each rank its own noise and drop-path stream
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.scaler = grad_scaler(config.amp, self.device)
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
@@ -267,41 +188,23 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def _payload(self, calibration: Calibration | None, finished: bool) -> dict[str, Any]:
-        states = [rng_state()]
-        if self.context.enabled:
-            states = [None] * self.context.world_size
-            dist.all_gather_object(states, rng_state())
-        encoder = self.model.encoder
-        return {
-            "ssmad_version": ssmad.__version__,
-            "preset": self.config.preset,
-            "model_config": self.model.config.to_dict(),
-            "encoder": {
-                "name": self.model.config.encoder,
-                "weights_source": Path(encoder.weights_source).name,
-                "weights_sha256": encoder.weights_sha256,
-            },
-            "encoder_state": self.model.encoder.state_dict(),
-            "trainable_state": self.model.trainable_state_dict(),
-            "class_names": self.class_names,
-            "data_files": self.data_files,
-            "normalization": {"mean": list(encoder.mean), "std": list(encoder.std)},
-            "image_size": self.config.image_size,
-            "calibration": calibration.to_dict() if calibration else None,
-            "train_config": self.config.to_dict(),
-            "progress": {
-                "epoch": self.epoch,
-                "step_in_epoch": self.step_in_epoch,
-                "global_step": self.global_step,
-                "epoch_losses": self.epoch_losses,
-                "step_losses": self.step_losses,
-                "finished": finished,
-                "world_size": self.context.world_size,
-            },
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": states,
-        }
+        """This run's checkpoint (``ssmad.engine.checkpoint``); every process must call it."""
+        resume_state = None
+        if not finished:  # what --resume needs: optimiser, loss scaler and every process's RNG streams
+            resume_state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": gather_objects(rng_state(), self.context),
+            }
+        progress = progress_record(
+            self.epoch, self.step_in_epoch, self.global_step, self.epoch_losses, self.step_losses, finished,
+            self.context.world_size,
+        )
+        return build_payload(
+            self.model, self.config.preset, self.class_names, self.config.to_dict(), progress,
+            calibration=calibration.to_dict() if calibration else None, resume_state=resume_state,
+            data_files=self.data_files,
+        )
 
     def save(self, calibration: Calibration | None = None, finished: bool = False) -> None:
         """Write the checkpoint (main process only; every process must call it)."""
@@ -349,17 +252,14 @@ class Trainer:
         cfg = self.config
         chunks = indices.view(-1, self.micro_batch)
         mine = chunks[self.context.rank * cfg.accumulate : (self.context.rank + 1) * cfg.accumulate]
-        autocast = (
-            torch.autocast(self.device.type, dtype=_AMP_DTYPES[cfg.amp]) if cfg.amp != "none" else nullcontext()
-        )
         total = 0.0
         self.optimizer.zero_grad(set_to_none=True)
         for i, chunk in enumerate(mine):
             last = i == len(mine) - 1
-            sync = nullcontext() if last or not self.context.enabled else self.network.no_sync()
+            sync = self.network.no_sync() if self.context.enabled and not last else nullcontext()
             features = source.batch(chunk, self.device)
             with sync:
-                with autocast:
+                with autocast(cfg.amp, self.device):
                     decoded = self.network(features)
                     loss = self.model.loss(features, decoded) / cfg.accumulate
                 self.scaler.scale(loss).backward()
@@ -507,39 +407,17 @@ class Trainer:
             stops.agreed()
         return True
 
-    @torch.no_grad()
     def calibrate(self, source: FeatureSource) -> Calibration:
         """Thresholds and heatmap scales from the validation normals (every process computes them)."""
-        size = (self.config.image_size, self.config.image_size)
-        scored = score_feature_source(self.model, source, self.device, self.batch_size, size)
-        calibration = calibrate(source.class_names, scored.scores, scored.maps, self.config.target_fpr)
+        calibration = calibrate_features(
+            self.model, source, self.device, self.batch_size, self.config.target_fpr
+        )
         for name, cal in calibration.classes.items():
             self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images)", name, cal.threshold, calibration.target_fpr, cal.num_images)
-        too_few = [f"{name} {cal.num_images}" for name, cal in calibration.classes.items() if cal.num_images * calibration.target_fpr < 1]
-        if too_few:
-            self.log.warning(
-                "calibration: too few validation normals (%s) to show a %g false-positive rate: thresholds are about "
-                "the largest validation score, so new normal images will be flagged more often (hold out more "
-                "normals with --val-fraction, or aim at a larger --target-fpr)",
-                ", ".join(too_few), calibration.target_fpr,
-            )
+        warning = too_few_normals_warning(calibration)
+        if warning:
+            self.log.warning("calibration: %s", warning)
         return calibration
-
-
-def _make_logger(run_dir: Path, is_main: bool) -> logging.Logger:
-    """A logger writing ``RUN/train.log`` (main process) and to the console."""
-    logger = logging.getLogger(f"ssmad.train.{run_dir.resolve()}")
-    logger.setLevel(logging.INFO if is_main else logging.WARNING)
-    logger.propagate = False
-    if is_main and not logger.handlers:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8", errors="backslashreplace")
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        console = logging.StreamHandler()
-        console.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(file_handler)
-        logger.addHandler(console)
-    return logger
 
 
 def train(config: TrainConfig, resume: bool = False) -> TrainResult:

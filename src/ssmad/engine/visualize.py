@@ -1,7 +1,7 @@
 """Overlay pictures: image | ground truth | heatmap, side by side, as PNG (Pillow only).
 
 Heatmap values come in already scaled to [0, 1] on the class's fixed scale
-(:meth:`ssmad.engine.calibration.ClassCalibration.heatmap`), never per-image min-max.
+(:meth:`ssmad.engine.thresholds.ClassCalibration.heatmap`), never per-image min-max.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from torch import nn
 
 from ssmad.engine.atomic_write import atomic_write_bytes
 from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
-from ssmad.engine.detector import model_from_checkpoint
+from ssmad.engine.checkpoint import model_from_checkpoint
 from ssmad.export.block_scan import block_scan_function
 from ssmad.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, build_metadata
 from ssmad.export.requirements import OPENVINO_HINT, require

@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ssmad.engine.calibration import Calibration
 from ssmad.engine.detector import Detector
+from ssmad.engine.device import AUTO_DEVICE
+from ssmad.engine.thresholds import Calibration
 from ssmad.export.engines import OnnxRuntimeEngine, OpenVinoEngine
 from ssmad.export.metadata import METADATA_KEY, ExportedModelError, parse_metadata
 from ssmad.export.requirements import OPENVINO_HINT, require
@@ -32,7 +33,7 @@ def read_openvino_metadata(model, source: str) -> dict[str, Any]:
     return parse_metadata(model.get_rt_info([METADATA_KEY]).astype(str), source)
 
 
-def load_exported(path: str | os.PathLike, device: str = "auto") -> Detector:
+def load_exported(path: str | os.PathLike, device: str = AUTO_DEVICE) -> Detector:
     """A Detector running an exported model: ``.onnx`` in onnxruntime, ``.xml`` in OpenVINO (CPU)."""
     path = _existing(path)
     if path.suffix.lower() == ".xml":

@@ -1,16 +1,23 @@
 """What an exported model carries besides its graph: one JSON document under the key ``ssmad``
 (ONNX ``metadata_props``; OpenVINO ``rt_info``), so re-calibrating rewrites no graph.
 
-Fields: ``format`` (this layout's version), ``ssmad_version``, ``preset``, ``model_config``,
-``class_names``, ``image_size``, ``mean``/``std`` (the encoder's normalisation, done inside the
-graph; kept to preprocess tensors the way a checkpoint's detector does), ``calibration``
-(thresholds, normalisation constants, heatmap scales; ``Calibration.to_dict``), ``inputs`` and
-``outputs`` (the graph's tensor names).
+Fields (layout version 1): ``format`` (the layout's version), ``ssmad_version``, ``preset``,
+``model_config``, ``class_names``, ``image_size``, ``mean``/``std`` (the encoder's
+normalisation, done inside the graph; kept to preprocess tensors the way a checkpoint's
+detector does), ``calibration`` (thresholds, normalisation constants, heatmap scales;
+``Calibration.to_dict``), ``inputs`` and ``outputs`` (the graph's tensor names).
+
+Versions, as for checkpoints (``ssmad.engine.checkpoint``): a change of the layout bumps
+``FORMAT`` and adds one step ``{old: function(metadata) -> metadata of old + 1}`` to
+``_MIGRATIONS``, applied in turn by :func:`parse_metadata`; a newer layout than this ssmad
+reads is refused, naming the file and the fix (upgrade ssmad). Readers take what they need by
+key and ignore keys they do not know.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import ssmad
@@ -19,6 +26,7 @@ METADATA_KEY = "ssmad"
 FORMAT = 1
 INPUT_NAME = "image"  # (B, 3, H, W) RGB in [0, 1]
 OUTPUT_NAMES = ("anomaly_map", "score")  # (B, H, W) raw blurred map, (B,) its maximum
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 class ExportedModelError(ValueError):
@@ -43,7 +51,8 @@ def build_metadata(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_metadata(text: str | None, source: str) -> dict[str, Any]:
-    """The metadata JSON of ``source``; ExportedModelError when it is absent or not ssmad's."""
+    """The metadata JSON of ``source``, brought to layout ``FORMAT``; ExportedModelError when it
+    is absent, not ssmad's, or of a newer layout."""
     if text is None:
         raise ExportedModelError(
             f"{source} has no ssmad metadata: it is not a model written by 'ssmad export' (export the run again)"
@@ -52,9 +61,18 @@ def parse_metadata(text: str | None, source: str) -> dict[str, Any]:
         metadata = json.loads(text)
     except json.JSONDecodeError as error:
         raise ExportedModelError(f"{source}: the ssmad metadata is not valid JSON ({error})") from error
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+    version = metadata.get("format") if isinstance(metadata, dict) else None
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ExportedModelError(
-            f"{source}: ssmad metadata of an unknown format {metadata.get('format') if isinstance(metadata, dict) else None!r} "
-            f"(this ssmad reads format {FORMAT}); export the run again with this version"
+            f"{source}: ssmad metadata of an unknown format {version!r} (this ssmad reads formats 1 to {FORMAT}); "
+            "export the run again with this version"
         )
-    return metadata
+    if version > FORMAT:
+        raise ExportedModelError(
+            f"{source}: ssmad metadata of format {version}, written by ssmad {metadata.get('ssmad_version')}; "
+            f"this ssmad ({ssmad.__version__}) reads formats 1 to {FORMAT}: upgrade ssmad"
+        )
+    while version < FORMAT:
+        metadata = _MIGRATIONS[version](metadata)
+        version += 1
+    return {**metadata, "format": version}

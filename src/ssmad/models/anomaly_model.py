@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmad.models.anomaly_map import anomaly_maps_and_scores
-from ssmad.models.config import INPUT_MULTIPLE, PRESETS, ModelConfig
+from ssmad.models.config import INPUT_MULTIPLE, ModelConfig
+from ssmad.models.presets import get_preset
 from ssmad.modules.bottleneck import Bottleneck
 from ssmad.modules.decoder import MambaDecoder
 from ssmad.modules.encoder import build_encoder
@@ -161,10 +162,8 @@ def build_model(name_or_config: str | ModelConfig | Mapping[str, Any] = "pyramid
         config = name_or_config
     elif isinstance(name_or_config, Mapping):
         config = ModelConfig.from_dict(dict(name_or_config))
-    elif name_or_config in PRESETS:
-        config = PRESETS[name_or_config]
     else:
-        raise ValueError(f"unknown model preset {name_or_config!r}; choose one of {', '.join(PRESETS)}")
+        config = get_preset(name_or_config).model
     config = config.replace(**overrides)
     encoder = build_encoder(config.encoder, config.encoder_weights)
     return AnomalyModel(config, encoder)

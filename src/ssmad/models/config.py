@@ -1,5 +1,5 @@
 """ModelConfig: every hyper-parameter of the MambaAD / Pyramid-Mamba models, once, with the
-papers' defaults; and the two named presets."""
+papers' defaults (the named presets are in ``ssmad.models.presets``)."""
 
 from __future__ import annotations
 
@@ -146,11 +146,3 @@ def check_field_names(values: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"unknown ModelConfig field(s) {', '.join(unknown)}; valid fields: {', '.join(valid)}")
 
-
-PRESETS: dict[str, ModelConfig] = {
-    # MambaAD (NeurIPS 2024): hybrid scan = Hilbert order in 8 directions, no pyramid, no noise,
-    # the cosine loss of its official configuration.
-    "mambaad": ModelConfig(scan_order="hilbert", num_directions=8, pyramid_levels=0, noise_std=0.0, loss="cosine"),
-    # Pyramid-Mamba (ICME 2025): raster order in 4 directions, 2 pyramid levels, feature noise.
-    "pyramid_mamba": ModelConfig(scan_order="sweep", num_directions=4, pyramid_levels=2, noise_std=0.05),
-}

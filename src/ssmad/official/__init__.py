@@ -6,12 +6,12 @@
 Next to ``ssmad.engine``: it imports the engine, the engine never imports it.
 """
 
-from ssmad.official.convert import CONVERTED_DEFAULTS, convert
+from ssmad.official.convert import OFFICIAL_ENCODER, convert
 from ssmad.official.run import write_run
 from ssmad.official.state_dict import OfficialCheckpointError, convert_state_dict, read_official_checkpoint
 
 __all__ = [
-    "CONVERTED_DEFAULTS",
+    "OFFICIAL_ENCODER",
     "OfficialCheckpointError",
     "convert",
     "convert_state_dict",

@@ -1,7 +1,7 @@
 """``convert``: an official MambaAD / Pyramid-Mamba checkpoint -> an ssmad ``AnomalyModel``.
 
 What a converted model computes by default is what the official code computed with these
-weights (``CONVERTED_DEFAULTS``), each overridable:
+weights (each preset's ``converted`` settings in ``ssmad.models.presets``), each overridable:
 
 - Pyramid-Mamba: ``pyramid_levels=1``. The official code applies its second pyramid level only
   to maps wider than 64, which never occur at 256x256 input, so its weights were trained with
@@ -16,20 +16,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ssmad.models import PRESETS, AnomalyModel, build_model
+from ssmad.models import AnomalyModel, build_model, get_preset
 from ssmad.modules.encoder_weights import file_sha256
 from ssmad.official.state_dict import ConvertedState, OfficialCheckpointError, convert_state_dict, read_official_checkpoint
 
-CONVERTED_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mambaad": {"map_scale": "official", "drop_path_rule": "official"},
-    "pyramid_mamba": {"map_scale": "official", "drop_path_rule": "official", "pyramid_levels": 1},
-}
+OFFICIAL_ENCODER = "resnet34"  # the official code's net_t in both papers
 
 
 def convert(
     checkpoint: str | Path,
     preset: str = "mambaad",
-    encoder: str = "resnet34",
+    encoder: str = OFFICIAL_ENCODER,
     weights: str | None = None,
     **overrides: Any,
 ) -> AnomalyModel:
@@ -39,11 +36,10 @@ def convert(
     encoder: the architecture of the official ``net_t`` (ResNet34 in both papers).
     weights: encoder weights for a checkpoint without ``net_t`` keys (a file, a folder holding
         torchvision's file, "imagenet" or "random"); a checkpoint with them uses its own.
-    overrides: ModelConfig fields, applied over ``CONVERTED_DEFAULTS`` (e.g. pyramid_levels=2).
+    overrides: ModelConfig fields, applied over the preset's ``converted`` settings (e.g. pyramid_levels=2).
     Raises OfficialCheckpointError naming the file and key of anything that does not fit.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    converted_settings = get_preset(preset).converted
     for field, option in (("encoder", "--encoder / encoder="), ("encoder_weights", "--weights / weights=")):
         if field in overrides:
             raise ValueError(f"the encoder is chosen with {option}, not with a '{field}' setting")
@@ -59,7 +55,7 @@ def convert(
             f"{path} holds no encoder (no net_t.* keys): pass the encoder weights it was trained with, "
             "e.g. --weights imagenet (torchvision's ImageNet file), a file or folder, or --weights random"
         )
-    settings = {**CONVERTED_DEFAULTS[preset], **overrides, "encoder": encoder, "encoder_weights": weights or "random"}
+    settings = {**converted_settings, **overrides, "encoder": encoder, "encoder_weights": weights or "random"}
     model = build_model(preset, **settings)
     converted = convert_state_dict(state_dict, model.config, model.trainable_state_dict(), str(path))
     _load(model, converted, path)

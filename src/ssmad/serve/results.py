@@ -4,41 +4,19 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 import ssmad
+from ssmad.engine.prediction_result import ImageResult
 from ssmad.engine.visualize import overlay_panels
 
 
-@dataclass
-class ImageScore:
-    """One image's result as the inference thread hands it back; ``heatmap`` (H, W) in [0, 1]."""
-
-    score: float
-    normalized: float
-    threshold: float
-    anomalous: bool
-    class_name: str | None
-    heatmap: np.ndarray
-
-
-def score_images(detector, images: list[Image.Image], classes: list[str | None]) -> list[ImageScore]:
+def score_images(detector, images: list[Image.Image], classes: list[str | None]) -> list[ImageResult]:
     """Score a batch of RGB images, each with its own class (None: the detector's rules), in one pass."""
     result = detector.predict_decoded(images, [None] * len(images), classes, batch_size=max(len(images), 1))
-    return [
-        ImageScore(
-            score=float(result.scores[i]),
-            normalized=float(result.normalized[i]),
-            threshold=float(result.thresholds[i]),
-            anomalous=bool(result.decisions[i]),
-            class_name=result.class_names[i],
-            heatmap=result.heatmaps[i],
-        )
-        for i in range(len(result))
-    ]
+    return [result.image(i) for i in range(len(result))]
 
 
 def overlay_png(image: Image.Image, heatmap: np.ndarray) -> str:
@@ -50,16 +28,12 @@ def overlay_png(image: Image.Image, heatmap: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def image_record(index: int, filename: str, image: Image.Image, scored: ImageScore, overlay: bool) -> dict:
-    """The JSON record of one scored image (docs/serving.md)."""
+def image_record(index: int, filename: str, image: Image.Image, scored: ImageResult, overlay: bool) -> dict:
+    """The JSON record of one scored image (docs/serving.md): ``ImageResult.record()`` with its place."""
     return {
         "index": index,
         "filename": filename,
-        "class": scored.class_name,
-        "score": scored.score,
-        "normalized": scored.normalized,
-        "threshold": scored.threshold,
-        "decision": "anomalous" if scored.anomalous else "normal",
+        **scored.record(),
         "overlay_png": overlay_png(image, scored.heatmap) if overlay else None,
     }
 

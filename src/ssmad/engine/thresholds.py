@@ -1,4 +1,6 @@
-"""Decision thresholds, normalised scores and heatmap scales from validation normals.
+"""The calibration record: decision thresholds, normalised scores and heatmap scales, and how
+they follow from the scores and maps of normal images (``ssmad.engine.calibrate_on_normals``
+gets those from a model and a dataset).
 
 For each class (and once over all classes, ``global``), from the image scores ``s`` and the
 anomaly maps of the held-out normal images:
@@ -15,11 +17,13 @@ anomaly maps of the held-out normal images:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
 GLOBAL = "global"
+DEFAULT_TARGET_FPR = 0.01  # the false-positive rate on normals a threshold aims at
 _MIN_SCALE = 1e-8
 
 
@@ -43,6 +47,19 @@ class ClassCalibration:
         span = max(self.map_high - self.map_low, _MIN_SCALE)
         return np.clip((np.asarray(maps, dtype=np.float32) - self.map_low) / span, 0.0, 1.0)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassCalibration:
+        """Inverse of ``asdict``: keys this version does not know are ignored (a later version's
+        added fields); a missing field with a default takes it; a missing required one is a
+        ValueError naming it."""
+        values = {}
+        for spec in fields(cls):
+            if spec.name in data:
+                values[spec.name] = data[spec.name]
+            elif spec.default is MISSING and spec.default_factory is MISSING:
+                raise ValueError(f"calibration record without its '{spec.name}' field: {sorted(data)}")
+        return cls(**values)
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -65,10 +82,11 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
+        """Inverse of :meth:`to_dict`, tolerant of added keys (see :meth:`ClassCalibration.from_dict`)."""
         return cls(
             target_fpr=data["target_fpr"],
-            classes={name: ClassCalibration(**cal) for name, cal in data["classes"].items()},
-            overall=ClassCalibration(**data[GLOBAL]),
+            classes={name: ClassCalibration.from_dict(cal) for name, cal in data["classes"].items()},
+            overall=ClassCalibration.from_dict(data[GLOBAL]),
         )
 
 
@@ -82,7 +100,7 @@ def calibrate_class(scores: np.ndarray, maps: np.ndarray, target_fpr: float) -> 
 
 
 def calibrate(
-    class_names: list[str], scores: np.ndarray, maps: np.ndarray, target_fpr: float = 0.01
+    class_names: list[str], scores: np.ndarray, maps: np.ndarray, target_fpr: float = DEFAULT_TARGET_FPR
 ) -> Calibration:
     """Validation normals -> :class:`Calibration`.
 

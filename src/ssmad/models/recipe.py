@@ -1,4 +1,4 @@
-"""Each preset's optimiser and learning-rate schedule (docs/design.md, "Training recipe").
+"""Each preset's optimiser and learning-rate schedule (docs/design.md, "Training recipe"), as used by ``ssmad.models.presets``.
 
 - ``pyramid_mamba``: the paper's Adam with decay 1e-4 (AdamW here), lr 5e-4, constant, batch 16,
   500 epochs.
@@ -53,15 +53,3 @@ class Recipe:
             f"({base_lr * self.decay_factor:.2e}) for steps {decay_step + 1}-{total_steps}"
         )
 
-
-RECIPES: dict[str, Recipe] = {
-    "pyramid_mamba": Recipe(lr=5e-4),
-    "mambaad": Recipe(lr=5e-3, lr_scales_with_batch=True, decay_at=0.8),
-}
-
-
-def recipe_for(preset: str) -> Recipe:
-    """The preset's recipe; an unknown preset is an error naming the known ones."""
-    if preset not in RECIPES:
-        raise ValueError(f"unknown preset '{preset}': use one of {', '.join(RECIPES)}")
-    return RECIPES[preset]

@@ -1,10 +1,11 @@
-"""Calibrating a model on normal images, outside training: ``ssmad calibrate`` and conversion.
+"""Calibrating a model on normal images: training's last step, ``ssmad calibrate`` and conversion.
 
-The path is training's own (:meth:`ssmad.engine.trainer.Trainer.calibrate`): the normals held
-out by ``build_dataset(..., "val", val_fraction, seed)``, their encoder features cached in
-memory, eval-mode maps and scores by ``ssmad.engine.scoring``, thresholds by
-:func:`~ssmad.engine.calibration.calibrate`. Given the data, fraction and seed a run was trained
-with, it reproduces the run's stored calibration.
+One path (:func:`calibrate_features`): the normals' encoder features (a feature source,
+``ssmad.engine.feature_cache``), eval-mode maps and scores by ``ssmad.engine.scoring``,
+thresholds by :func:`~ssmad.engine.thresholds.calibrate`. Training calls it on its cached
+validation features; :func:`calibrate_model` on the normals ``build_dataset(..., "val",
+val_fraction, seed)`` holds out, so given the data, fraction and seed a run was trained with it
+reproduces the run's stored calibration.
 
 ``all_normals=True`` calibrates on every normal training image instead: for normals the model
 was not trained on (new images after a camera or lighting change).
@@ -16,20 +17,24 @@ from pathlib import Path
 
 import torch
 
-from ssmad.engine.calibration import Calibration, calibrate
-from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
-from ssmad.engine.detector import model_from_checkpoint
-from ssmad.engine.device import resolve_device
-from ssmad.engine.feature_cache import build_feature_source
+from ssmad.data.dataset import DEFAULT_VAL_FRACTION
+from ssmad.data.layouts import AUTO_KIND
+from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ssmad.engine.device import AUTO_DEVICE, resolve_device
+from ssmad.engine.feature_cache import FeatureSource, build_feature_source
+from ssmad.engine.rng import DEFAULT_SEED
+from ssmad.engine.scoring import SCORING_BATCH_SIZE, score_feature_source
+from ssmad.engine.thresholds import DEFAULT_TARGET_FPR, Calibration, calibrate
+from ssmad.engine.train_config import TrainConfig
 
 
 def calibration_dataset(
     model: torch.nn.Module,
     data: str | Path,
-    dataset: str = "auto",
+    dataset: str = AUTO_KIND,
     classes: list[str] | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = DEFAULT_SEED,
     all_normals: bool = False,
 ):
     """The normal images to calibrate ``model`` on: the held-out "val" split, or with
@@ -51,17 +56,26 @@ def calibration_dataset(
 
 
 @torch.no_grad()
-def calibrate_model(
-    model: torch.nn.Module, normals, device: torch.device, batch_size: int = 16, target_fpr: float = 0.01
+def calibrate_features(
+    model: torch.nn.Module, source: FeatureSource, device: torch.device, batch_size: int, target_fpr: float
 ) -> Calibration:
-    """Thresholds and heatmap scales of ``model`` (eval mode) from the dataset ``normals``."""
-    from ssmad.engine.scoring import score_feature_source
-
-    model = model.to(device).eval()
-    source = build_feature_source(model, normals, device, storage="memory", batch_size=batch_size)
+    """Thresholds and heatmap scales of ``model`` (eval-mode maps) from the normals' features ``source``."""
     size = (model.config.image_size, model.config.image_size)
     scored = score_feature_source(model, source, device, batch_size, size)
     return calibrate(source.class_names, scored.scores, scored.maps, target_fpr)
+
+
+def calibrate_model(
+    model: torch.nn.Module,
+    normals,
+    device: torch.device,
+    batch_size: int = SCORING_BATCH_SIZE,
+    target_fpr: float = DEFAULT_TARGET_FPR,
+) -> Calibration:
+    """Thresholds and heatmap scales of ``model`` (put in eval mode) from the dataset ``normals``."""
+    model = model.to(device).eval()
+    source = build_feature_source(model, normals, device, storage="memory", batch_size=batch_size)
+    return calibrate_features(model, source, device, batch_size, target_fpr)
 
 
 def too_few_normals(calibration: Calibration) -> list[str]:
@@ -73,6 +87,18 @@ def too_few_normals(calibration: Calibration) -> list[str]:
     ]
 
 
+def too_few_normals_warning(calibration: Calibration) -> str | None:
+    """The warning for classes with too few calibration normals (:func:`too_few_normals`), or None."""
+    too_few = too_few_normals(calibration)
+    if not too_few:
+        return None
+    return (
+        f"too few calibration normals ({', '.join(too_few)}) to show a {calibration.target_fpr:g} false-positive "
+        "rate: thresholds are about the largest normal score, so new normal images will be flagged more often "
+        "(hold out more normals with --val-fraction, use --all-normals, or aim at a larger --target-fpr)"
+    )
+
+
 def calibrate_run(
     run: str | Path,
     data: str | Path | None = None,
@@ -82,7 +108,7 @@ def calibrate_run(
     seed: int | None = None,
     target_fpr: float | None = None,
     all_normals: bool = False,
-    device: str = "auto",
+    device: str = AUTO_DEVICE,
     batch_size: int | None = None,
 ) -> Calibration:
     """Re-calibrate a finished run on normals and rewrite its checkpoint; returns the new calibration.
@@ -95,7 +121,7 @@ def calibrate_run(
     payload = load_checkpoint(run)
     if payload["calibration"] is None:
         raise CheckpointError(f"{run} is an unfinished training run: finish it with 'ssmad train --resume' first")
-    trained = payload.get("train_config") or {}
+    trained = TrainConfig.from_dict({"data": None, "out": str(run), **(payload.get("train_config") or {})})
     old = Calibration.from_dict(payload["calibration"])
     run_classes = list(payload["class_names"])
     classes = classes or run_classes
@@ -109,15 +135,15 @@ def calibrate_run(
             f"recalibrating only {', '.join(classes)} keeps the other classes at target FPR {old.target_fpr}: "
             f"use --target-fpr {old.target_fpr}, or recalibrate every class"
         )
-    if data is None and trained.get("data") is None:
+    if data is None and trained.data is None:
         raise ValueError(f"{run} does not record its data: pass --data ROOT")
     model = model_from_checkpoint(payload)
     normals = calibration_dataset(
-        model, data or trained["data"], dataset or trained.get("dataset", "auto"), classes,
-        trained.get("val_fraction", 0.1) if val_fraction is None else val_fraction,
-        trained.get("seed", 0) if seed is None else seed, all_normals,
+        model, data or trained.data, dataset or trained.dataset, classes,
+        trained.val_fraction if val_fraction is None else val_fraction,
+        trained.seed if seed is None else seed, all_normals,
     )
-    new = calibrate_model(model, normals, resolve_device(device), batch_size or trained.get("batch_size") or 16, target_fpr)
+    new = calibrate_model(model, normals, resolve_device(device), batch_size or trained.batch_size or SCORING_BATCH_SIZE, target_fpr)
     if partial:
         new = Calibration(target_fpr, {**old.classes, **new.classes}, old.overall)
     payload["calibration"] = new.to_dict()

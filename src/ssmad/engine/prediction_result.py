@@ -1,0 +1,80 @@
+"""What scoring images returns: :class:`PredictionResult` for a batch, :class:`ImageResult` per image.
+
+``ImageResult.record()`` is the one per-image record: ``ssmad predict`` writes it as a row (with
+the path and overlay) and the HTTP API returns it (with the index, file name and overlay PNG).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageResult:
+    """One image's result; heatmap (H, W) in [0, 1] on its class's fixed display scale."""
+
+    calibration_class: str | None  # the calibration used (None = global)
+    score: float
+    normalized: float
+    threshold: float
+    anomalous: bool
+    heatmap: np.ndarray
+
+    def record(self) -> dict:
+        """``class`` (None = global), ``score`` (raw), ``normalized`` (0.5 at the threshold),
+        ``threshold`` and ``decision`` ("anomalous" or "normal"), as JSON-ready values."""
+        return {
+            "class": self.calibration_class,
+            "score": self.score,
+            "normalized": self.normalized,
+            "threshold": self.threshold,
+            "decision": "anomalous" if self.anomalous else "normal",
+        }
+
+
+@dataclass
+class PredictionResult:
+    """Predictions for B images (unreadable files are left out and listed in ``skipped``).
+
+    scores (B,) raw image scores; normalized (B,) in (0, 1), 0.5 at the threshold;
+    decisions (B,) True = anomalous; maps (B, H, W) raw anomaly maps; heatmaps (B, H, W) the maps
+    on their class's fixed display scale in [0, 1]; calibration_classes (B,) the class whose
+    calibration each image got (None = global); paths (B,) source files (None for in-memory
+    images); thresholds (B,); skipped: (path, reason) of inputs that could not be read.
+    """
+
+    scores: np.ndarray
+    normalized: np.ndarray
+    decisions: np.ndarray
+    maps: np.ndarray
+    heatmaps: np.ndarray
+    calibration_classes: list[str | None]
+    paths: list[str | None]
+    thresholds: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @property
+    def class_names(self) -> list[str | None]:
+        """Deprecated (removed in the next release): use ``calibration_classes``."""
+        warnings.warn(
+            "PredictionResult.class_names is renamed calibration_classes (the calibration each image got; "
+            "Detector.class_names are the trained classes)", DeprecationWarning, stacklevel=2,
+        )
+        return self.calibration_classes
+
+    def image(self, index: int) -> ImageResult:
+        """The result of image ``index``."""
+        return ImageResult(
+            calibration_class=self.calibration_classes[index],
+            score=float(self.scores[index]),
+            normalized=float(self.normalized[index]),
+            threshold=float(self.thresholds[index]),
+            anomalous=bool(self.decisions[index]),
+            heatmap=self.heatmaps[index],
+        )

@@ -1,0 +1,65 @@
+"""``TrainConfig``: every setting of a training run, with the defaults the command line shows."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+from ssmad.data.dataset import DEFAULT_VAL_FRACTION
+from ssmad.data.layouts import AUTO_KIND
+from ssmad.engine.amp import NO_AMP
+from ssmad.engine.device import AUTO_DEVICE
+from ssmad.engine.rng import DEFAULT_SEED
+from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
+from ssmad.models.config import ModelConfig
+from ssmad.models.presets import DEFAULT_PRESET
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``None`` means "the preset's value"."""
+
+    data: str
+    out: str
+    preset: str = DEFAULT_PRESET
+    dataset: str = AUTO_KIND
+    classes: list[str] | None = None
+    image_size: int = ModelConfig.image_size  # the model's default input side
+    encoder: str | None = None
+    weights: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    grad_clip: float | None = None
+    amp: str = NO_AMP
+    device: str = AUTO_DEVICE
+    seed: int = DEFAULT_SEED
+    deterministic: bool = False
+    cache: str = "memory"
+    cache_dir: str | None = None  # --cache disk: where features are kept (default RUN/feature_cache)
+    accumulate: int = 1
+    checkpoint_every: int = 10
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    target_fpr: float = DEFAULT_TARGET_FPR
+    num_workers: int = 0
+    max_steps: int | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; keys this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Each field's default (fields without one are left out): what the command line offers."""
+        return {
+            f.name: f.default if f.default is not MISSING else f.default_factory()
+            for f in fields(cls)
+            if f.default is not MISSING or f.default_factory is not MISSING
+        }

@@ -1,0 +1,105 @@
+"""Schema versions: a run and an export written by ssmad 0.1.0 (checkpoint schema 1, export
+metadata format 1; ``tests/data``) still load and score as they did; newer ones are refused;
+added fields are tolerated."""
+
+import json
+import lzma
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ssmad
+from ssmad.engine import checkpoint as checkpoint_module
+from ssmad.engine.checkpoint import SCHEMA_VERSION, CheckpointError, load_checkpoint
+from ssmad.engine.thresholds import Calibration
+from ssmad.export.metadata import ExportedModelError, parse_metadata
+
+DATA = Path(__file__).parent / "data"
+EXPECTED = json.loads((DATA / "v1_expected_scores.json").read_text())
+
+
+def _unpack(name: str, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(lzma.decompress((DATA / name).read_bytes()))
+    return out
+
+
+def _images() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(3, 3, 64, 64)  # what v1_expected_scores.json was computed on
+
+
+@pytest.fixture
+def v1_run(tmp_path) -> Path:
+    return _unpack("v1_run_checkpoint.pt.xz", tmp_path / "run" / "checkpoint.pt").parent
+
+
+def test_a_schema_1_run_loads_migrated_and_scores_as_it_did(v1_run):
+    raw = torch.load(v1_run / "checkpoint.pt", weights_only=True)
+    assert raw["format_version"] == 1 and "converted_from" in raw and "data_files" not in raw
+    payload = load_checkpoint(v1_run)
+    assert payload["format_version"] == SCHEMA_VERSION and payload["data_files"] is None
+    detector = ssmad.load(v1_run, "cpu")
+    result = detector.predict(_images(), class_name=EXPECTED["class_name"])
+    np.testing.assert_allclose(result.scores, EXPECTED["scores"], rtol=1e-5)
+    assert result.decisions.tolist() == EXPECTED["decisions"]
+
+
+def test_a_finished_schema_1_run_drops_its_optimizer_state_and_an_unfinished_one_keeps_it(v1_run, tmp_path):
+    raw = torch.load(v1_run / "checkpoint.pt", weights_only=True)
+    resume = {"optimizer": {"state": {}, "param_groups": []}, "scaler": {}, "rng": [{"torch": torch.zeros(3)}]}
+    for finished in (True, False):
+        path = tmp_path / f"finished_{finished}.pt"
+        torch.save({**raw, **resume, "progress": {**raw["progress"], "finished": finished}}, path)
+        payload = load_checkpoint(path)
+        assert all((key in payload) is not finished for key in ("optimizer", "scaler", "rng"))
+
+
+def test_a_newer_checkpoint_is_refused_naming_the_file_and_the_fix(v1_run, tmp_path):
+    raw = torch.load(v1_run / "checkpoint.pt", weights_only=True)
+    path = tmp_path / "future.pt"
+    torch.save({**raw, "format_version": SCHEMA_VERSION + 1, "ssmad_version": "9.0.0"}, path)
+    with pytest.raises(CheckpointError, match=rf"future\.pt is a checkpoint of schema {SCHEMA_VERSION + 1}.*upgrade ssmad"):
+        load_checkpoint(path)
+
+
+def test_every_older_schema_has_a_migration_step():
+    assert sorted(checkpoint_module._MIGRATIONS) == list(range(1, SCHEMA_VERSION))
+
+
+def test_a_saved_checkpoint_is_of_the_current_schema(v1_run):
+    checkpoint_module.save_checkpoint(load_checkpoint(v1_run), v1_run / "checkpoint.pt")
+    assert torch.load(v1_run / "checkpoint.pt", weights_only=True)["format_version"] == SCHEMA_VERSION
+
+
+def test_calibration_records_ignore_added_fields_and_name_a_missing_one():
+    record = json.loads((DATA / "v1_export_metadata.json").read_text())["calibration"]
+    added = {**record, "pixel_threshold": 0.5, "classes": {k: {**v, "pixel_threshold": 0.5} for k, v in record["classes"].items()}}
+    added["global"] = {**record["global"], "pixel_threshold": 0.5}
+    assert Calibration.from_dict(added) == Calibration.from_dict(record)
+    broken = {**record, "global": {k: v for k, v in record["global"].items() if k != "threshold"}}
+    with pytest.raises(ValueError, match="without its 'threshold' field"):
+        Calibration.from_dict(broken)
+
+
+def test_format_1_export_metadata_loads_and_newer_is_refused():
+    text = (DATA / "v1_export_metadata.json").read_text()
+    metadata = parse_metadata(text, "model.onnx")
+    assert metadata["class_names"] == ["nut", "wood"] and metadata["image_size"] == 64
+    with_added = parse_metadata(json.dumps({**json.loads(text), "geometry": {"resize": "stretch"}}), "model.onnx")
+    assert with_added["calibration"] == metadata["calibration"]
+    with pytest.raises(ExportedModelError, match="model.onnx: ssmad metadata of format 99.*upgrade ssmad"):
+        parse_metadata(json.dumps({**json.loads(text), "format": 99}), "model.onnx")
+    with pytest.raises(ExportedModelError, match="unknown format"):
+        parse_metadata(json.dumps({**json.loads(text), "format": "one"}), "model.onnx")
+
+
+def test_a_format_1_onnx_export_scores_as_its_run_did(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    model = _unpack("v1_model.onnx.xz", tmp_path / "model.onnx")
+    detector = ssmad.load(model, "cpu")
+    result = detector.predict(_images(), class_name=EXPECTED["class_name"])
+    np.testing.assert_allclose(result.scores, EXPECTED["scores"], rtol=1e-4)
