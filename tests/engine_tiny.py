@@ -20,7 +20,7 @@ def make_tiny_data(root: Path) -> Path:
 def tiny_config(data: Path, out: Path, **changes) -> TrainConfig:
     """A few-step CPU run of a shrunken Pyramid-Mamba with a random ResNet18 encoder."""
     values = dict(
-        data=str(data), out=str(out), preset="pyramid_mamba", dataset="mvtec", image_size=IMAGE_SIZE,
+        data=str(data), out=str(out), preset="pyramid_mamba", dataset="mvtec", image_size=str(IMAGE_SIZE),
         encoder="resnet18", weights="random", epochs=2, batch_size=4, device="cpu", checkpoint_every=1,
         model_overrides=dict(TINY_MODEL),
     )

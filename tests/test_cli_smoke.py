@@ -59,7 +59,7 @@ BAD_INPUTS = {
     "unknown model field": (
         lambda data, run, tmp: [*tiny_cli_args(data, tmp / "r"), "--set", "depth=3"], "unknown ModelConfig field"),
     "image size not a multiple of 32": (
-        lambda data, run, tmp: [*tiny_cli_args(data, tmp / "r"), "--image-size", "100"], "multiple of 32"),
+        lambda data, run, tmp: [*tiny_cli_args(data, tmp / "r"), "--image-size", "100"], "multiples of 32"),
     "batch larger than the training set": (
         lambda data, run, tmp: [*tiny_cli_args(data, tmp / "r"), "--batch-size", "64"], "batch size"),
     "batch not divisible by --accumulate": (

@@ -54,7 +54,7 @@ def test_aspect_mismatch_flags_stretches_over_ten_percent():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("250", "multiples of 32"), ("0", "at least 32"), ("16", "at least 32"), ("1248x500", "multiples of 32"),
+    ("250", "multiples of 32"), ("0", "at least 32"), ("16", "at least 32"), ("32", "one cell"), ("1248x500", "multiples of 32"),
     ("2048x128", "aspect ratio beyond 8:1"), ("big", "N \\(square\\), HxW"), ("long:", "not understood"),
     ("256x", "not understood"),
 ])

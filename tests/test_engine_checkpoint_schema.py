@@ -41,6 +41,8 @@ def test_a_schema_1_run_loads_migrated_and_scores_as_it_did(v1_run):
     assert raw["format_version"] == 1 and "converted_from" in raw and "data_files" not in raw
     payload = load_checkpoint(v1_run)
     assert payload["format_version"] == SCHEMA_VERSION and payload["data_files"] is None
+    assert payload["geometries"] == {"nut": [64, 64], "wood": [64, 64]} and payload["size_rule"] == "64"
+    assert payload["tile"] is None and "image_size" not in payload and "image_size" not in payload["model_config"]
     detector = ssmad.load(v1_run, "cpu")
     result = detector.predict(_images(), class_name=EXPECTED["class_name"])
     np.testing.assert_allclose(result.scores, EXPECTED["scores"], rtol=1e-5)
@@ -87,7 +89,8 @@ def test_calibration_records_ignore_added_fields_and_name_a_missing_one():
 def test_format_1_export_metadata_loads_and_newer_is_refused():
     text = (DATA / "v1_export_metadata.json").read_text()
     metadata = parse_metadata(text, "model.onnx")
-    assert metadata["class_names"] == ["nut", "wood"] and metadata["image_size"] == 64
+    assert metadata["class_names"] == ["nut", "wood"] and metadata["geometries"] == {"nut": [64, 64], "wood": [64, 64]}
+    assert metadata["format"] == 2 and metadata["tile"] is None and "image_size" not in metadata
     with_added = parse_metadata(json.dumps({**json.loads(text), "geometry": {"resize": "stretch"}}), "model.onnx")
     assert with_added["calibration"] == metadata["calibration"]
     with pytest.raises(ExportedModelError, match="model.onnx: ssmad metadata of format 99.*upgrade ssmad"):

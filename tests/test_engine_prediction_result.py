@@ -9,15 +9,20 @@ from ssmad.engine.prediction_result import PredictionResult
 def _result() -> PredictionResult:
     return PredictionResult(
         scores=np.array([0.2, 0.9]), normalized=np.array([0.3, 0.8]), decisions=np.array([False, True]),
-        maps=np.zeros((2, 4, 4)), heatmaps=np.ones((2, 4, 4)), calibration_classes=["wood", None],
-        paths=[None, None], thresholds=np.array([0.5, 0.6]),
+        maps=[np.zeros((4, 4)), np.zeros((4, 6))], heatmaps=[np.ones((4, 4)), np.ones((4, 6))],
+        calibration_classes=["wood", None], paths=[None, None], thresholds=np.array([0.5, 0.6]),
+        geometries=["64x64", "64x96"], warnings=[[], ["resized from 6x4 (W x H) to 96x64"]],
     )
 
 
 def test_each_image_has_one_record():
     result = _result()
-    assert result.image(0).record() == {"class": "wood", "score": 0.2, "normalized": 0.3, "threshold": 0.5, "decision": "normal"}
-    assert result.image(1).record() == {"class": None, "score": 0.9, "normalized": 0.8, "threshold": 0.6, "decision": "anomalous"}
+    assert result.image(0).record() == {"class": "wood", "score": 0.2, "normalized": 0.3, "threshold": 0.5,
+                                        "decision": "normal", "geometry": "64x64", "warnings": []}
+    assert result.image(1).record() == {"class": None, "score": 0.9, "normalized": 0.8, "threshold": 0.6,
+                                        "decision": "anomalous", "geometry": "64x96",
+                                        "warnings": ["resized from 6x4 (W x H) to 96x64"]}
+    assert result.image(1).heatmap.shape == (4, 6)
 
 
 def test_class_names_is_a_deprecated_alias_of_calibration_classes():

@@ -41,7 +41,7 @@ def test_test_with_an_untrained_class_is_refused_before_scoring(tiny_run, data_w
 def test_predict_rows_are_written_as_they_are_scored(tiny_run, tmp_path, capsys, monkeypatch):
     data, run = tiny_run
     calls = []
-    score = ssmad.engine.detector.Detector._score
+    score = ssmad.engine.detector.Detector.score_images
 
     def interrupted_after_one_batch(self, *args, **kwargs):
         calls.append(1)
@@ -49,7 +49,7 @@ def test_predict_rows_are_written_as_they_are_scored(tiny_run, tmp_path, capsys,
             raise KeyboardInterrupt
         return score(self, *args, **kwargs)
 
-    monkeypatch.setattr(ssmad.engine.detector.Detector, "_score", interrupted_after_one_batch)
+    monkeypatch.setattr(ssmad.engine.detector.Detector, "score_images", interrupted_after_one_batch)
     out = tmp_path / "p"
     code = main(["predict", str(run), str(data / "wood" / "test"), "--out", str(out), "--batch-size", "2",
                  "--no-overlays", "--device", "cpu"])

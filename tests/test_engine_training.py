@@ -12,6 +12,7 @@ from engine_tiny import make_tiny_data, tiny_config
 
 import ssmad
 from ssmad.data import build_dataset
+from ssmad.data.geometry import Geometry
 from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmad.engine.feature_cache import build_feature_source
 from ssmad.engine.prediction import predict_files
@@ -97,7 +98,7 @@ def test_existing_run_is_never_overwritten_and_finished_runs_do_not_resume(tiny_
 
 
 def test_disk_and_memory_caches_hold_the_encoder_features(tiny_data, tmp_path):
-    model = ssmad.models.build_model("pyramid_mamba", encoder="resnet18", encoder_weights="random", image_size=64)
+    model = ssmad.models.build_model("pyramid_mamba", encoder="resnet18", encoder_weights="random")
     dataset = build_dataset("mvtec", tiny_data, "train", image_size=64)
     memory = build_feature_source(model, dataset, torch.device("cpu"), "memory", batch_size=3)
     disk = build_feature_source(model, dataset, torch.device("cpu"), "disk", tmp_path, batch_size=3)
@@ -120,8 +121,10 @@ def test_detector_predict_and_class_assignment(tiny_run):
     threshold = detector.calibration.for_class("wood").threshold
     assert np.array_equal(result.decisions, result.scores > threshold)
     assert np.allclose(result.normalized > 0.5, result.decisions)
-    assert result.maps.shape == (2, 64, 64) and 0 <= result.heatmaps.min() <= result.heatmaps.max() <= 1
-    tensor_result = detector.predict(torch.stack([detector.transform(ssmad.data.read_image(p)) for p in wood]))
+    assert [m.shape for m in result.maps] == [(64, 64), (64, 64)] and result.geometries == ["64x64", "64x64"]
+    assert all(0 <= h.min() <= h.max() <= 1 for h in result.heatmaps) and result.warnings == [[], []]
+    transform = detector.transforms[Geometry(64, 64)]
+    tensor_result = detector.predict(torch.stack([transform(ssmad.data.read_image(p)) for p in wood]))
     assert np.allclose(tensor_result.scores, result.scores, atol=1e-5)
     assert tensor_result.calibration_classes == [None, None]  # no path: the global threshold
     assert detector.predict(wood[0], class_name="nut").calibration_classes == ["nut"]
@@ -149,7 +152,7 @@ def test_predict_files_writes_rows_and_skips_unreadable_files(tiny_run, tmp_path
     assert all(row["decision"] == ("anomalous" if row["score"] > row["threshold"] else "normal") for row in rows)
     assert all((tmp_path / "out" / "overlays" / row["overlay"]).is_file() for row in rows)
     csv_lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
-    assert csv_lines[0] == "path,class,score,normalized,threshold,decision,overlay" and len(csv_lines) == len(rows) + 1
+    assert csv_lines[0] == "path,class,score,normalized,threshold,decision,geometry,warnings,overlay" and len(csv_lines) == len(rows) + 1
     skipped = (tmp_path / "out" / "skipped.csv").read_text()
     assert "broken.png" in skipped and "nowhere.png" in skipped
 

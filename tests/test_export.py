@@ -14,6 +14,7 @@ pytest.importorskip("onnxruntime")
 
 import ssmad  # noqa: E402
 from ssmad.cli import main  # noqa: E402
+from ssmad.data.geometry import Geometry  # noqa: E402
 from ssmad.engine.checkpoint import load_checkpoint  # noqa: E402
 from ssmad.export import ExportedModelError, load_exported, read_onnx_metadata  # noqa: E402
 from ssmad.export.metadata import build_metadata  # noqa: E402
@@ -60,7 +61,7 @@ def test_tensors_are_taken_normalised_as_by_the_checkpoint_detector(exported, im
     torch_detector, onnx_detector = ssmad.load(run, device="cpu"), ssmad.load(onnx_path, device="cpu")
     from ssmad.data import read_image
 
-    tensors = torch.stack([torch_detector.transform(read_image(p)) for p in images[:2]])
+    tensors = torch.stack([torch_detector.transforms[Geometry(64, 64)](read_image(p)) for p in images[:2]])
     expected = torch_detector.predict(tensors)
     assert relative(onnx_detector.predict(tensors).maps, expected.maps) <= 1e-5
 
@@ -87,7 +88,7 @@ def test_metadata_round_trip(exported):
     payload = load_checkpoint(run)
     metadata = read_onnx_metadata(onnx_path)
     assert metadata == json.loads(json.dumps(build_metadata(payload)))
-    assert metadata["preset"] == "pyramid_mamba" and metadata["image_size"] == 64
+    assert metadata["preset"] == "pyramid_mamba" and metadata["geometries"] == {"nut": [64, 64], "wood": [64, 64]}
     assert metadata["ssmad_version"] == ssmad.__version__ and metadata["class_names"] == ["nut", "wood"]
     detector = load_exported(onnx_path, device="cpu")
     assert detector.calibration.to_dict() == payload["calibration"]
@@ -162,7 +163,7 @@ def test_readme_example_reproduces_score_and_decision(exported, images, capsys):
     code = text.split("Without ssmad or PyTorch", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     _, run, onnx_path = exported
     code = code.replace('"model.onnx"', repr(str(onnx_path))).replace('"bottle/test/broken_large/000.png"', repr(images[-1]))
-    exec(code.replace('["classes"]["bottle"]', '["classes"]["wood"]'), {})
+    exec(code.replace('["classes"]["bottle"]', '["classes"]["wood"]').replace('["geometries"]["bottle"]', '["geometries"]["wood"]'), {})
     score, normalized, decision = capsys.readouterr().out.split()
     expected = ssmad.load(run, device="cpu").predict(images[-1], class_name="wood")
     assert abs(float(score) - expected.scores[0]) <= 1e-5 * abs(expected.scores[0])

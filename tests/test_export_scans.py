@@ -45,7 +45,7 @@ def test_ss2d_layer_exports_with_its_routes(order, directions, levels):
 @pytest.mark.parametrize("preset", ["pyramid_mamba", "mambaad"])
 def test_each_preset_exports(preset):
     torch.manual_seed(0)
-    model = build_model(preset, encoder="resnet18", encoder_weights="random", decoder_depths=(1, 1, 1, 1), image_size=64)
+    model = build_model(preset, encoder="resnet18", encoder_weights="random", decoder_depths=(1, 1, 1, 1))
     graph = ExportGraph(model.eval())
     images = torch.rand(2, 3, 64, 64)
     maps, scores = run_onnx(to_onnx(graph, images, ["image"], ["anomaly_map", "score"]), images)

@@ -96,10 +96,10 @@ def test_exif_orientation_is_the_same_in_train_test_and_predict(tiny_run, tmp_pa
     path = copy / "wood" / "test" / "good" / "exif_rotated.jpg"
     upright = read_image(path)
     detector = ssmad.load(run, "cpu")
-    dataset = build_dataset("mvtec", copy, "test", classes="wood", image_size=detector.image_size,
+    dataset = build_dataset("mvtec", copy, "test", classes="wood", image_size=detector.geometries,
                             mean=detector.mean, std=detector.std)
     index = next(i for i, sample in enumerate(dataset.samples) if sample.path == path)
-    assert torch.equal(dataset[index]["image"], detector.transform(upright))  # test (and train: same dataset)
+    assert torch.equal(dataset[index]["image"], detector.transforms[detector.geometries["wood"]](upright))  # test (and train: same dataset)
     with Image.open(path) as raw:
         assert raw.size == upright.size[::-1] != upright.size  # stored turned, read upright
         from_memory = detector.predict(raw).scores

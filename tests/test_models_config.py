@@ -28,7 +28,7 @@ def test_presets_hold_the_papers_settings():
 
 
 def test_config_round_trips_through_a_plain_dict():
-    config = PRESETS["mambaad"].model.replace(decoder_depths=[1, 2, 3, 3], image_size=320)
+    config = PRESETS["mambaad"].model.replace(decoder_depths=[1, 2, 3, 3], blur_sigma=2.0)
     values = config.to_dict()
     assert values["decoder_depths"] == [1, 2, 3, 3]  # JSON-safe lists
     assert ModelConfig.from_dict(values) == config
@@ -43,7 +43,7 @@ def test_unknown_override_lists_the_valid_fields():
 
 @pytest.mark.parametrize(
     "override",
-    [{"image_size": 250}, {"num_directions": 3}, {"scan_order": "spiral"}, {"pyramid_merge": "max"}, {"map_scale": "mean"}, {"drop_path_rule": "linear"}],
+    [{"num_directions": 3}, {"scan_order": "spiral"}, {"pyramid_merge": "max"}, {"map_scale": "mean"}, {"drop_path_rule": "linear"}],
 )
 def test_invalid_values_are_named(override):
     (name, value), = override.items()

@@ -62,7 +62,7 @@ def test_training_lowers_loss_and_separates_defects():
     # The pyramid_mamba settings at tiny widths, with the cosine loss: the random encoder's
     # features are small (mean squares 0.06, 0.007, 0.001), and MSE would mostly teach the
     # decoder to shrink its output, not to match the directions the anomaly map compares.
-    config = ModelConfig(encoder_weights="random", image_size=64, decoder_depths=(1, 1, 1, 1), loss="cosine")
+    config = ModelConfig(encoder_weights="random", decoder_depths=(1, 1, 1, 1), loss="cosine")
     model = AnomalyModel(config, TinyEncoder())
     train = textures(32, generator)
     features = model.encode(train)  # frozen encoder: computed once

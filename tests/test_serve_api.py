@@ -55,7 +55,8 @@ def test_health_model_page_and_docs(client, detector):
     info = client.get("/v1/model").json()
     assert info["classes"] == detector.class_names == ["nut", "wood"]
     assert info["thresholds"] == {name: detector.calibration.classes[name].threshold for name in detector.class_names}
-    assert (info["preset"], info["input_size"], info["ssmad_version"]) == ("pyramid_mamba", 64, ssmad.__version__)
+    assert (info["preset"], info["ssmad_version"]) == ("pyramid_mamba", ssmad.__version__)
+    assert info["input_sizes"] == {"nut": "64x64", "wood": "64x64"} and info["tile"] is None
     page = client.get("/")
     assert page.status_code == 200 and "drop-zone" in page.text and "https://" not in page.text
     assert "fetch(\"/v1/predict\"" in client.get("/static/app.js").text

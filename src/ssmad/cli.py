@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import ssmad
-from ssmad.data.dataset import DEFAULT_VAL_FRACTION
+from ssmad.data.dataset import DEFAULT_VAL_FRACTION, MASK_RESOLUTIONS
+from ssmad.data.geometry import parse_size_rule
 from ssmad.data.layouts import AUTO_KIND, DATASET_CHOICES
 from ssmad.engine.amp import AMP_CHOICES
 from ssmad.engine.device import AUTO_DEVICE, DEVICE_CHOICES
@@ -72,6 +73,14 @@ def _model_setting(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def _size_rule(text: str) -> str:
+    """``--image-size``: N, HxW or long:N (``ssmad.data.geometry``), checked and written canonically."""
+    try:
+        return str(parse_size_rule(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -89,7 +98,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=list(PRESETS), default=d["preset"], help=f"model and recipe (default: {d['preset']})")
     parser.add_argument("--dataset", choices=DATASET_CHOICES, default=d["dataset"], help="dataset layout (default: auto-detect)")
     parser.add_argument("--classes", type=_comma_list, help="comma-separated classes to train on (default: all under --data)")
-    parser.add_argument("--image-size", type=_positive_int, default=d["image_size"], help=f"input side in pixels, a multiple of 32 (default {d['image_size']})")
+    parser.add_argument("--image-size", type=_size_rule, default=d["image_size"],
+                        help="model input: N (square), HxW (height first, e.g. 1248x512) or long:N (each class keeps "
+                        f"its median aspect ratio, long side N); multiples of 32 (default {d['image_size']})")
+    parser.add_argument("--tile", type=_positive_int, help="score (and train on) images larger than this many pixels in "
+                        "overlapping T x T tiles of the image at --image-size (default: whole images)")
+    parser.add_argument("--tile-overlap", type=int, default=d["tile_overlap"], help=f"pixels neighbouring tiles share at least (default {d['tile_overlap']})")
     parser.add_argument("--encoder", choices=ENCODER_NAMES, help="encoder architecture (default: the preset's)")
     parser.add_argument("--weights", help="encoder weights: a .pth file, a folder holding torchvision's file, 'imagenet' or 'random'")
     parser.add_argument("--epochs", type=_positive_int, help=f"epochs (default: the preset's, {recipe.epochs})")
@@ -144,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one model on all (or --classes) classes of a dataset")
-    train.add_argument("--data", help="dataset root (MVTec AD, VisA, MPDD, BTAD, MVTec 3D-AD or a folder of images)")
+    train.add_argument("--data", action="append", help="dataset root (MVTec AD, VisA, MPDD, BTAD, MVTec 3D-AD or a folder "
+                       "of images); repeat it to train one model on the classes of several roots")
     train.add_argument("--out", required=True, help="run folder (checkpoint.pt, train.log, test/)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its own settings")
     train.add_argument("--max-steps", type=_positive_int, help="stop (with a checkpoint) after this many optimiser steps")
@@ -154,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     test = commands.add_parser("test", help="evaluate a trained run: metrics, overlays, curves")
     test.add_argument("run", help="run folder or checkpoint.pt")
-    test.add_argument("--data", help="dataset root (default: the one the run was trained on)")
+    test.add_argument("--data", action="append", help="dataset root, may repeat (default: the run's)")
+    test.add_argument("--mask-resolution", choices=MASK_RESOLUTIONS, default=MASK_RESOLUTIONS[0],
+                      help="pixel metrics at each image's original resolution (default) or at the model's input size "
+                      "with masks resized to it, the papers' protocol (model)")
     test.add_argument("--dataset", choices=DATASET_CHOICES, help="dataset layout (default: the run's)")
     test.add_argument("--classes", type=_comma_list, help="classes to test (default: the run's)")
     test.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOLS[0], help=f"metric definitions (default: {PROTOCOLS[0]})")
@@ -231,8 +249,9 @@ def _run_train(args: argparse.Namespace) -> int:
         if args.data is None:
             raise ValueError("ssmad train needs --data DATASET_ROOT (or --resume to continue the run in --out)")
         config = TrainConfig(
-            data=args.data, out=args.out, preset=args.preset, dataset=args.dataset, classes=args.classes,
-            image_size=args.image_size, encoder=args.encoder, weights=args.weights, epochs=args.epochs,
+            data=args.data[0] if len(args.data) == 1 else args.data, out=args.out, preset=args.preset,
+            dataset=args.dataset, classes=args.classes, image_size=args.image_size, tile=args.tile,
+            tile_overlap=args.tile_overlap, encoder=args.encoder, weights=args.weights, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
             amp=args.amp, device=args.device, seed=args.seed, deterministic=args.deterministic, cache=args.cache,
             cache_dir=args.cache_dir,
@@ -275,8 +294,8 @@ def _run_test(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else run_dir / "test"
     dataset = build_dataset(
         args.dataset or trained["dataset"], args.data or trained["data"], "test",
-        classes=args.classes or detector.class_names, image_size=detector.image_size,
-        mean=detector.mean, std=detector.std,
+        classes=args.classes or detector.class_names, image_size=detector.geometries,
+        mean=detector.mean, std=detector.std, mask_resolution=args.mask_resolution,
     )
     dataset.samples, skipped = screen_samples(dataset.samples)
     for path, reason in skipped:

@@ -125,14 +125,15 @@ def run_demo(
     epochs = epochs or DEMO_EPOCHS.get(chosen.encoder, DEMO_EPOCHS["resnet18"])
     config = TrainConfig(
         data=str(data_root), out=str(run_dir), preset="pyramid_mamba", dataset="mvtec",
-        image_size=DEMO_IMAGE_SIZE, encoder=chosen.encoder, weights=chosen.weights, epochs=epochs,
+        image_size=str(DEMO_IMAGE_SIZE), encoder=chosen.encoder, weights=chosen.weights, epochs=epochs,
         batch_size=DEMO_BATCH, lr=DEMO_LR, device=device, checkpoint_every=epochs, val_fraction=DEMO_VAL_FRACTION,
         model_overrides=dict(DEMO_MODEL),
     )
     Trainer(config).fit()
     detector = Detector.from_checkpoint(run_dir, device)
     test_set = build_dataset(
-        "mvtec", data_root, "test", image_size=DEMO_IMAGE_SIZE, mean=detector.mean, std=detector.std
+        "mvtec", data_root, "test", image_size=detector.geometries, mean=detector.mean, std=detector.std,
+        mask_resolution="original",
     )
     results = evaluate_run(detector, test_set, run_dir / "test", overlays_per_class=4)
     print(markdown_table(results))

@@ -20,6 +20,7 @@ their image's own size (``"original"``).
 
 from __future__ import annotations
 
+import copy
 import warnings
 import zlib
 from collections.abc import Mapping
@@ -53,7 +54,8 @@ class AnomalyDataset(Dataset):
     - "image": float32 (3, H, W) at the class's geometry, normalised;
     - "mask": float32 (1, H, W) in {0, 1} (zeros for normal images), at the class's geometry, or
       (1, h, w) at the image's own size when ``mask_resolution="original"``;
-    - "label": int, 0 normal, 1 anomalous; "class_name": str; "path": str.
+    - "label": int, 0 normal, 1 anomalous; "class_name": str; "path": str;
+    - "width", "height": the image's own size in pixels.
 
     Samples of different geometries cannot share a batch: :meth:`geometry_batches` groups them.
     """
@@ -79,13 +81,24 @@ class AnomalyDataset(Dataset):
         """The input geometry of sample ``index`` (its class's)."""
         return self.geometries[self.samples[index].class_name]
 
-    def geometry_batches(self, batch_size: int, indices: list[int] | None = None) -> list[list[int]]:
-        """``indices`` (default: all, in order) cut into batches of one geometry each, at most
-        ``batch_size`` long, keeping their order within each geometry."""
+    def geometry_groups(self, indices: list[int] | None = None) -> dict[Geometry, list[int]]:
+        """``indices`` (default: all) by geometry, in order within each; geometries in first-seen order."""
         groups: dict[Geometry, list[int]] = {}
         for index in range(len(self)) if indices is None else indices:
             groups.setdefault(self.geometry(index), []).append(index)
-        return [group[i:i + batch_size] for group in groups.values() for i in range(0, len(group), batch_size)]
+        return groups
+
+    def geometry_batches(self, batch_size: int, indices: list[int] | None = None) -> list[list[int]]:
+        """``indices`` (default: all, in order) cut into batches of one geometry each, at most
+        ``batch_size`` long, keeping their order within each geometry."""
+        return [group[i:i + batch_size] for group in self.geometry_groups(indices).values()
+                for i in range(0, len(group), batch_size)]
+
+    def subset(self, indices: list[int]) -> AnomalyDataset:
+        """A dataset of the samples at ``indices`` (same classes, geometries and mask resolution)."""
+        part = copy.copy(self)
+        part.samples = [self.samples[i] for i in indices]
+        return part
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -111,6 +124,8 @@ class AnomalyDataset(Dataset):
             "mask": mask,
             "label": sample.label,
             "class_name": sample.class_name,
+            "width": image.width,
+            "height": image.height,
             "path": str(sample.path),
         }
 
@@ -152,7 +167,7 @@ def split_validation(samples: list[Sample], val_fraction: float, seed: int) -> t
     return train, val
 
 
-def _select_classes(available: dict[str, Path], classes: str | list[str] | None, root: Path, kind: str) -> list[str]:
+def _select_classes(available: dict[str, Path], classes: str | list[str] | None, root: str, kind: str) -> list[str]:
     if not available:
         raise FileNotFoundError(
             f"no {kind} classes found under {root}; check the path and the dataset kind "
@@ -188,7 +203,7 @@ def _apply_missing_mask_policy(test: list[Sample], missing_mask: str, root: Path
 
 def build_dataset(
     kind: str,
-    root: str | Path,
+    root: str | Path | list[str | Path],
     split: str,
     classes: str | list[str] | None = None,
     image_size: ImageSize = 256,
@@ -203,7 +218,9 @@ def build_dataset(
 
     Args:
         kind: "mvtec" | "visa" | "mpdd" | "btad" | "mvtec3d" | "folder" | "auto" (detected).
-        root: the dataset root (classes are its sub-folders) or one class folder.
+        root: the dataset root (classes are its sub-folders) or one class folder; or a list of
+            them, whose classes train one model (each root's layout detected on its own with
+            "auto"; a class name found under two roots is refused).
         classes: None for every class found (multi-class), a name, or a list of names.
         image_size: the input geometry: an int (square), (H, W), an ``--image-size`` text or
             SizeRule (``"long:640"`` measures each class's median aspect ratio over all its
@@ -221,27 +238,21 @@ def build_dataset(
         raise ValueError(f"missing_mask must be one of {MISSING_MASK_POLICIES}, got {missing_mask!r}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {root}")
-    if kind == AUTO_KIND:
-        kind = detect_kind(root)
-    if kind not in DATASET_KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}; use one of {', '.join(DATASET_KINDS)} or 'auto'")
-    available = resolve_classes(kind, root)
-    class_names = _select_classes(available, classes, root, kind)
+    roots = [root] if isinstance(root, (str, Path)) else list(root)
+    available = _classes_of_roots(kind, roots)
+    roots_text = ", ".join(str(Path(r).expanduser()) for r in roots)
+    class_names = _select_classes({name: where[1] for name, where in available.items()}, classes, roots_text, kind)
     samples: list[Sample] = []
     geometries: dict[str, Geometry] = {}
     for class_name in class_names:
-        class_dir = available[class_name]
-        normals, test = read_class(kind, class_dir, class_name)
-        if normals:
-            geometries[class_name] = _class_geometry(image_size, class_name, normals)
+        class_kind, class_dir, _ = available[class_name]
+        normals, test = read_class(class_kind, class_dir, class_name)
         if not normals:
             raise FileNotFoundError(
                 f"class {class_name!r} has no training images in {class_dir}; "
-                f"a {kind} class needs normal training images"
+                f"a {class_kind} class needs normal training images"
             )
+        geometries[class_name] = _class_geometry(image_size, class_name, normals)
         if split == "test":
             if not test:
                 raise FileNotFoundError(f"class {class_name!r} has no test images in {class_dir}")
@@ -251,6 +262,25 @@ def build_dataset(
             train, val = split_validation(normals, val_fraction, seed)
             samples.extend(train if split == "train" else val)
     return AnomalyDataset(samples, class_names, geometries, mean, std, mask_resolution)
+
+
+def _classes_of_roots(kind: str, roots: list[str | Path]) -> dict[str, tuple[str, Path, Path]]:
+    """``{class: (layout kind, class folder, root)}`` over every root; a name in two roots is refused."""
+    available: dict[str, tuple[str, Path, Path]] = {}
+    for root in (Path(r).expanduser() for r in roots):
+        if not root.is_dir():
+            raise FileNotFoundError(f"dataset folder not found: {root}")
+        root_kind = detect_kind(root) if kind == AUTO_KIND else kind
+        if root_kind not in DATASET_KINDS:
+            raise ValueError(f"unknown dataset kind {root_kind!r}; use one of {', '.join(DATASET_KINDS)} or 'auto'")
+        for name, class_dir in resolve_classes(root_kind, root).items():
+            if name in available:
+                raise ValueError(
+                    f"class {name!r} is under both {available[name][2]} and {root}: one model needs distinct "
+                    "class names; pass --classes to choose, or rename one folder"
+                )
+            available[name] = (root_kind, class_dir, root)
+    return available
 
 
 def _class_geometry(image_size: ImageSize, class_name: str, normals: list[Sample]) -> Geometry:

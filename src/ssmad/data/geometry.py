@@ -7,7 +7,8 @@
 - ``long:640``: each class keeps its own aspect ratio, the median of its training images':
   long side 640, short side rounded to a multiple of 32.
 
-Both sides are multiples of 32 (the bottleneck works at stride 32) and at least 32. An aspect
+Both sides are multiples of 32 (the bottleneck works at stride 32) and at least 32, and not both
+32: the deepest map needs two cells at least (its instance norms take statistics over them). An aspect
 ratio beyond :data:`MAX_ASPECT` (8:1) is refused: the deepest feature map would be one cell
 across, too narrow for the decoder's 3x3 convolutions to see anything but padding.
 A class's geometry is stored in the checkpoint; an image of an unknown class takes the stored
@@ -25,6 +26,7 @@ SIDE_MULTIPLE = 32  # the bottleneck output is at stride 32
 MIN_SIDE = 32
 MAX_ASPECT = 8.0  # long side / short side
 SIZE_RULE_KINDS = ("square", "fixed", "long")
+DEFAULT_SIZE_RULE = "256"  # the papers' protocol
 _FORMS = "N (square), HxW (height first, e.g. 1248x512) or long:N (each class keeps its aspect ratio)"
 
 
@@ -43,6 +45,8 @@ class Geometry:
                     f"image {name} {side} px cannot work: sides must be multiples of {SIDE_MULTIPLE} "
                     f"and at least {MIN_SIDE} px (e.g. 256, 512, 1248x512)"
                 )
+        if self.height == self.width == MIN_SIDE:
+            raise ValueError(f"image size {self} cannot work: the deepest feature map would be one cell; use 64 or more")
         if max(self.height, self.width) > MAX_ASPECT * min(self.height, self.width):
             raise ValueError(
                 f"image size {self} has an aspect ratio beyond {MAX_ASPECT:g}:1; crop the images "

@@ -15,22 +15,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ssmad.data.dataset import DEFAULT_VAL_FRACTION
+from ssmad.data.dataset import DEFAULT_VAL_FRACTION, ImageSize
+from ssmad.data.geometry import DEFAULT_SIZE_RULE
 from ssmad.data.layouts import AUTO_KIND
-from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ssmad.engine.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    stored_geometries,
+)
 from ssmad.engine.device import AUTO_DEVICE, resolve_device
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source
 from ssmad.engine.rng import DEFAULT_SEED
-from ssmad.engine.scoring import SCORING_BATCH_SIZE, score_feature_source
+from ssmad.engine.scoring import SCORING_BATCH_SIZE, TorchEngine, score_feature_source
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR, Calibration, calibrate
+from ssmad.engine.tiling import TileGrid, TileSettings, score_tiled
 from ssmad.engine.train_config import TrainConfig
 
 
 def calibration_dataset(
     model: torch.nn.Module,
-    data: str | Path,
+    data: str | Path | list[str],
+    image_size: ImageSize = DEFAULT_SIZE_RULE,
     dataset: str = AUTO_KIND,
     classes: list[str] | None = None,
     val_fraction: float = DEFAULT_VAL_FRACTION,
@@ -38,12 +49,13 @@ def calibration_dataset(
     all_normals: bool = False,
 ):
     """The normal images to calibrate ``model`` on: the held-out "val" split, or with
-    ``all_normals`` every training normal; resized and normalised for the model's encoder."""
+    ``all_normals`` every training normal; brought to ``image_size`` (a run's stored geometries,
+    or a rule) and normalised for the model's encoder."""
     from ssmad.data import build_dataset
 
     split, fraction = ("train", 0.0) if all_normals else ("val", val_fraction)
     normals = build_dataset(
-        dataset, data, split, classes=classes, image_size=model.config.image_size,
+        dataset, data, split, classes=classes, image_size=image_size,
         mean=model.encoder.mean, std=model.encoder.std, val_fraction=fraction, seed=seed,
     )
     empty = [name for name in normals.class_names if name not in {s.class_name for s in normals.samples}]
@@ -60,9 +72,26 @@ def calibrate_features(
     model: torch.nn.Module, source: FeatureSource, device: torch.device, batch_size: int, target_fpr: float
 ) -> Calibration:
     """Thresholds and heatmap scales of ``model`` (eval-mode maps) from the normals' features ``source``."""
-    size = (model.config.image_size, model.config.image_size)
-    scored = score_feature_source(model, source, device, batch_size, size)
+    scored = score_feature_source(model, source, device, batch_size)
     return calibrate(source.class_names, scored.scores, scored.maps, target_fpr)
+
+
+@torch.no_grad()
+def calibrate_tiled(
+    model: torch.nn.Module, normals, device: torch.device, batch_size: int, target_fpr: float, tile: TileSettings
+) -> Calibration:
+    """Thresholds and heatmap scales of ``model`` from the dataset ``normals``, every image scored in
+    ``tile`` tiles and its maps stitched (``ssmad.engine.tiling``), as prediction scores it."""
+    engine = TorchEngine(model, device)
+    maps, scores = [], []
+    for index in range(len(normals)):
+        image = normals[index]["image"]
+        grid = TileGrid(*image.shape[-2:], tile.size, tile.overlap)
+        image_map, score = score_tiled(engine, image, grid, batch_size)
+        maps.append(image_map)
+        scores.append(score)
+    names = [sample.class_name for sample in normals.samples]
+    return calibrate(names, np.asarray(scores, np.float32), maps, target_fpr)
 
 
 def calibrate_model(
@@ -71,9 +100,13 @@ def calibrate_model(
     device: torch.device,
     batch_size: int = SCORING_BATCH_SIZE,
     target_fpr: float = DEFAULT_TARGET_FPR,
+    tile: TileSettings | None = None,
 ) -> Calibration:
-    """Thresholds and heatmap scales of ``model`` (put in eval mode) from the dataset ``normals``."""
+    """Thresholds and heatmap scales of ``model`` (put in eval mode) from the dataset ``normals``,
+    scored whole or, with ``tile``, in tiles."""
     model = model.to(device).eval()
+    if tile is not None:
+        return calibrate_tiled(model, normals, device, batch_size, target_fpr, tile)
     source = build_feature_source(model, normals, device, storage="memory", batch_size=batch_size)
     return calibrate_features(model, source, device, batch_size, target_fpr)
 
@@ -139,11 +172,12 @@ def calibrate_run(
         raise ValueError(f"{run} does not record its data: pass --data ROOT")
     model = model_from_checkpoint(payload)
     normals = calibration_dataset(
-        model, data or trained.data, dataset or trained.dataset, classes,
+        model, data or trained.data, stored_geometries(payload), dataset or trained.dataset, classes,
         trained.val_fraction if val_fraction is None else val_fraction,
         trained.seed if seed is None else seed, all_normals,
     )
-    new = calibrate_model(model, normals, resolve_device(device), batch_size or trained.batch_size or SCORING_BATCH_SIZE, target_fpr)
+    new = calibrate_model(model, normals, resolve_device(device), batch_size or trained.batch_size or SCORING_BATCH_SIZE,
+                          target_fpr, TileSettings.from_dict(payload["tile"]))
     if partial:
         new = Calibration(target_fpr, {**old.classes, **new.classes}, old.overall)
     payload["calibration"] = new.to_dict()

@@ -2,7 +2,7 @@
 migrated reads, and the model it holds.
 
 A checkpoint is one ``torch.save`` file of plain Python values and tensors (it loads with
-``weights_only=True``). Schema version 2 (``format_version``):
+``weights_only=True``). Schema version 3 (``format_version``):
 
 - ``format`` (``"ssmad-checkpoint"``), ``format_version``, ``ssmad_version``: what wrote it;
 - ``preset`` and ``model_config`` (``ModelConfig.to_dict()``);
@@ -10,7 +10,10 @@ A checkpoint is one ``torch.save`` file of plain Python values and tensors (it l
 - ``encoder_state`` and ``trainable_state``: the frozen encoder's and the bottleneck+decoder's
   weights (the encoder is stored too, so a checkpoint is self-contained even when the encoder
   was randomly initialised);
-- ``class_names``, ``normalization`` (mean, std), ``image_size``;
+- ``class_names``, ``normalization`` (mean, std);
+- ``geometries``: ``{class: [H, W]}``, the input size of each class (``ssmad.data.geometry``), and
+  ``size_rule``: the ``--image-size`` text they came from (``"256"``, ``"1248x512"``, ``"long:640"``);
+- ``tile``: ``{"size": T, "overlap": O}`` when the classes' images are scored in tiles, else ``None``;
 - ``calibration``: thresholds and heatmap scales (``Calibration.to_dict()``; ``None`` until
   training has finished);
 - ``train_config`` (``TrainConfig.to_dict()``), ``progress`` (epoch, step_in_epoch,
@@ -29,6 +32,8 @@ Readers take what they need by key and ignore keys they do not know.
 
 Version 1 -> 2: a finished run drops ``optimizer``, ``scaler`` and ``rng``; ``data_files`` and
 ``converted_from`` are present in every checkpoint (``None`` where they do not apply).
+Version 2 -> 3: the square ``image_size`` (also in ``model_config``) becomes one geometry per
+class, ``size_rule`` its text, ``tile`` None.
 """
 
 from __future__ import annotations
@@ -37,17 +42,18 @@ import io
 import os
 import pickle
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import ssmad
+from ssmad.data.geometry import Geometry
 from ssmad.engine.atomic_write import atomic_write_bytes
 
 FORMAT = "ssmad-checkpoint"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CHECKPOINT_NAME = "checkpoint.pt"  # the checkpoint file inside a run folder
 RESUME_KEYS = ("optimizer", "scaler", "rng")  # what only an unfinished run carries
 
@@ -83,6 +89,9 @@ def build_payload(
     class_names: list[str],
     train_config: dict[str, Any],
     progress: dict[str, Any],
+    geometries: Mapping[str, Geometry],
+    size_rule: str,
+    tile: dict[str, int] | None = None,
     calibration: dict[str, Any] | None = None,
     resume_state: dict[str, Any] | None = None,
     data_files: dict[str, Any] | None = None,
@@ -110,7 +119,9 @@ def build_payload(
         "trainable_state": model.trainable_state_dict(),
         "class_names": list(class_names),
         "normalization": {"mean": list(encoder.mean), "std": list(encoder.std)},
-        "image_size": model.config.image_size,
+        "geometries": {name: list(geometry.hw) for name, geometry in geometries.items()},
+        "size_rule": size_rule,
+        "tile": tile,
         "calibration": calibration,
         "train_config": train_config,
         "progress": progress,
@@ -141,7 +152,21 @@ def _v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {"data_files": None, "converted_from": None, **payload}
 
 
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
+    """Schema 2 -> 3: the square ``image_size`` becomes every class's geometry."""
+    side = int(payload["image_size"])
+    model_config = {key: value for key, value in payload["model_config"].items() if key != "image_size"}
+    rest = {key: value for key, value in payload.items() if key != "image_size"}
+    geometries = {name: [side, side] for name in payload["class_names"]}
+    return {**rest, "model_config": model_config, "geometries": geometries, "size_rule": str(side), "tile": None}
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+
+
+def stored_geometries(payload: dict[str, Any]) -> dict[str, Geometry]:
+    """``{class: Geometry}`` of a loaded checkpoint (or export metadata)."""
+    return {name: Geometry(*hw) for name, hw in payload["geometries"].items()}
 
 
 def migrate(payload: dict[str, Any], path: Path) -> dict[str, Any]:

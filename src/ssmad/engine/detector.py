@@ -12,19 +12,22 @@ Which threshold an image gets (the model itself is multi-class and never sees cl
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from ssmad.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from ssmad.data.geometry import Geometry, aspect_mismatch, nearest_geometry
+from ssmad.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, stored_geometries
 from ssmad.engine.device import AUTO_DEVICE, resolve_device
 from ssmad.engine.prediction_result import PredictionResult
 from ssmad.engine.scoring import SCORING_BATCH_SIZE, ScoreFn, TorchEngine, score_batches
 from ssmad.engine.thresholds import Calibration
+from ssmad.engine.tiling import TileGrid, TileSettings, score_tiled
 
 ImageInput = Union[str, os.PathLike, Image.Image]
 
@@ -34,8 +37,15 @@ class Detector:
 
     ``engine`` runs the model on normalised images (B, 3, H, W) -> maps (B, H, W), scores (B,)
     (``ssmad.engine.scoring``): PyTorch for a checkpoint, onnxruntime or OpenVINO for an
-    exported model (``ssmad.export``). Everything else (preprocessing, thresholds, heatmaps) is
-    the same for every engine.
+    exported model (``ssmad.export``). Everything else (geometry, tiles, thresholds, maps at the
+    original resolution, heatmaps) is the same for every engine.
+
+    Geometry (``ssmad.data.geometry``): an image is brought to its class's stored geometry; an
+    image of no known class to the stored geometry nearest its aspect ratio, which its result
+    says. An image stretched by more than 10 % on the way carries a warning. With ``tile`` the
+    image, at its geometry, is scored in overlapping tiles (``ssmad.engine.tiling``). The map is
+    blurred at the model's resolution, its maximum is the score, and it is then resized to the
+    image's own size, so scores and thresholds do not depend on the image's resolution.
     """
 
     def __init__(
@@ -43,21 +53,23 @@ class Detector:
         engine: ScoreFn,
         calibration: Calibration,
         class_names: list[str],
-        image_size: int,
+        geometries: Mapping[str, Geometry],
         mean: tuple[float, ...],
         std: tuple[float, ...],
         preset: str | None = None,
+        tile: TileSettings | None = None,
     ):
         from ssmad.data import ImageTransform
 
         self.engine = engine
         self.calibration = calibration
         self.class_names = class_names
-        self.image_size = image_size
+        self.geometries = dict(geometries)
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.preset = preset
-        self.transform = ImageTransform(image_size, self.mean, self.std)
+        self.tile = tile
+        self.transforms = {g: ImageTransform(g.hw, self.mean, self.std) for g in set(self.geometries.values())}
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = AUTO_DEVICE) -> Detector:
@@ -73,11 +85,31 @@ class Detector:
             TorchEngine(model, resolve_device(device)),
             Calibration.from_dict(payload["calibration"]),
             list(payload["class_names"]),
-            int(payload["image_size"]),
+            stored_geometries(payload),
             norm["mean"],
             norm["std"],
             payload["preset"],
+            TileSettings.from_dict(payload.get("tile")),
         )
+
+    def geometry_for(self, class_name: str | None, size_wh: tuple[int, int]) -> tuple[Geometry, list[str]]:
+        """The geometry an image of ``size_wh`` (width, height) and class ``class_name`` is scored at,
+        and the notes its result carries (a borrowed geometry, a stretched aspect ratio)."""
+        width, height = size_wh
+        aspect = width / height
+        notes = []
+        if class_name in self.geometries:
+            geometry = self.geometries[class_name]
+        else:
+            nearest, geometry = nearest_geometry(aspect, self.geometries)
+            if len(set(self.geometries.values())) > 1:
+                notes.append(f"no class known: scored at {geometry}, the geometry of '{nearest}', nearest its aspect ratio")
+        if aspect_mismatch(aspect, geometry):
+            notes.append(
+                f"resized from {width}x{height} (W x H) to {geometry.width}x{geometry.height}: its aspect ratio "
+                f"{aspect:.2f} differs from the model's {geometry.aspect:.2f} for it"
+            )
+        return geometry, notes
 
     def class_for_path(self, path: str | os.PathLike | None) -> str | None:
         """Rules 2-4 of the module docstring: a trained class named by a folder, the only class, or None."""
@@ -103,16 +135,20 @@ class Detector:
         """Score images: a path, a PIL image, a list of them, or a normalised tensor (3,H,W)/(B,3,H,W).
 
         Files and PIL images are prepared alike (`ssmad.data.to_rgb`: EXIF orientation, 16-bit,
-        palette, CMYK...). Tensors must already be preprocessed like training images (resized to
-        ``image_size``, normalised with ``mean``/``std``). Unreadable files are skipped and listed
-        in ``skipped``.
+        palette, CMYK...). Tensors must already be preprocessed like training images (resized to a
+        stored geometry, normalised with ``mean``/``std``); their maps stay at that size. Unreadable
+        files are skipped and listed in ``skipped``.
         """
         from ssmad.data import ImageReadError, read_image, to_rgb
 
         self.check_class(class_name)
         if isinstance(inputs, torch.Tensor):
             images = self._check_tensor(inputs)
-            return self._result(images, [None] * len(images), class_name, [], batch_size)
+            maps, scores = self.score_images(images, batch_size)
+            paths = [None] * len(images)
+            geometry = str(Geometry(*images.shape[-2:]))
+            return self._result(maps, scores, self._classes(class_name, paths), paths, [], [geometry] * len(images),
+                                [[] for _ in paths])
         decoded, paths, skipped = [], [], []
         for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
             if isinstance(item, Image.Image):
@@ -137,45 +173,59 @@ class Detector:
         """Score RGB images already prepared by ``read_image``/``to_rgb``; ``paths`` pick thresholds.
 
         ``class_name`` may also be one class (or None) per image, e.g. images of several requests
-        scored in one batch.
+        scored in one batch. Maps and heatmaps come at each image's own size.
         """
-        for name in [class_name] if class_name is None or isinstance(class_name, str) else class_name:
+        classes = self._classes(class_name, paths)
+        placed = [self.geometry_for(name, image.size) for name, image in zip(classes, images)]
+        model_maps = [None] * len(images)
+        scores = np.zeros(len(images), np.float32)
+        for geometry in {geometry for geometry, _ in placed}:
+            indices = [i for i, (g, _) in enumerate(placed) if g == geometry]
+            tensors = torch.stack([self.transforms[geometry](images[i]) for i in indices])
+            maps, group_scores = self.score_images(tensors, batch_size)
+            for i, image_map, score in zip(indices, maps, group_scores):
+                model_maps[i], scores[i] = image_map, score
+        maps = [resize_map(m, (image.height, image.width)) for m, image in zip(model_maps, images)]
+        return self._result(maps, scores, classes, paths, list(skipped or []), [str(g) for g, _ in placed],
+                            [notes for _, notes in placed])
+
+    def _classes(self, class_name: str | None | Sequence[str | None], paths: list[str | None]) -> list[str | None]:
+        """The calibration class of each image: the one given, else rules 2-4 of the module docstring."""
+        given = [class_name] * len(paths) if class_name is None or isinstance(class_name, str) else list(class_name)
+        for name in set(given):
             self.check_class(name)
-        tensors = (torch.stack([self.transform(image) for image in images]) if images
-                   else torch.empty(0, 3, self.image_size, self.image_size))
-        return self._result(tensors, paths, class_name, list(skipped or []), batch_size)
+        return [name or self.class_for_path(p) for name, p in zip(given, paths)]
 
     def _result(
-        self, images: torch.Tensor, paths: list[str | None], class_name: str | None | Sequence[str | None],
-        skipped: list[tuple[str, str]], batch_size: int,
+        self, maps: list[np.ndarray], scores: np.ndarray, classes: list[str | None], paths: list[str | None],
+        skipped: list[tuple[str, str]], geometries: list[str], notes: list[list[str]],
     ) -> PredictionResult:
-        """Score normalised images (N, 3, H, W) and attach each one's calibration."""
-        given = [class_name] * len(paths) if class_name is None or isinstance(class_name, str) else list(class_name)
-        classes = [name or self.class_for_path(p) for name, p in zip(given, paths)]
-        maps, scores = self._score(images, batch_size)
+        """Attach each image's calibration to its map (H_i, W_i) and score."""
         cals = [self.calibration.for_class(c) for c in classes]
         normalized = np.array([cal.normalize(s[None])[0] for cal, s in zip(cals, scores)], dtype=np.float64)
-        heatmaps = np.stack([cal.heatmap(m) for cal, m in zip(cals, maps)]) if len(maps) else maps
         thresholds = np.array([cal.threshold for cal in cals], dtype=np.float64)
         return PredictionResult(
             scores=scores,
             normalized=normalized,
             decisions=scores > thresholds,
             maps=maps,
-            heatmaps=heatmaps,
+            heatmaps=[cal.heatmap(m) for cal, m in zip(cals, maps)],
             calibration_classes=classes,
             paths=paths,
             thresholds=thresholds,
             skipped=skipped,
+            geometries=geometries,
+            warnings=notes,
         )
 
     def _check_tensor(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 3:
             images = images[None]
-        expected = (3, self.image_size, self.image_size)
-        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+        known = sorted({g.hw for g in self.geometries.values()})
+        if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) not in known:
+            sizes = ", ".join(f"(B, 3, {h}, {w})" for h, w in known)
             raise ValueError(
-                f"image tensor of shape {tuple(images.shape)}: expected (B, {expected[0]}, {expected[1]}, {expected[2]}) "
+                f"image tensor of shape {tuple(images.shape)}: expected one of {sizes}, "
                 "normalised like training images; pass file paths or PIL images to have them preprocessed"
             )
         images = images.float()
@@ -187,9 +237,21 @@ class Detector:
             )
         return images
 
-    def _score(self, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """Images (N, 3, H, W) -> maps (N, H, W) and scores (N,) as float32 NumPy arrays."""
-        batches = images.split(batch_size) if len(images) else []
-        scored = score_batches(self.engine, batches, (self.image_size, self.image_size))
-        return scored.maps, scored.scores
+    def score_images(self, images: torch.Tensor, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """Images (N, 3, H, W) of one geometry -> maps (H, W) at that geometry and scores (N,),
+        whole or in tiles."""
+        height, width = images.shape[-2:]
+        if self.tile is not None and max(height, width) > self.tile.size:
+            grid = TileGrid(height, width, self.tile.size, self.tile.overlap)
+            tiled = [score_tiled(self.engine, image, grid, batch_size) for image in images]
+            return [m for m, _ in tiled], np.array([s for _, s in tiled], np.float32)
+        scored = score_batches(self.engine, images.split(batch_size), (height, width))
+        return list(scored.maps), scored.scores
 
+
+def resize_map(image_map: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """A map (h, w) at the model's resolution -> (H, W), bilinear (half-pixel centres)."""
+    if image_map.shape == size_hw:
+        return image_map
+    resized = F.interpolate(torch.from_numpy(image_map)[None, None], size=size_hw, mode="bilinear", align_corners=False)
+    return resized[0, 0].numpy()

@@ -1,7 +1,10 @@
 """``ssmad test``: the seven metrics per class and their mean, tables, overlays and curves.
 
 The numbers are those of the model in the checkpoint (the final one), never a maximum over
-epochs. Outputs in the chosen folder:
+epochs. Pixel metrics compare maps and masks at each image's original resolution by default
+(the map, blurred at the model's resolution, resized to the mask's size), or with
+``mask_resolution="model"`` at the model's input size with masks resized to it, the papers'
+protocol, for comparison with published tables; every report says which. Outputs in the chosen folder:
 ``metrics.md`` (markdown table, percent), ``metrics.json`` and ``metrics.csv`` (fractions),
 ``overlays/<class>/*.png`` (image | ground truth | heatmap on the class's fixed scale) and, when
 matplotlib is installed, ``curves.png`` (image-level ROC and PR curves per class).
@@ -12,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +24,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ssmad.engine.atomic_write import atomic_write_text
-from ssmad.engine.detector import Detector
-from ssmad.engine.scoring import SCORING_BATCH_SIZE, score_batches
-from ssmad.engine.visualize import denormalize, save_overlay
+from ssmad.data.geometry import aspect_mismatch
+from ssmad.data.image_io import read_image
+from ssmad.engine.detector import Detector, resize_map
+from ssmad.engine.prediction import display_image
+from ssmad.engine.scoring import SCORING_BATCH_SIZE
+from ssmad.engine.visualize import save_overlay
 from ssmad.metrics.evaluate import PROTOCOLS
 
 OVERLAYS_PER_CLASS = 8  # overlay pictures written per class by default
@@ -34,29 +39,43 @@ METRIC_TITLES = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AU
 
 @dataclass
 class TestOutputs:
-    """Predictions on a test set: labels/scores (N,), masks (N, H, W) uint8, maps (N, H, W)."""
+    """Predictions on a test set, in dataset order: labels/scores (N,), masks (H_i, W_i) uint8 and
+    maps (H_i, W_i) at the masks' resolution, the input geometry each image was scored at, and
+    how many images were resized with a changed aspect ratio."""
 
     class_names: list[str]
     labels: np.ndarray
     scores: np.ndarray
-    masks: np.ndarray
-    maps: np.ndarray
+    masks: list[np.ndarray]
+    maps: list[np.ndarray]
+    geometries: list[str]
+    stretched: int = 0
+
+
+def _items(items: list[dict]) -> list[dict]:
+    """DataLoader collation that keeps the items as they are (masks of their own sizes)."""
+    return items
 
 
 def predict_test_set(detector: Detector, dataset, batch_size: int = SCORING_BATCH_SIZE, num_workers: int = 0) -> TestOutputs:
-    """Score every item of a test dataset with the detector's engine (``ssmad.engine.scoring``)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    names, labels, masks = [], [], []
-
-    def images() -> Iterator[torch.Tensor]:
-        for item in tqdm(loader, desc="testing", leave=False):
-            masks.append((item["mask"][:, 0] > 0.5).numpy().astype(np.uint8))
-            labels.append(np.asarray(item["label"]))
-            names.extend(item["class_name"])
-            yield item["image"]
-
-    scored = score_batches(detector.engine, images(), (detector.image_size, detector.image_size))
-    return TestOutputs(names, np.concatenate(labels), scored.scores, np.concatenate(masks), scored.maps)
+    """Score every item of a test dataset (built at the detector's geometries) with the detector's
+    engine, in batches of one geometry, tiled as the detector says; maps resized to the masks."""
+    batches = dataset.geometry_batches(batch_size)
+    loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=_items)
+    count = len(dataset)
+    masks, maps = [None] * count, [None] * count
+    scores = np.zeros(count, np.float32)
+    stretched = 0
+    for indices, items in zip(batches, tqdm(loader, desc="testing", leave=False, total=len(batches))):
+        batch_maps, batch_scores = detector.score_images(torch.stack([item["image"] for item in items]), batch_size)
+        for index, item, image_map, score in zip(indices, items, batch_maps, batch_scores):
+            mask = (item["mask"][0] > 0.5).numpy().astype(np.uint8)
+            masks[index], maps[index], scores[index] = mask, resize_map(image_map, mask.shape), score
+            geometry = dataset.geometry(index)
+            stretched += aspect_mismatch(item["width"] / item["height"], geometry)
+    names = [sample.class_name for sample in dataset.samples]
+    geometries = [str(dataset.geometry(i)) for i in range(count)]
+    return TestOutputs(names, np.asarray(dataset.labels), scores, masks, maps, geometries, stretched)
 
 
 def threshold_rates(outputs: TestOutputs, detector: Detector) -> dict[str, dict[str, float]]:
@@ -105,12 +124,11 @@ def write_overlays(detector: Detector, dataset, outputs: TestOutputs, out_dir: P
     for name in sorted(set(outputs.class_names)):
         indices = np.flatnonzero(names == name)
         chosen = indices[np.unique(np.linspace(0, len(indices) - 1, min(per_class, len(indices))).round().astype(int))]
-        heat = detector.calibration.for_class(name).heatmap(outputs.maps[chosen])
-        for index, values in zip(chosen, heat):
-            item = dataset[int(index)]
-            source = Path(item["path"])
+        for index in chosen:
+            values = detector.calibration.for_class(name).heatmap(outputs.maps[index])
+            source = Path(dataset.samples[index].path)
             file_name = f"{index:05d}_{source.parent.name}_{source.stem}.png"
-            rgb = denormalize(item["image"], detector.mean, detector.std)
+            rgb = display_image(read_image(source), values.shape)
             save_overlay(out_dir / "overlays" / name / file_name, rgb, values, outputs.masks[index])
             written += 1
     return written
@@ -165,7 +183,13 @@ def evaluate_run(
         outputs.class_names, outputs.labels, outputs.scores, outputs.masks, outputs.maps, protocol=protocol
     )
     results = {name: {k: float(v) for k, v in metrics.items()} for name, metrics in results.items()}
-    info = {"protocol": protocol, "num_images": len(outputs.labels), "decision": threshold_rates(outputs, detector)}
+    info = {
+        "protocol": protocol, "mask_resolution": dataset.mask_resolution, "num_images": len(outputs.labels),
+        "geometries": {name: str(geometry) for name, geometry in dataset.geometries.items()},
+        "tile": None if detector.tile is None else detector.tile.to_dict(),
+        "images_resized_with_another_aspect_ratio": outputs.stretched,
+        "decision": threshold_rates(outputs, detector),
+    }
     write_reports(results, out_dir, {**(extra or {}), **info})
     if overlays_per_class > 0:
         write_overlays(detector, dataset, outputs, out_dir, overlays_per_class)

@@ -13,6 +13,10 @@ file, the normalisation, the input size and the file list with each file's size 
 modification time. Anything else is rebuilt, saying why: no manifest (a build that was
 interrupted), another encoder, another input size, a file gone, added or changed, or a feature
 file that is truncated or unreadable.
+
+Classes of different geometries (``ssmad.data.geometry``) give features of different shapes: they
+are cached per geometry (on disk in a sub-folder ``HxW`` each) behind one :class:`GeometryFeatures`,
+and a batch takes its indices from one geometry (``AnomalyDataset.geometry_batches``).
 """
 
 from __future__ import annotations
@@ -42,8 +46,11 @@ class FeatureSource(Protocol):
 
     def __len__(self) -> int: ...
 
+    def index_batches(self, batch_size: int) -> list[torch.Tensor]:
+        """Every index once, in batches of at most ``batch_size`` that share one geometry."""
+
     def batch(self, indices: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
-        """Indices (B,) -> encoder features [(B, C_s, H_s, W_s) for each scale s] on ``device``."""
+        """Indices (B,) of one geometry -> encoder features [(B, C_s, H_s, W_s) for each scale s] on ``device``."""
         ...
 
 
@@ -58,9 +65,39 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.class_names)
 
+    def index_batches(self, batch_size: int) -> list[torch.Tensor]:
+        """Every index in order, cut into batches (one geometry: any batch works)."""
+        return list(torch.arange(len(self)).split(batch_size))
+
     def batch(self, indices: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
         index = indices.cpu().numpy()
         return [torch.as_tensor(np.asarray(f[index])).to(device) for f in self.features]
+
+
+class GeometryFeatures:
+    """Cached features of a dataset whose classes have several geometries: one cache per geometry,
+    addressed by the dataset's own indices."""
+
+    def __init__(self, parts: list[tuple[list[int], FeatureCache]], class_names: list[str]):
+        self.parts = parts
+        self.class_names = class_names
+        self.place = {index: (part, local) for part, (indices, _) in enumerate(parts) for local, index in enumerate(indices)}
+        self.origin = "; ".join(f"{cache.origin}" for _, cache in parts)
+
+    def __len__(self) -> int:
+        return len(self.class_names)
+
+    def index_batches(self, batch_size: int) -> list[torch.Tensor]:
+        """Every index, cut into batches of one geometry each."""
+        return [part for indices, _ in self.parts for part in torch.tensor(indices).split(batch_size)]
+
+    def batch(self, indices: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+        """Features of ``indices``, which must share one geometry."""
+        places = [self.place[int(i)] for i in indices]
+        part = places[0][0]
+        if any(p != part for p, _ in places):
+            raise ValueError("a batch of features must come from one geometry: use AnomalyDataset.geometry_batches")
+        return self.parts[part][1].batch(torch.tensor([local for _, local in places]), device)
 
 
 class LiveFeatures:
@@ -74,6 +111,10 @@ class LiveFeatures:
 
     def __len__(self) -> int:
         return len(self.class_names)
+
+    def index_batches(self, batch_size: int) -> list[torch.Tensor]:
+        """Every index, cut into batches of one geometry each."""
+        return [torch.tensor(batch) for batch in self.dataset.geometry_batches(batch_size)]
 
     def batch(self, indices: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
         images = torch.stack([self.dataset[int(i)]["image"] for i in indices]).to(device)
@@ -96,7 +137,8 @@ def cache_key(model: torch.nn.Module, dataset: Dataset) -> dict[str, Any]:
         "encoder_state_sha256": digest.hexdigest(),
         "encoder_weights_sha256": encoder.weights_sha256,
         "normalization": [list(encoder.mean), list(encoder.std)],
-        "image_size": list(dataset.transform.size_hw),
+        "geometries": {name: list(geometry.hw) for name, geometry in dataset.geometries.items()},
+        "tile": None if getattr(dataset, "tile", None) is None else dataset.tile.to_dict(),
         "files": [file_stamp(sample.path) for sample in dataset.samples],
     }
 
@@ -106,7 +148,8 @@ def _key_difference(stored: dict[str, Any], key: dict[str, Any]) -> str | None:
     if stored.get("encoder_state_sha256") != key["encoder_state_sha256"] or \
             stored.get("encoder_weights_sha256") != key["encoder_weights_sha256"]:
         return "it holds another encoder's features"
-    if stored.get("normalization") != key["normalization"] or stored.get("image_size") != key["image_size"]:
+    if stored.get("normalization") != key["normalization"] or stored.get("geometries") != key["geometries"] \
+            or stored.get("tile") != key["tile"]:
         return "it was computed at another input size or normalisation"
     old = {stamp[0]: stamp for stamp in stored.get("files", [])}
     new = {stamp[0]: stamp for stamp in key["files"]}
@@ -163,6 +206,16 @@ def build_feature_source(
         raise ValueError(f"unknown feature cache '{storage}': use one of {', '.join(CACHE_CHOICES)}")
     if storage == "none":
         return LiveFeatures(model, dataset, dataset_class_names(dataset))
+    groups = dataset.geometry_groups()
+    if len(groups) > 1:
+        parts = [
+            (indices, build_feature_source(
+                model, dataset.subset(indices), device, storage,
+                None if directory is None else Path(directory) / str(geometry), batch_size, num_workers, show_progress,
+            ))
+            for geometry, indices in groups.items()
+        ]
+        return GeometryFeatures(parts, dataset_class_names(dataset))
     origin = "computed"
     if storage == "disk":
         if directory is None:

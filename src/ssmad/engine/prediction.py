@@ -32,7 +32,7 @@ from ssmad.engine.detector import Detector
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.visualize import save_overlay
 
-CSV_FIELDS = ("path", "class", "score", "normalized", "threshold", "decision", "overlay")
+CSV_FIELDS = ("path", "class", "score", "normalized", "threshold", "decision", "geometry", "warnings", "overlay")
 
 
 @dataclass
@@ -89,7 +89,7 @@ def predict_files(
                 rows = _score_batch(detector, files[start : start + batch_size], start, out_dir, class_name, overlays, summary)
                 for row in rows:
                     jsonl.write(json.dumps(row) + "\n")
-                    writer.writerow({**row, "class": row["class"] or ""})
+                    writer.writerow({**row, "class": row["class"] or "", "warnings": "; ".join(row["warnings"])})
                 jsonl.flush()
                 table.flush()
                 summary.rows.extend(rows)
@@ -123,7 +123,7 @@ def _score_batch(
         if overlays:
             name = f"{start + i:05d}_{Path(paths[i]).stem}.png"
             try:
-                save_overlay(out_dir / "overlays" / name, _display_image(image, detector.image_size), result.heatmaps[i])
+                save_overlay(out_dir / "overlays" / name, display_image(image, result.heatmaps[i].shape), result.heatmaps[i])
                 overlay = name
             except OSError as error:
                 summary.skipped.append((paths[i], f"overlay not written: {error}"))
@@ -144,6 +144,8 @@ def _write_skipped(out_dir: Path, skipped: list[tuple[str, str]]) -> None:
     atomic_write_text(skipped_file, buffer.getvalue())
 
 
-def _display_image(image: Image.Image, size: int) -> np.ndarray:
-    """PIL image -> RGB (size, size, 3) float in [0, 1], resized like the model's input."""
-    return np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+def display_image(image: Image.Image, size_hw: tuple[int, int]) -> np.ndarray:
+    """PIL image -> RGB (H, W, 3) float in [0, 1] at ``size_hw`` (its map's size)."""
+    if (image.height, image.width) != tuple(size_hw):
+        image = image.resize((size_hw[1], size_hw[0]), Image.BILINEAR)
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0

@@ -22,16 +22,21 @@ class ImageResult:
     threshold: float
     anomalous: bool
     heatmap: np.ndarray
+    geometry: str = ""  # the model input size it was scored at, "HxW"
+    warnings: list[str] = field(default_factory=list)
 
     def record(self) -> dict:
         """``class`` (None = global), ``score`` (raw), ``normalized`` (0.5 at the threshold),
-        ``threshold`` and ``decision`` ("anomalous" or "normal"), as JSON-ready values."""
+        ``threshold``, ``decision`` ("anomalous" or "normal"), ``geometry`` (the input size it was
+        scored at) and ``warnings`` (e.g. a changed aspect ratio), as JSON-ready values."""
         return {
             "class": self.calibration_class,
             "score": self.score,
             "normalized": self.normalized,
             "threshold": self.threshold,
             "decision": "anomalous" if self.anomalous else "normal",
+            "geometry": self.geometry,
+            "warnings": list(self.warnings),
         }
 
 
@@ -40,21 +45,25 @@ class PredictionResult:
     """Predictions for B images (unreadable files are left out and listed in ``skipped``).
 
     scores (B,) raw image scores; normalized (B,) in (0, 1), 0.5 at the threshold;
-    decisions (B,) True = anomalous; maps (B, H, W) raw anomaly maps; heatmaps (B, H, W) the maps
-    on their class's fixed display scale in [0, 1]; calibration_classes (B,) the class whose
-    calibration each image got (None = global); paths (B,) source files (None for in-memory
-    images); thresholds (B,); skipped: (path, reason) of inputs that could not be read.
+    decisions (B,) True = anomalous; maps: B raw anomaly maps (H_i, W_i), each at its image's own
+    size; heatmaps: the maps on their class's fixed display scale in [0, 1]; calibration_classes
+    (B,) the class whose calibration each image got (None = global); paths (B,) source files (None
+    for in-memory images); thresholds (B,); geometries (B,) the model input size each image was
+    scored at ("HxW"); warnings (B,) each image's notes (a borrowed geometry, a changed aspect
+    ratio); skipped: (path, reason) of inputs that could not be read.
     """
 
     scores: np.ndarray
     normalized: np.ndarray
     decisions: np.ndarray
-    maps: np.ndarray
-    heatmaps: np.ndarray
+    maps: list[np.ndarray]
+    heatmaps: list[np.ndarray]
     calibration_classes: list[str | None]
     paths: list[str | None]
     thresholds: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    geometries: list[str] = field(default_factory=list)
+    warnings: list[list[str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -77,4 +86,6 @@ class PredictionResult:
             threshold=float(self.thresholds[index]),
             anomalous=bool(self.decisions[index]),
             heatmap=self.heatmaps[index],
+            geometry=self.geometries[index] if self.geometries else "",
+            warnings=self.warnings[index] if self.warnings else [],
         )

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ssmad.data.geometry import Geometry
 from ssmad.modules.encoder_base import FeatureEncoder
 
 MEMORY_SHARE = 0.8  # --cache memory may use at most this share of the RAM available now
@@ -41,13 +42,16 @@ def check_out_folder(out: Path) -> None:
         ) from error
 
 
-def check_data(train_classes: list[str], val_classes: list[str], num_train: int, batch_size: int, data: str) -> None:
-    """Enough training images for one batch and at least one held-out normal per class."""
-    if num_train < batch_size:
-        raise ValueError(
-            f"{num_train} training images under {data} but batch size {batch_size}: "
-            f"use --batch-size {num_train} or fewer"
-        )
+def check_data(train_classes: list[str], val_classes: list[str], group_sizes: dict[str, int], batch_size: int, data: str) -> None:
+    """Enough training images of every geometry for one batch (``group_sizes``: images per geometry,
+    named by it and its classes) and at least one held-out normal per class."""
+    for group, count in group_sizes.items():
+        if count < batch_size:
+            where = "" if len(group_sizes) == 1 else f" of geometry {group}"
+            raise ValueError(
+                f"{count} training images{where} under {data} but batch size {batch_size}: a batch holds "
+                f"images of one geometry; use --batch-size {count} or fewer"
+            )
     without = sorted(set(train_classes) - set(val_classes))
     if without:
         raise ValueError(
@@ -56,10 +60,12 @@ def check_data(train_classes: list[str], val_classes: list[str], num_train: int,
         )
 
 
-def feature_bytes(encoder: FeatureEncoder, image_size: int, count: int) -> int:
-    """Bytes of float32 encoder features of ``count`` images of ``image_size`` x ``image_size``."""
-    per_image = sum(info.channels * (image_size // info.stride) ** 2 for info in encoder.feature_info)
-    return 4 * per_image * count
+def feature_bytes(encoder: FeatureEncoder, geometries: list[Geometry]) -> int:
+    """Bytes of float32 encoder features of images of ``geometries`` (one per image)."""
+    return 4 * sum(
+        info.channels * (geometry.height // info.stride) * (geometry.width // info.stride)
+        for geometry in geometries for info in encoder.feature_info
+    )
 
 
 def free_disk_bytes(path: Path) -> int:

@@ -55,3 +55,19 @@ def epoch_order(seed: int, epoch: int, count: int) -> torch.Tensor:
     """The training order of ``count`` images in ``epoch`` (0-based): a permutation (count,)."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(count, generator=generator)
+
+
+def epoch_batches(seed: int, epoch: int, groups: list[list[int]], batch_size: int) -> list[torch.Tensor]:
+    """The batches (batch_size,) of ``epoch``: each group's indices (images of one geometry) in a
+    seeded random order, cut into full batches (the last incomplete one of each group waits for
+    another epoch's order), the batches of all groups then shuffled together. With one group
+    these are exactly :func:`epoch_order`'s consecutive batches, as before geometries existed."""
+    batches = []
+    for number, indices in enumerate(groups):
+        order = torch.tensor(indices)[epoch_order(seed, epoch * len(groups) + number, len(indices))]
+        full = len(order) // batch_size * batch_size
+        batches.extend(order[:full].view(-1, batch_size))
+    if len(groups) > 1:
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch + 7_919)
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+    return batches

@@ -23,10 +23,18 @@ SCORING_BATCH_SIZE = 16  # images per forward pass when scoring (test, predict, 
 
 @dataclass
 class Scored:
-    """maps (N, H, W) and scores (N,), float32."""
+    """maps (N, H, W), or a list of N (H_i, W_i) maps when the images have several geometries,
+    and scores (N,), float32."""
 
-    maps: np.ndarray
+    maps: np.ndarray | list[np.ndarray]
     scores: np.ndarray
+
+
+def join_maps(batches: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """Batches of maps (b, H, W) -> one (N, H, W) array, or a list of (H, W) maps if sizes differ."""
+    if len({batch.shape[1:] for batch in batches}) <= 1:
+        return np.concatenate(batches)
+    return [image_map for batch in batches for image_map in batch]
 
 
 def score_batches(score: ScoreFn, batches: Iterable[Any], size: tuple[int, int]) -> Scored:
@@ -41,7 +49,7 @@ def score_batches(score: ScoreFn, batches: Iterable[Any], size: tuple[int, int])
         scores.append(_numpy(batch_scores))
     if not maps:
         return Scored(np.zeros((0, *size), np.float32), np.zeros(0, np.float32))
-    return Scored(np.concatenate(maps), np.concatenate(scores))
+    return Scored(join_maps(maps), np.concatenate(scores))
 
 
 def _numpy(values: Any) -> np.ndarray:
@@ -72,10 +80,18 @@ class TorchEngine:
         return self.model.anomaly_map_from_features(features, self.model.decode(features), size)
 
 
-def score_feature_source(
-    model: torch.nn.Module, source: Any, device: torch.device, batch_size: int, size: tuple[int, int]
-) -> Scored:
-    """Eval-mode maps and scores of every item of a feature source (``ssmad.engine.feature_cache``)."""
+def score_feature_source(model: torch.nn.Module, source: Any, device: torch.device, batch_size: int) -> Scored:
+    """Eval-mode maps (at each image's input size) and scores of every item of a feature source
+    (``ssmad.engine.feature_cache``), in the source's index order."""
     engine = TorchEngine(model, device)
-    batches = (source.batch(indices, device) for indices in torch.arange(len(source)).split(batch_size))
-    return score_batches(lambda features: engine.from_features(features, size), batches, size)
+    stride = model.encoder.feature_info[0].stride
+
+    def score(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        height, width = features[0].shape[-2:]
+        return engine.from_features(features, (height * stride, width * stride))
+
+    index_batches = source.index_batches(batch_size)
+    scored = score_batches(score, (source.batch(indices, device) for indices in index_batches), (0, 0))
+    order = np.argsort(torch.cat(index_batches).numpy(), kind="stable") if index_batches else np.zeros(0, int)
+    maps = scored.maps[order] if isinstance(scored.maps, np.ndarray) else [scored.maps[i] for i in order]
+    return Scored(maps, scored.scores[order])

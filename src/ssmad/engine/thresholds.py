@@ -90,27 +90,28 @@ class Calibration:
         )
 
 
-def calibrate_class(scores: np.ndarray, maps: np.ndarray, target_fpr: float) -> ClassCalibration:
-    """Scores (N,) and maps (N, H, W) of normal images -> their :class:`ClassCalibration`."""
+def calibrate_class(scores: np.ndarray, maps: np.ndarray | list[np.ndarray], target_fpr: float) -> ClassCalibration:
+    """Scores (N,) and maps (N, H, W) (or N maps of their own sizes) of normal images -> their
+    :class:`ClassCalibration`."""
     scores = np.asarray(scores, dtype=np.float64)
     threshold = float(np.quantile(scores, 1.0 - target_fpr))
     scale = max(float(scores.std()), _MIN_SCALE * max(abs(threshold), 1.0))
-    map_low = float(np.median(np.asarray(maps, dtype=np.float32)))
+    map_low = float(np.median(np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in maps])))
     return ClassCalibration(threshold, scale, min(map_low, threshold), threshold, len(scores))
 
 
 def calibrate(
-    class_names: list[str], scores: np.ndarray, maps: np.ndarray, target_fpr: float = DEFAULT_TARGET_FPR
+    class_names: list[str], scores: np.ndarray, maps: np.ndarray | list[np.ndarray], target_fpr: float = DEFAULT_TARGET_FPR
 ) -> Calibration:
     """Validation normals -> :class:`Calibration`.
 
-    class_names: class of each image (N,); scores (N,); maps (N, H, W).
+    class_names: class of each image (N,); scores (N,); maps (N, H, W), or N maps of their own sizes.
     """
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"target false-positive rate must be in (0, 1), got {target_fpr}")
     names = np.asarray(class_names)
     classes = {
-        name: calibrate_class(scores[names == name], maps[names == name], target_fpr)
+        name: calibrate_class(scores[names == name], [maps[i] for i in np.flatnonzero(names == name)], target_fpr)
         for name in sorted(set(class_names))
     }
     return Calibration(target_fpr, classes, calibrate_class(scores, maps, target_fpr))

@@ -17,7 +17,28 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ssmad.data.geometry import MIN_SIDE, SIDE_MULTIPLE
+from ssmad.data.geometry import SIDE_MULTIPLE
+
+MIN_TILE = 2 * SIDE_MULTIPLE  # a 32-pixel tile leaves the model's deepest map one cell
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    """``--tile`` and ``--tile-overlap`` of a run: images larger than ``size`` are scored in tiles."""
+
+    size: int
+    overlap: int = 0
+
+    def __post_init__(self) -> None:
+        TileGrid(self.size, self.size, self.size, self.overlap)  # the same checks as any grid
+
+    def to_dict(self) -> dict[str, int]:
+        return {"size": self.size, "overlap": self.overlap}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, int] | None) -> TileSettings | None:
+        """``None`` (no tiles) or the stored settings."""
+        return None if values is None else cls(int(values["size"]), int(values.get("overlap", 0)))
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -50,8 +71,8 @@ class TileGrid:
     overlap: int = 0
 
     def __post_init__(self) -> None:
-        if self.tile < MIN_SIDE or self.tile % SIDE_MULTIPLE:
-            raise ValueError(f"--tile {self.tile} cannot work: a multiple of {SIDE_MULTIPLE}, at least {MIN_SIDE}")
+        if self.tile < MIN_TILE or self.tile % SIDE_MULTIPLE:
+            raise ValueError(f"--tile {self.tile} cannot work: a multiple of {SIDE_MULTIPLE}, at least {MIN_TILE}")
         if not 0 <= self.overlap <= self.tile // 2:
             raise ValueError(f"--tile-overlap {self.overlap} must be in [0, tile / 2] (tile {self.tile})")
 

@@ -6,12 +6,12 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from ssmad.data.dataset import DEFAULT_VAL_FRACTION
+from ssmad.data.geometry import DEFAULT_SIZE_RULE
 from ssmad.data.layouts import AUTO_KIND
 from ssmad.engine.amp import NO_AMP
 from ssmad.engine.device import AUTO_DEVICE
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
-from ssmad.models.config import ModelConfig
 from ssmad.models.presets import DEFAULT_PRESET
 
 
@@ -19,12 +19,14 @@ from ssmad.models.presets import DEFAULT_PRESET
 class TrainConfig:
     """Everything a training run needs; ``None`` means "the preset's value"."""
 
-    data: str
+    data: str | list[str]  # one dataset root, or several whose classes train one model
     out: str
     preset: str = DEFAULT_PRESET
     dataset: str = AUTO_KIND
     classes: list[str] | None = None
-    image_size: int = ModelConfig.image_size  # the model's default input side
+    image_size: str = DEFAULT_SIZE_RULE  # --image-size: N, HxW or long:N (ssmad.data.geometry)
+    tile: int | None = None  # --tile: images larger than this are scored and trained on in tiles
+    tile_overlap: int = 0
     encoder: str | None = None
     weights: str | None = None
     epochs: int | None = None
@@ -53,7 +55,15 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; keys this version does not know are ignored."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if "image_size" in values:  # runs before 0.2.0 stored the square side as an int
+            values["image_size"] = str(values["image_size"])
+        return cls(**values)
+
+    @property
+    def roots(self) -> list[str]:
+        """The dataset roots: ``data`` as a list."""
+        return [self.data] if isinstance(self.data, str) else list(self.data)
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from ssmad.data.image_io import printable
 from ssmad.data.screening import screen_samples
 from ssmad.engine.amp import autocast, check_amp, grad_scaler
 from ssmad.engine.atomic_write import FileWriteError, atomic_write_text
-from ssmad.engine.calibrate_on_normals import calibrate_features, too_few_normals_warning
+from ssmad.engine.calibrate_on_normals import calibrate_features, calibrate_tiled, too_few_normals_warning
 from ssmad.engine.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -44,6 +44,7 @@ from ssmad.engine.checkpoint import (
     model_from_checkpoint,
     progress_record,
     save_checkpoint,
+    stored_geometries,
 )
 from ssmad.engine.device import resolve_device
 from ssmad.engine.distributed import (
@@ -59,8 +60,10 @@ from ssmad.engine.feature_cache import FeatureSource, build_feature_source, cach
 from ssmad.engine.interrupts import StopRequests
 from ssmad.engine.optimizer import build_optimizer
 from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
-from ssmad.engine.rng import epoch_order, rng_state, seed_everything, set_rng_state
+from ssmad.engine.rng import epoch_batches, rng_state, seed_everything, set_rng_state
 from ssmad.engine.thresholds import Calibration
+from ssmad.engine.tile_dataset import TileDataset
+from ssmad.engine.tiling import TileSettings
 from ssmad.engine.train_config import TrainConfig
 from ssmad.engine.train_log import make_logger
 from ssmad.engine.training_files import check_unchanged, record_files
@@ -125,7 +128,7 @@ class Trainer:
         if self.resume_payload is not None:
             self.model = model_from_checkpoint(self.resume_payload).to(self.device)
         else:
-            overrides = {"image_size": config.image_size, **config.model_overrides}
+            overrides = dict(config.model_overrides)
             if config.encoder is not None:
                 overrides["encoder"] = config.encoder
             if config.weights is not None:
@@ -134,7 +137,7 @@ class Trainer:
         encoder = self.model.encoder
         data_args = dict(
             classes=config.classes,
-            image_size=config.image_size,
+            image_size=config.image_size if self.resume_payload is None else stored_geometries(self.resume_payload),
             mean=encoder.mean,
             std=encoder.std,
             val_fraction=config.val_fraction,
@@ -146,17 +149,20 @@ class Trainer:
         check_out_folder(self.run_dir)
         self.log = make_logger(self.run_dir, self.context.is_main)
         self.data_files = self._usable_files()
+        self.tile = None if config.tile is None else TileSettings(config.tile, config.tile_overlap)
+        self.train_items = self.train_set if self.tile is None else TileDataset(self.train_set, self.tile)
         check_data(
             [s.class_name for s in self.train_set.samples], [s.class_name for s in self.val_set.samples],
-            len(self.train_set), self.batch_size, config.data,
+            self._group_sizes(), self.batch_size, config.data,
         )
         cache_root = Path(config.cache_dir) if config.cache_dir else self.run_dir / "feature_cache"
         self.cache_dir = cache_root / f"rank{self.context.rank}"
         to_compute = [
-            len(dataset) for dataset, part in ((self.train_set, "train"), (self.val_set, "val"))
+            dataset.geometry(i) for dataset, part in ((self.train_items, "train"), (self.val_set, "val"))
             if config.cache != "disk" or open_disk_cache(self.cache_dir / part, cache_key(self.model, dataset))[0] is None
+            for i in range(len(dataset))
         ]
-        check_cache(config.cache, feature_bytes(encoder, config.image_size, sum(to_compute)), self.cache_dir)
+        check_cache(config.cache, feature_bytes(encoder, to_compute), self.cache_dir)
         self.optimizer = build_optimizer(self.model, self.lr, self.weight_decay)
         self.network: nn.Module = trainable_network(self.model, self.context, self.device)
         seed_everything(config.seed + self.context.rank)  # each rank its own noise and drop-path stream
@@ -202,6 +208,8 @@ class Trainer:
         )
         return build_payload(
             self.model, self.config.preset, self.class_names, self.config.to_dict(), progress,
+            geometries=self.train_set.geometries, size_rule=str(self.config.image_size),
+            tile=None if self.tile is None else self.tile.to_dict(),
             calibration=calibration.to_dict() if calibration else None, resume_state=resume_state,
             data_files=self.data_files,
         )
@@ -289,7 +297,8 @@ class Trainer:
             atomic_write_text(self.run_dir / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
         self.log.info(
             "preset %s, classes %s, %d train / %d val images, device %s, %d process(es), encoder weights %s",
-            cfg.preset, ",".join(self.class_names), len(self.train_set), len(self.val_set),
+            cfg.preset, ",".join(f"{name} ({geometry})" for name, geometry in self.train_set.geometries.items()),
+            len(self.train_set), len(self.val_set),
             self.device, self.context.world_size, self.model.encoder.weights_source,
         )
         self.log.info(
@@ -298,7 +307,7 @@ class Trainer:
         )
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):  # a reused cache and a computed one leave the same RNG state
-            train_source = self._source(self.train_set, self.cache_dir / "train")
+            train_source = self._source(self.train_items, self.cache_dir / "train")
             val_source = self._source(self.val_set, self.cache_dir / "val")
         cache_seconds = time.perf_counter() - start
         self.log.info(
@@ -309,7 +318,7 @@ class Trainer:
             self.restore()
 
         start = time.perf_counter()
-        steps_per_epoch = len(train_source) // self.batch_size
+        steps_per_epoch = len(self._epoch_batches(0))
         self.log.info("%s", self.recipe.describe(self.lr, steps_per_epoch * self.epochs))
         try:
             finished = self._train_epochs(train_source, steps_per_epoch)
@@ -367,8 +376,7 @@ class Trainer:
         total_steps = steps_per_epoch * self.epochs
         while self.epoch < self.epochs:
             self.model.train()
-            order = epoch_order(cfg.seed, self.epoch, len(source))
-            batches = order[: steps_per_epoch * self.batch_size].view(steps_per_epoch, self.batch_size)
+            batches = self._epoch_batches(self.epoch)
             bar = tqdm(
                 total=steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.epochs}",
                 disable=not self.context.is_main, leave=False,
@@ -407,11 +415,28 @@ class Trainer:
             stops.agreed()
         return True
 
+    def _group_sizes(self) -> dict[str, int]:
+        """Training images per geometry, named "HxW (classes)"."""
+        named = {}
+        for geometry, indices in self.train_items.geometry_groups().items():
+            classes = sorted({self.train_items.samples[i].class_name for i in indices})
+            named[f"{geometry} ({', '.join(classes)})"] = len(indices)
+        return named or {"": 0}
+
+    def _epoch_batches(self, epoch: int) -> list[torch.Tensor]:
+        """This epoch's global batches of training indices, one geometry each (``ssmad.engine.rng.epoch_batches``)."""
+        groups = list(self.train_items.geometry_groups().values())
+        return epoch_batches(self.config.seed, epoch, groups, self.batch_size)
+
     def calibrate(self, source: FeatureSource) -> Calibration:
-        """Thresholds and heatmap scales from the validation normals (every process computes them)."""
-        calibration = calibrate_features(
-            self.model, source, self.device, self.batch_size, self.config.target_fpr
-        )
+        """Thresholds and heatmap scales from the validation normals (every process computes them):
+        their cached features, or with tiles their whole images scored tile by tile as prediction does."""
+        if self.tile is None:
+            calibration = calibrate_features(self.model, source, self.device, self.batch_size, self.config.target_fpr)
+        else:
+            calibration = calibrate_tiled(
+                self.model, self.val_set, self.device, self.batch_size, self.config.target_fpr, self.tile
+            )
         for name, cal in calibration.classes.items():
             self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images)", name, cal.threshold, calibration.target_fpr, cal.num_images)
         warning = too_few_normals_warning(calibration)

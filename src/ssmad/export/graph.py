@@ -51,9 +51,15 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, op
     if payload["calibration"] is None:
         raise CheckpointError(f"{run} is an unfinished training run (no calibration yet): finish it with 'ssmad train --resume'")
     out = Path(out) if out else _run_dir(run) / "model.onnx"
+    geometries = {tuple(hw) for hw in payload["geometries"].values()}
+    if len(geometries) > 1:
+        raise ValueError(
+            f"{run} holds classes of {len(geometries)} geometries; 'ssmad export' writes one graph per run of one "
+            "geometry so far: train the classes of each geometry as a run of their own to export them"
+        )
     graph = ExportGraph(model_from_checkpoint(payload))
-    size = int(payload["image_size"])
-    model = to_onnx(graph, torch.rand(2, 3, size, size), [INPUT_NAME], list(OUTPUT_NAMES), opset)
+    ((height, width),) = geometries
+    model = to_onnx(graph, torch.rand(2, 3, height, width), [INPUT_NAME], list(OUTPUT_NAMES), opset)
     metadata = build_metadata(payload)
     require("onnx").helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
     model.producer_name, model.producer_version = "ssmad", metadata["ssmad_version"]

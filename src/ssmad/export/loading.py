@@ -6,9 +6,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ssmad.engine.checkpoint import stored_geometries
 from ssmad.engine.detector import Detector
 from ssmad.engine.device import AUTO_DEVICE
 from ssmad.engine.thresholds import Calibration
+from ssmad.engine.tiling import TileSettings
 from ssmad.export.engines import OnnxRuntimeEngine, OpenVinoEngine
 from ssmad.export.metadata import METADATA_KEY, ExportedModelError, parse_metadata
 from ssmad.export.requirements import OPENVINO_HINT, require
@@ -54,7 +56,8 @@ def detector_from_metadata(engine, metadata: dict[str, Any]) -> Detector:
     """A Detector of ``engine`` with the calibration, classes and preprocessing of ``metadata``."""
     return Detector(
         engine, Calibration.from_dict(metadata["calibration"]), list(metadata["class_names"]),
-        int(metadata["image_size"]), metadata["mean"], metadata["std"], metadata["preset"],
+        stored_geometries(metadata), metadata["mean"], metadata["std"], metadata["preset"],
+        TileSettings.from_dict(metadata.get("tile")),
     )
 
 

@@ -1,8 +1,9 @@
 """What an exported model carries besides its graph: one JSON document under the key ``ssmad``
 (ONNX ``metadata_props``; OpenVINO ``rt_info``), so re-calibrating rewrites no graph.
 
-Fields (layout version 1): ``format`` (the layout's version), ``ssmad_version``, ``preset``,
-``model_config``, ``class_names``, ``image_size``, ``mean``/``std`` (the encoder's
+Fields (layout version 2): ``format`` (the layout's version), ``ssmad_version``, ``preset``,
+``model_config``, ``class_names``, ``geometries`` (``{class: [H, W]}``, the input size of each
+class; a graph is traced at one of them), ``tile`` (``{"size", "overlap"}`` or None), ``mean``/``std`` (the encoder's
 normalisation, done inside the graph; kept to preprocess tensors the way a checkpoint's
 detector does), ``calibration`` (thresholds, normalisation constants, heatmap scales;
 ``Calibration.to_dict``), ``inputs`` and ``outputs`` (the graph's tensor names).
@@ -11,7 +12,8 @@ Versions, as for checkpoints (``ssmad.engine.checkpoint``): a change of the layo
 ``FORMAT`` and adds one step ``{old: function(metadata) -> metadata of old + 1}`` to
 ``_MIGRATIONS``, applied in turn by :func:`parse_metadata`; a newer layout than this ssmad
 reads is refused, naming the file and the fix (upgrade ssmad). Readers take what they need by
-key and ignore keys they do not know.
+key and ignore keys they do not know. Layout 1 -> 2: the square ``image_size`` becomes every
+class's geometry, ``tile`` None.
 """
 
 from __future__ import annotations
@@ -23,10 +25,17 @@ from typing import Any
 import ssmad
 
 METADATA_KEY = "ssmad"
-FORMAT = 1
+FORMAT = 2
 INPUT_NAME = "image"  # (B, 3, H, W) RGB in [0, 1]
 OUTPUT_NAMES = ("anomaly_map", "score")  # (B, H, W) raw blurred map, (B,) its maximum
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def _v1_to_v2(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Layout 1 -> 2: ``image_size`` (square) -> ``geometries``; ``tile`` None."""
+    side = int(metadata["image_size"])
+    rest = {key: value for key, value in metadata.items() if key != "image_size"}
+    return {**rest, "geometries": {name: [side, side] for name in metadata["class_names"]}, "tile": None}
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 class ExportedModelError(ValueError):
@@ -41,7 +50,8 @@ def build_metadata(payload: dict[str, Any]) -> dict[str, Any]:
         "preset": payload["preset"],
         "model_config": payload["model_config"],
         "class_names": list(payload["class_names"]),
-        "image_size": int(payload["image_size"]),
+        "geometries": payload["geometries"],
+        "tile": payload["tile"],
         "mean": list(payload["normalization"]["mean"]),
         "std": list(payload["normalization"]["std"]),
         "calibration": payload["calibration"],

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ssmad.models.anomaly_map import anomaly_maps_and_scores
-from ssmad.models.config import INPUT_MULTIPLE, ModelConfig
+from ssmad.data.geometry import SIDE_MULTIPLE
+from ssmad.models.config import ModelConfig
 from ssmad.models.presets import get_preset
 from ssmad.modules.bottleneck import Bottleneck
 from ssmad.modules.decoder import MambaDecoder
@@ -59,9 +60,9 @@ class AnomalyModel(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be a (B, 3, H, W) tensor, got shape {tuple(images.shape)}")
         height, width = images.shape[-2:]
-        if height % INPUT_MULTIPLE or width % INPUT_MULTIPLE:
+        if height % SIDE_MULTIPLE or width % SIDE_MULTIPLE:
             raise ValueError(
-                f"image size {height}x{width} is not a multiple of {INPUT_MULTIPLE}; "
+                f"image size {height}x{width} is not a multiple of {SIDE_MULTIPLE}; "
                 f"resize the images (e.g. to 224, 256, 320 or 384)"
             )
 

@@ -14,7 +14,6 @@ from ssmad.ops.scan_orders import SCAN_ORDERS
 NUM_DIRECTIONS = (2, 4, 8)
 LOSSES = ("mse", "cosine")
 MAP_SCALES = ("sum", "official")
-INPUT_MULTIPLE = 32  # the bottleneck output is at stride 32
 TUPLE_FIELDS = ("decoder_depths", "lec_kernel_sizes")  # lists (from JSON) become tuples
 
 
@@ -25,7 +24,6 @@ class ModelConfig:
     Encoder and bottleneck:
         encoder: resnet18 | resnet34 | resnet50 | wide_resnet50_2 | mobilenet_v2.
         encoder_weights: weights file | directory | "imagenet" | "random" (see build_encoder).
-        image_size: side of the square training/evaluation input, a multiple of 32.
         noise_std: Gaussian feature noise on the bottleneck output in training (0 = none).
     Training loss, summed over the three scales (see ``AnomalyModel.loss``):
         loss: "mse" (Pyramid-Mamba's paper) or "cosine" (1 - cosine similarity of each sample's
@@ -54,7 +52,6 @@ class ModelConfig:
 
     encoder: str = "resnet34"
     encoder_weights: str = "imagenet"
-    image_size: int = 256
     noise_std: float = 0.05
     loss: str = "mse"
     decoder_depths: tuple[int, ...] = (3, 4, 6, 3)
@@ -87,11 +84,6 @@ class ModelConfig:
             ("num_directions", self.num_directions in NUM_DIRECTIONS, "2, 4 or 8"),
             ("pyramid_levels", self.pyramid_levels >= 0, "an integer >= 0"),
             ("pyramid_merge", self.pyramid_merge in PYRAMID_MERGES, f"one of {', '.join(PYRAMID_MERGES)}"),
-            (
-                "image_size",
-                self.image_size > 0 and self.image_size % INPUT_MULTIPLE == 0,
-                f"a positive multiple of {INPUT_MULTIPLE} (e.g. 224, 256, 320, 384)",
-            ),
             ("noise_std", self.noise_std >= 0, ">= 0"),
             ("loss", self.loss in LOSSES, f"one of {', '.join(LOSSES)}"),
             (

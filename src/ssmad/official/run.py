@@ -17,6 +17,7 @@ from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, build_payl
 from ssmad.engine.device import AUTO_DEVICE, resolve_device
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
+from ssmad.data.geometry import DEFAULT_SIZE_RULE
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR, Calibration
 from ssmad.engine.train_config import TrainConfig
 from ssmad.models import AnomalyModel
@@ -37,6 +38,7 @@ def write_run(
     all_normals: bool = False,
     device: str = AUTO_DEVICE,
     batch_size: int = SCORING_BATCH_SIZE,
+    image_size: str = DEFAULT_SIZE_RULE,
 ) -> tuple[Path, Calibration]:
     """Calibrate ``model`` on the normals of ``data`` and write ``out/checkpoint.pt``.
 
@@ -48,17 +50,17 @@ def write_run(
     checkpoint = out / CHECKPOINT_NAME
     if checkpoint.exists():
         raise CheckpointError(f"{checkpoint} already exists: choose another --out")
-    normals = calibration_dataset(model, data, dataset, classes, val_fraction, seed, all_normals)
+    normals = calibration_dataset(model, data, image_size, dataset, classes, val_fraction, seed, all_normals)
     calibration = calibrate_model(model, normals, resolve_device(device), batch_size, target_fpr)
     config = model.config
     settings = TrainConfig(
-        data=str(data), out=str(out), preset=preset, dataset=dataset, classes=classes, image_size=config.image_size,
+        data=str(data), out=str(out), preset=preset, dataset=dataset, classes=classes, image_size=image_size,
         encoder=config.encoder, weights=model.encoder.weights_source, batch_size=batch_size, seed=seed,
         val_fraction=val_fraction, target_fpr=target_fpr, device=device, model_overrides={},
     )
     payload = build_payload(
         model, preset, list(normals.class_names), settings.to_dict(), progress_record(finished=True),
-        calibration=calibration.to_dict(),
+        geometries=normals.geometries, size_rule=str(image_size), calibration=calibration.to_dict(),
         converted_from={"file": Path(source).name, "sha256": file_sha256(Path(source))},
     )
     return save_checkpoint(payload, checkpoint), calibration

@@ -2,7 +2,7 @@
 
 ``create_app(detector, ServeSettings(...))`` builds the FastAPI application; ``run(detector,
 settings)`` serves it with uvicorn. Any object with the :class:`ssmad.engine.detector.Detector`
-interface (``predict_decoded``, ``check_class``, ``class_names``, ``image_size``,
+interface (``predict_decoded``, ``check_class``, ``class_names``, ``geometries``, ``tile``,
 ``calibration``, ``preset``) can be served, so a PyTorch checkpoint and an exported model go
 through the same code.
 

@@ -65,9 +65,10 @@ def create_app(detector, settings: ServeSettings = ServeSettings()) -> FastAPI:
     batcher: Batcher | None = None
 
     async def warm_up() -> None:
-        blank = Image.new("RGB", (detector.image_size, detector.image_size), (128, 128, 128))
+        geometries = sorted(set(detector.geometries.values()))
+        blanks = [Image.new("RGB", (g.width, g.height), (128, 128, 128)) for g in geometries for _ in range(settings.max_batch)]
         try:
-            await batcher.on_inference_thread(score_images, detector, [blank] * settings.max_batch, [None] * settings.max_batch)
+            await batcher.on_inference_thread(score_images, detector, blanks, [None] * len(blanks))
             state["ready"] = True
             log.info("model warmed up at batch %d: ready", settings.max_batch)
         except Exception as error:  # noqa: BLE001 - reported by /healthz

@@ -39,7 +39,8 @@ def image_record(index: int, filename: str, image: Image.Image, scored: ImageRes
 
 
 def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
-    """``GET /v1/model``: preset, classes, thresholds (per class and global), input size, version."""
+    """``GET /v1/model``: preset, classes, thresholds (per class and global), each class's input
+    size ("HxW") and the tiles, version."""
     calibration = detector.calibration
     return {
         "preset": detector.preset,
@@ -47,7 +48,8 @@ def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
         "thresholds": {name: calibration.for_class(name).threshold for name in detector.class_names},
         "global_threshold": calibration.overall.threshold,
         "target_fpr": calibration.target_fpr,
-        "input_size": detector.image_size,
+        "input_sizes": {name: str(geometry) for name, geometry in detector.geometries.items()},
+        "tile": None if detector.tile is None else detector.tile.to_dict(),
         "ssmad_version": ssmad.__version__,
         "max_batch": max_batch,
         "max_upload_mb": max_upload_mb,

@@ -36,7 +36,7 @@ async function loadModel() {
   const model = await response.json();
   modelClasses = model.classes;
   $("model-line").textContent =
-    `${model.preset || "model"}, ${model.input_size} px, classes: ${model.classes.join(", ")} (ssmad ${model.ssmad_version})`;
+    `${model.preset || "model"}, ${Object.values(model.input_sizes).join(", ")} px, classes: ${model.classes.join(", ")} (ssmad ${model.ssmad_version})`;
   const select = $("class-select");
   select.length = 1;
   for (const name of model.classes) select.add(new Option(name, name));

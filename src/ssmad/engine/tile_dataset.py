@@ -1,0 +1,76 @@
+"""Training on tiles: the tiles of a dataset's images as the items the trainer caches and batches.
+
+With ``--tile T``, an image brought to its class's geometry is cut into the same grid of T x T
+tiles that scoring uses (``ssmad.engine.tiling.TileGrid``), and every tile is a training item of
+its own: the decoder learns exactly the inputs it will see at inference, and each tile's
+encoder features are cached like a whole image's. Every tile of every image is used every
+epoch (rather than random crops, whose features could not be cached: a random crop is a new
+encoder input each time, so every step would pay for the encoder as well).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.utils.data import Dataset
+
+from ssmad.data.dataset import AnomalyDataset
+from ssmad.data.geometry import Geometry
+from ssmad.engine.tiling import TileGrid, TileSettings
+
+
+@dataclass(frozen=True)
+class _Tile:
+    index: int  # the image's index in the dataset
+    top: int
+    left: int
+    geometry: Geometry  # the tile's size
+
+
+class TileDataset(Dataset):
+    """The tiles of ``dataset``'s images; ``tiles[i]`` is a dict like ``dataset[j]``'s, with the image
+    (3, th, tw) and mask (1, th, tw) cut to tile ``i``. ``samples[i]`` is the tile's image's sample."""
+
+    def __init__(self, dataset: AnomalyDataset, tile: TileSettings):
+        self.dataset = dataset
+        self.tile = tile
+        self.class_names = dataset.class_names
+        self.geometries = dataset.geometries
+        self.tiles = []
+        for index in range(len(dataset)):
+            geometry = dataset.geometry(index)
+            grid = TileGrid(geometry.height, geometry.width, tile.size, tile.overlap)
+            size = Geometry(*grid.tile_hw)
+            self.tiles.extend(_Tile(index, top, left, size) for top, left in grid.boxes)
+        self.samples = [dataset.samples[t.index] for t in self.tiles]
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    @property
+    def labels(self) -> list[int]:
+        return [sample.label for sample in self.samples]
+
+    def geometry(self, index: int) -> Geometry:
+        return self.tiles[index].geometry
+
+    def geometry_groups(self, indices: list[int] | None = None) -> dict[Geometry, list[int]]:
+        return AnomalyDataset.geometry_groups(self, indices)
+
+    def geometry_batches(self, batch_size: int, indices: list[int] | None = None) -> list[list[int]]:
+        return AnomalyDataset.geometry_batches(self, batch_size, indices)
+
+    def subset(self, indices: list[int]) -> TileDataset:
+        """The tiles at ``indices``."""
+        part = TileDataset.__new__(TileDataset)
+        part.__dict__.update(self.__dict__)
+        part.tiles = [self.tiles[i] for i in indices]
+        part.samples = [self.samples[i] for i in indices]
+        return part
+
+    def __getitem__(self, index: int) -> dict:
+        tile = self.tiles[index]
+        item = self.dataset[tile.index]
+        rows = slice(tile.top, tile.top + tile.geometry.height)
+        cols = slice(tile.left, tile.left + tile.geometry.width)
+        return {**item, "image": item["image"][:, rows, cols], "mask": item["mask"][:, rows, cols]}
