@@ -1,6 +1,6 @@
 """ssmad: multi-class unsupervised visual anomaly detection with state-space (Mamba) models."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str):
