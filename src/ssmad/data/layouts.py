@@ -9,6 +9,11 @@ records (file paths and labels; nothing is decoded here). Layouts (docs/design.m
   `<class>/ground_truth/ko/<stem>.png` (also accepted: `<stem>_mask.*`).
 - mvtec3d (RGB only): `<class>/train/good/rgb/*`, `<class>/test/<type>/rgb/*`,
   `<class>/test/<type>/gt/<stem>.png` (its `validation/` normals are not used).
+- mvtec2 (MVTec AD 2): `<class>/train/good/*`, `<class>/validation/good/*`,
+  `<class>/test_public/<good|bad>/*`, `<class>/test_public/ground_truth/bad/<stem>_mask.png`,
+  and the unlabelled `<class>/test_private/*`, `<class>/test_private_mixed/*`
+  (:func:`read_mvtec2_class` has every split and its assumptions; `read_class` gives train and
+  test_public).
 - visa: `split_csv/1cls.csv` (object, split, label, image, mask; paths relative to the root).
 - folder (a user's own product): normal images directly in the class folder, or in
   `train/` (or `train/good/`); optional `test/good/` (or `test/ok/`) and any other
@@ -27,7 +32,7 @@ from pathlib import Path
 
 from ssmad.data.image_io import is_image_file
 
-DATASET_KINDS = ("mvtec", "visa", "mpdd", "btad", "mvtec3d", "folder")
+DATASET_KINDS = ("mvtec", "mvtec2", "visa", "mpdd", "btad", "mvtec3d", "folder")
 AUTO_KIND = "auto"  # detect the layout (``detect_kind``)
 DATASET_CHOICES = (AUTO_KIND, *DATASET_KINDS)
 NORMAL_FOLDER_NAMES = ("good", "ok", "normal")
@@ -132,6 +137,68 @@ def _mvtec3d_class(class_dir: Path, class_name: str) -> tuple[list[Sample], list
     return train, test
 
 
+# ---------------------------------------------------------------- MVTec AD 2
+
+MVTEC2_SPLITS = ("train", "validation", "test_public", "test_private", "test_private_mixed")
+MVTEC2_UNLABELLED_SPLITS = ("test_private", "test_private_mixed")  # no labels, no masks: predict only
+UNKNOWN_LABEL = -1  # the label of an image whose label is not published
+
+
+@dataclass(frozen=True)
+class Mvtec2Class:
+    """Every split of one MVTec AD 2 class (Heckler-Kram et al., 2025), as `Sample` lists."""
+
+    train: list[Sample]
+    validation: list[Sample]
+    test_public: list[Sample]
+    test_private: list[Sample]
+    test_private_mixed: list[Sample]
+
+    def split(self, name: str) -> list[Sample]:
+        """The samples of split `name` (one of MVTEC2_SPLITS)."""
+        if name not in MVTEC2_SPLITS:
+            raise ValueError(f"unknown MVTec AD 2 split {name!r}; use one of {', '.join(MVTEC2_SPLITS)}")
+        return getattr(self, name)
+
+
+def _is_mvtec2_class(folder: Path) -> bool:
+    return (folder / "train" / "good").is_dir() and (folder / "validation" / "good").is_dir() \
+        and (folder / "test_public").is_dir()
+
+
+def read_mvtec2_class(class_dir: Path, class_name: str) -> Mvtec2Class:
+    """Every split of an MVTec AD 2 class folder, read as distributed.
+
+    Assumptions (the dataset's published description and its authors' public loading code; no copy
+    of the dataset was at hand to check them):
+    - train/good and validation/good hold normal images only (`NNN_<lighting>.png`, e.g.
+      `000_regular.png`, `000_overexposed.png`, `000_shift_1.png`); validation is for
+      calibration (thresholds), never for training;
+    - test_public/good and test_public/bad hold the labelled test images; the mask of
+      `test_public/bad/<stem>.png` is `test_public/ground_truth/bad/<stem>_mask.png`
+      (0 normal, 255 anomalous); a missing mask leaves `mask_path` None (the dataset decides);
+    - test_private and test_private_mixed hold images directly (no good/bad folders), without
+      labels or masks: their samples have label UNKNOWN_LABEL and defect type "unknown";
+    - images of one class share one size, which differs between classes (no resizing here).
+    """
+    if not (class_dir / "train" / "good").is_dir():
+        raise FileNotFoundError(f"missing training folder {class_dir / 'train' / 'good'} (MVTec AD 2 layout)")
+
+    def normals(split: str) -> list[Sample]:
+        return [Sample(path, 0, class_name, "good") for path in list_images(class_dir / split / "good")]
+
+    public = class_dir / "test_public"
+    test_public = normals("test_public") + [
+        Sample(path, 1, class_name, "bad", _find_mask(public / "ground_truth" / "bad", path.stem))
+        for path in list_images(public / "bad")
+    ]
+    unlabelled = {
+        split: [Sample(path, UNKNOWN_LABEL, class_name, "unknown") for path in list_images(class_dir / split)]
+        for split in MVTEC2_UNLABELLED_SPLITS
+    }
+    return Mvtec2Class(normals("train"), normals("validation"), test_public, **unlabelled)
+
+
 # ---------------------------------------------------------------- VisA
 
 
@@ -198,6 +265,8 @@ def _is_folder_class(folder: Path) -> bool:
 
 
 def _is_class_dir(kind: str, folder: Path) -> bool:
+    if kind == "mvtec2":
+        return _is_mvtec2_class(folder)
     if kind in ("mvtec", "mpdd"):
         return (folder / "train" / "good").is_dir()
     if kind == "btad":
@@ -216,6 +285,8 @@ def detect_kind(root: Path) -> str:
             return "mvtec3d"
         if _is_class_dir("btad", folder):
             return "btad"
+        if _is_class_dir("mvtec2", folder):
+            return "mvtec2"
         if _is_class_dir("mvtec", folder):
             return "mvtec"
     return "folder"
@@ -235,7 +306,11 @@ def resolve_classes(kind: str, root: Path) -> dict[str, Path]:
 
 
 def read_class(kind: str, class_dir: Path, class_name: str) -> tuple[list[Sample], list[Sample]]:
-    """(training normals, test samples) of one class of a `kind` dataset."""
+    """(training normals, test samples) of one class of a `kind` dataset (MVTec AD 2: train and
+    test_public; :func:`read_mvtec2_class` has its other splits)."""
+    if kind == "mvtec2":
+        split = read_mvtec2_class(class_dir, class_name)
+        return split.train, split.test_public
     if kind in ("mvtec", "mpdd"):
         return _mvtec_style_class(class_dir, class_name, "good")
     if kind == "btad":
