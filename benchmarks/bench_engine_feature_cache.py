@@ -31,7 +31,7 @@ def main() -> None:
         seconds = {}
         for cache in ("memory", "none"):
             config = TrainConfig(
-                data=str(data), out=str(Path(tmp) / cache), dataset="mvtec", image_size=args.image_size,
+                data=str(data), out=str(Path(tmp) / cache), dataset="mvtec", image_size=str(args.image_size),
                 encoder="resnet18", weights="random", epochs=args.epochs, batch_size=8, device="cpu",
                 cache=cache, checkpoint_every=args.epochs, model_overrides=overrides,
             )

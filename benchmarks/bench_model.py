@@ -241,7 +241,7 @@ def paths_report(args: argparse.Namespace, device: str, memory: str) -> None:
     repeats = 2 if args.quick else 5
     for preset in ("mambaad", "pyramid_mamba"):
         torch.manual_seed(0)
-        model = build_model(preset, encoder=args.encoder, encoder_weights="random", image_size=args.image_size).to(device)
+        model = build_model(preset, encoder=args.encoder, encoder_weights="random").to(device)
         images = torch.randn(args.batch, 3, args.image_size, args.image_size, device=device)
         print(f"\n{preset}:")
         results = {}
@@ -293,7 +293,7 @@ def main() -> None:
     repeats = 1 if args.quick else 3
     for preset in ("mambaad", "pyramid_mamba"):
         torch.manual_seed(0)
-        model = build_model(preset, encoder=args.encoder, encoder_weights="random", image_size=args.image_size).eval()
+        model = build_model(preset, encoder=args.encoder, encoder_weights="random").eval()
         counts = model.parameter_counts()
         flops = forward_flops(model, args.image_size)
         print(f"\n{preset}: parameters " + ", ".join(f"{k} {v / 1e6:.3f} M" for k, v in counts.items()))
