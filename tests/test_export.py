@@ -78,8 +78,10 @@ def test_graph_outputs_the_raw_map_and_score_of_rgb_in_zero_one(exported):
     assert [i.name for i in model.graph.input] == ["image"]
     assert [o.name for o in model.graph.output] == ["anomaly_map", "score"]
     ops = [node.op_type for node in model.graph.node]
-    assert ops.count("Scan") == 4 and "Loop" not in ops  # one scan per SS2D layer (depths 1, 1, 1, 1)
-    assert {entry.domain for entry in model.opset_import} <= {"", "ai.onnx"}  # standard operators only
+    assert ops.count("RoutedScan") == 4 and "Loop" not in ops  # one scan per SS2D layer (depths 1, 1, 1, 1)
+    [function] = model.functions  # the scan's body: standard operators, one Scan over blocks of steps
+    assert [node.op_type for node in function.node].count("Scan") == 1
+    assert {entry.domain for entry in function.opset_import} <= {"", "ai.onnx"}
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     maps, scores = session.run(None, {"image": np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)})
     assert maps.shape == (2, 64, 64) and scores.shape == (2,)
@@ -147,15 +149,16 @@ def test_openvino_runs_the_exported_model(exported, images, tmp_path):
     result = detector.predict(images, class_name="wood", batch_size=2)
     assert relative(result.maps, expected.maps) <= 1e-5
     assert (result.decisions == expected.decisions).all()
-    assert read_onnx_metadata(onnx_path) == detector_metadata(xml)
+    metadata = detector_metadata(xml)
+    library = metadata.pop("openvino_extension")
+    assert read_onnx_metadata(onnx_path) == metadata
+    assert (library is not None) == (xml.with_name("libssmad_openvino.so").is_file() and "RoutedScan" in xml.read_text())
 
 
 def detector_metadata(xml):
-    import openvino as ov
+    from ssmad.export.loading import read_openvino, read_openvino_metadata
 
-    from ssmad.export.loading import read_openvino_metadata
-
-    return read_openvino_metadata(ov.Core().read_model(str(xml)), str(xml))
+    return read_openvino_metadata(read_openvino(xml)[1], str(xml))
 
 
 def test_readme_example_reproduces_score_and_decision(exported, images, capsys):
