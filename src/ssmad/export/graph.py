@@ -106,13 +106,25 @@ def export_openvino(onnx_path: str | os.PathLike, out: str | os.PathLike | None 
     (``libssmad_openvino.so``; metadata ``openvino_extension``), which OpenVINO needs to read it
     (``core.add_extension(path)``); without it, a warning, and the standard-operator scan."""
     from ssmad.export.loading import read_onnx_metadata
-    from ssmad.export.openvino_ext import LIBRARY_NAME
 
     metadata = read_onnx_metadata(onnx_path)
-    out = Path(out) if out else Path(onnx_path).with_suffix(".xml")
     core, library = openvino_core()
-    model = core.read_model(str(onnx_path)) if library else core.read_model(_inlined_bytes(onnx_path))
-    metadata["openvino_extension"] = LIBRARY_NAME if library else None
+    model = read_for_openvino(core, library, onnx_path)
+    return save_openvino(model, metadata, library, Path(out) if out else Path(onnx_path).with_suffix(".xml"))
+
+
+def read_for_openvino(core, library: Path | None, onnx_path: str | os.PathLike):
+    """The OpenVINO model of an exported ONNX file: with the fused scan where ``core`` has the
+    extension (``library``), else from the file with its scan function inlined."""
+    return core.read_model(str(onnx_path)) if library else core.read_model(_inlined_bytes(onnx_path))
+
+
+def save_openvino(model, metadata: dict, library: Path | None, out: Path) -> Path:
+    """Write ``model`` as IR at ``out`` with ``metadata`` (plus ``openvino_extension``) in its
+    rt_info, and the extension's ``library`` beside it when the model uses it; returns ``out``."""
+    from ssmad.export.openvino_ext import LIBRARY_NAME
+
+    metadata = {**metadata, "openvino_extension": LIBRARY_NAME if library else None}
     model.set_rt_info(json.dumps(metadata), [METADATA_KEY])
     out.parent.mkdir(parents=True, exist_ok=True)
     require("openvino", OPENVINO_HINT).save_model(model, str(out), compress_to_fp16=False)
