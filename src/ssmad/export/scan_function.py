@@ -14,6 +14,13 @@ Output y (b, L, D).
    steps out: decay = exp(dt A) keep and drive = dt u B for the block at once, then
    h_t = decay_t h_{t-1} + drive_t and y_t = sum_n h_t C_t step by step.
 4. Back to raster order through the inverse orders, weighted sum over (G, R), plus u sum_g Dskip_g.
+
+Formulations measured against each other in one run (onnxruntime 1.32, one thread, CPU time of
+the node alone at SS2D's 256-px sizes (G, R, L, D) = (4, 3, 1024, 256) and (4, 3, 4096, 128)):
+blocks of 8, 16 or 32 steps; y read per step (kept) or from the block's stacked states; decay and
+drive computed per step or per block; graph optimisation levels basic, extended, all. All were
+within 3 % of each other (the node is bound by its element-wise passes over the (G, R, b, D, N)
+state), 10 to 15 times the fused scan's time (numba's or OpenVINO's), hence the extension.
 """
 
 from __future__ import annotations
