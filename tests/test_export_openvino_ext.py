@@ -112,3 +112,18 @@ def test_without_a_compiler_openvino_runs_the_standard_graph_and_says_so(monkeyp
     with pytest.warns(UserWarning, match="runs the scan as standard operators"):
         _, library = openvino_core()
     assert library is None
+
+
+def test_an_ir_with_the_fused_scan_needs_its_library_beside_it(fused_core, tmp_path):
+    import openvino as ov
+
+    from ssmad.export import ExportedModelError
+    from ssmad.export.loading import read_openvino
+    from ssmad.export.openvino_ext import LIBRARY_NAME, extension_library
+
+    ov.save_model(fused_core.read_model(node_model().SerializeToString()), str(tmp_path / "scan.xml"))
+    with pytest.raises(ExportedModelError, match=f"needs {LIBRARY_NAME} beside it"):
+        read_openvino(tmp_path / "scan.xml")
+    (tmp_path / LIBRARY_NAME).write_bytes(extension_library().read_bytes())
+    _, model = read_openvino(tmp_path / "scan.xml")
+    assert "RoutedScan" in [op.get_type_name() for op in model.get_ops()]

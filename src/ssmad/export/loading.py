@@ -53,7 +53,13 @@ def read_openvino(path: Path):
     core = require("openvino", OPENVINO_HINT).Core()
     library = path.with_name(LIBRARY_NAME)
     if library.is_file():
-        core.add_extension(str(library))
+        try:
+            core.add_extension(str(library))
+        except RuntimeError as error:
+            raise ExportedModelError(
+                f"{library} (ssmad's OpenVINO extension beside {path.name}) does not load here, e.g. built for another "
+                f"OpenVINO version: export the run again with 'ssmad export --format openvino' ({error})"
+            ) from error
     try:
         return core, core.read_model(str(path))
     except RuntimeError as error:
