@@ -78,15 +78,25 @@ def exported_models(run: Path, folder: Path, rows: list) -> dict[str, Path]:
 
 
 def train_runs(data: str, class_name: str, steps: int, weights: str | None, out: Path) -> list[Path]:
-    """A short 256-px run of each preset on one class (for speed and parity, not accuracy)."""
+    """A short 256-px run of each preset on one class (for speed and parity, not accuracy): ``steps``
+    optimiser steps, then calibrated on the run's validation normals as training would at its end."""
+    from ssmad.engine.calibrate_run import calibration_dataset, calibrate_model
+    from ssmad.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+    from ssmad.engine.detector import model_from_checkpoint
     from ssmad.engine.trainer import TrainConfig, train
 
     runs = []
     for preset in PRESETS:
         run = out / f"{preset}_{class_name}"
-        if not (run / "checkpoint.pt").is_file():
+        if not (run / CHECKPOINT_NAME).is_file():
             train(TrainConfig(data=data, out=str(run), preset=preset, classes=[class_name], image_size=256,
                               encoder="resnet18", weights=weights, epochs=1, max_steps=steps, batch_size=4, device="cpu"))
+        payload = load_checkpoint(run)
+        if payload["calibration"] is None:  # stopped by max_steps
+            model = model_from_checkpoint(payload)
+            normals = calibration_dataset(model, data, "auto", [class_name])
+            payload["calibration"] = calibrate_model(model, normals, torch.device("cpu")).to_dict()
+            save_checkpoint(payload, run / CHECKPOINT_NAME)
         runs.append(run)
     return runs
 

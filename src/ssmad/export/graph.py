@@ -24,9 +24,9 @@ from torch import nn
 from ssmad.engine.atomic_write import atomic_write_bytes
 from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmad.engine.detector import model_from_checkpoint
-from ssmad.export.scan_function import routed_scan_function
 from ssmad.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, build_metadata
 from ssmad.export.requirements import OPENVINO_HINT, require
+from ssmad.export.scan_function import routed_scan_function
 from ssmad.ops.scan_torch import SCAN_DOMAIN
 
 FORMATS = ("onnx", "openvino")

@@ -87,7 +87,7 @@ def routed_scan_function(opset: int, block: int = BLOCK):
     onnx = require("onnx")
     helper, TP = onnx.helper, onnx.TensorProto
     op = _Nodes(helper, TP)
-    axis = {name: op.ints(f"axis_{name}", [value]) for name, value in (("0", 0), ("1", 1), ("2", 2), ("12", 1))}
+    axis = {name: op.ints(f"axis_{name}", [value]) for name, value in (("0", 0), ("1", 1))}
     zero, one, two, three, four = (op.ints(f"i{k}", [k]) for k in range(5))
     minus_one = op.ints("minus_one", [-1])
 
