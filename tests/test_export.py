@@ -75,8 +75,10 @@ def test_graph_outputs_the_raw_map_and_score_of_rgb_in_zero_one(exported):
     assert [i.name for i in model.graph.input] == ["image"]
     assert [o.name for o in model.graph.output] == ["anomaly_map", "score"]
     ops = [node.op_type for node in model.graph.node]
-    assert ops.count("Scan") == 4 and "Loop" not in ops  # one scan per SS2D layer (depths 1, 1, 1, 1)
-    assert {entry.domain for entry in model.opset_import} <= {"", "ai.onnx"}  # standard operators only
+    assert ops.count("RoutedScan") == 4 and "Loop" not in ops  # one scan per SS2D layer (depths 1, 1, 1, 1)
+    [function] = model.functions  # the scan's body: standard operators, one Scan over blocks of steps
+    assert [node.op_type for node in function.node].count("Scan") == 1
+    assert {entry.domain for entry in function.opset_import} <= {"", "ai.onnx"}
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     maps, scores = session.run(None, {"image": np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)})
     assert maps.shape == (2, 64, 64) and scores.shape == (2,)
@@ -144,15 +146,16 @@ def test_openvino_runs_the_exported_model(exported, images, tmp_path):
     result = detector.predict(images, class_name="wood", batch_size=2)
     assert relative(result.maps, expected.maps) <= 1e-5
     assert (result.decisions == expected.decisions).all()
-    assert read_onnx_metadata(onnx_path) == detector_metadata(xml)
+    metadata = detector_metadata(xml)
+    library = metadata.pop("openvino_extension")
+    assert read_onnx_metadata(onnx_path) == metadata
+    assert (library is not None) == (xml.with_name("libssmad_openvino.so").is_file() and "RoutedScan" in xml.read_text())
 
 
 def detector_metadata(xml):
-    import openvino as ov
+    from ssmad.export.loading import read_openvino, read_openvino_metadata
 
-    from ssmad.export.loading import read_openvino_metadata
-
-    return read_openvino_metadata(ov.Core().read_model(str(xml)), str(xml))
+    return read_openvino_metadata(read_openvino(xml)[1], str(xml))
 
 
 def test_readme_example_reproduces_score_and_decision(exported, images, capsys):
@@ -169,3 +172,60 @@ def test_readme_example_reproduces_score_and_decision(exported, images, capsys):
     assert abs(float(score) - expected.scores[0]) <= 1e-5 * abs(expected.scores[0])
     assert abs(float(normalized) - expected.normalized[0]) <= 1e-4
     assert decision == ("anomalous" if expected.decisions[0] else "normal")
+
+
+def test_ssmad_test_evaluates_an_exported_model_as_its_run(exported, tmp_path):
+    data, run, onnx_path = exported
+    assert main(["test", str(onnx_path), "--out", str(tmp_path / "onnx")]) == 2  # no data root recorded
+    assert main(["test", str(onnx_path), "--data", str(data), "--out", str(tmp_path / "onnx"), "--overlays", "0"]) == 0
+    assert main(["test", str(run), "--out", str(tmp_path / "torch"), "--overlays", "0"]) == 0
+    exported_metrics = json.loads((tmp_path / "onnx" / "metrics.json").read_text())
+    torch_metrics = json.loads((tmp_path / "torch" / "metrics.json").read_text())
+    assert exported_metrics["metrics"].keys() == torch_metrics["metrics"].keys() == {"nut", "wood", "mean"}
+    for name, values in torch_metrics["metrics"].items():
+        for metric, value in values.items():
+            assert exported_metrics["metrics"][name][metric] == pytest.approx(value, abs=1e-4), (name, metric)
+    assert exported_metrics["decision"] == torch_metrics["decision"]
+
+
+def test_int8_export_quantises_and_recalibrates_on_the_quantised_model(exported, images, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from ssmad.engine.calibrate_run import calibration_dataset
+    from ssmad.engine.calibration import calibrate
+    from ssmad.engine.detector import model_from_checkpoint
+    from ssmad.export import export_openvino
+
+    data, run, onnx_path = exported
+    xml = tmp_path / "int8.xml"
+    assert main(["export", str(run), "--format", "openvino", "--int8", "--out", str(xml)]) == 0
+    fp32 = export_openvino(onnx_path, tmp_path / "fp32.xml")
+    assert xml.with_suffix(".bin").stat().st_size < 0.5 * fp32.with_suffix(".bin").stat().st_size
+    detector = ssmad.load(xml)
+    metadata = detector_metadata(xml)
+    assert metadata["int8"] is True
+    expected = ssmad.load(fp32).predict(images, class_name="wood")
+    result = detector.predict(images, class_name="wood")
+    assert relative(result.maps, expected.maps) <= 0.1  # 8-bit weights and activations: close, not equal
+    # the thresholds are the quantised model's own on the run's calibration normals
+    payload = load_checkpoint(run)
+    normals = calibration_dataset(model_from_checkpoint(payload), data, "mvtec", list(payload["class_names"]),
+                                  payload["train_config"]["val_fraction"], payload["train_config"]["seed"])
+    batch = torch.stack([normals[i]["image"] for i in range(len(normals))])
+    maps, scores = detector.engine(batch)
+    own = calibrate([s.class_name for s in normals.samples], scores, maps, payload["calibration"]["target_fpr"])
+    stored = metadata["calibration"]["classes"]
+    for name, values in own.to_dict()["classes"].items():
+        assert stored[name]["threshold"] == pytest.approx(values["threshold"], rel=1e-5)
+
+
+def test_int8_without_nncf_names_the_extra(exported, monkeypatch, tmp_path):
+    import importlib
+
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name: (_ for _ in ()).throw(ImportError(name)) if name == "nncf" else real(name))
+    _, run, onnx_path = exported
+    from ssmad.export.int8 import quantize_openvino
+
+    with pytest.raises(ImportError, match=r"pip install 'ssmad\[int8\]'"):
+        quantize_openvino(run, onnx_path, tmp_path / "int8.xml")

@@ -33,7 +33,8 @@ def test_ss2d_layer_exports_with_its_routes(order, directions, levels):
     layer = SS2D(8, scan_order=order, num_directions=directions, pyramid_levels=levels, d_state=4).eval()
     x = torch.randn(2, 7, 6, 8)  # L = 42: padded to whole blocks
     model = to_onnx(layer, x, ["x"], ["y"])
-    assert "Scan" in [node.op_type for node in model.graph.node]
+    assert "RoutedScan" in [node.op_type for node in model.graph.node]
+    assert "Scan" in [node.op_type for node in model.functions[0].node]
     with torch.no_grad():
         expected = layer(x)
         other_batch = torch.randn(3, 7, 6, 8)

@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(train)
 
     test = commands.add_parser("test", help="evaluate a trained run: metrics, overlays, curves")
-    test.add_argument("run", help="run folder or checkpoint.pt")
+    test.add_argument("run", help="run folder, checkpoint.pt, or a model from 'ssmad export' (.onnx, OpenVINO .xml; needs --data)")
     test.add_argument("--data", action="append", help="dataset root, may repeat (default: the run's)")
     test.add_argument("--mask-resolution", choices=MASK_RESOLUTIONS, default=MASK_RESOLUTIONS[0],
                       help="pixel metrics at each image's original resolution (default) or at the model's input size "
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--dataset", choices=DATASET_CHOICES, help="dataset layout (default: the run's)")
     test.add_argument("--classes", type=_comma_list, help="classes to test (default: the run's)")
     test.add_argument("--protocol", choices=PROTOCOLS, default=PROTOCOLS[0], help=f"metric definitions (default: {PROTOCOLS[0]})")
-    test.add_argument("--out", help="output folder (default: RUN/test)")
+    test.add_argument("--out", help="output folder (default: RUN/test; for an exported model, test-NAME beside it)")
     test.add_argument("--overlays", type=int, default=OVERLAYS_PER_CLASS, help=f"overlay pictures per class (default {OVERLAYS_PER_CLASS}, 0 = none)")
     test.add_argument("--batch-size", type=_positive_int, default=SCORING_BATCH_SIZE, help=f"images per forward pass (default {SCORING_BATCH_SIZE})")
     test.add_argument("--workers", type=int, default=TRAIN_DEFAULTS["num_workers"], help="data-loading worker processes")
@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=FORMATS, default=FORMATS[0], help=f"{FORMATS[0]} (default) or openvino (IR .xml/.bin, from the ONNX model)")
     export.add_argument("--out", help="output file (default: RUN/model.onnx, or RUN/model.xml for openvino)")
     export.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1} (default {DEFAULT_OPSET})")
+    export.add_argument("--int8", action="store_true", help="with --format openvino: INT8 by NNCF post-training quantisation, thresholds recomputed (default out RUN/model-int8.xml; needs ssmad[int8])")
+    export.add_argument("--calibration-data", help="with --int8: data root whose calibration normals quantise the model (default: the run's own)")
 
     serve = commands.add_parser("serve", help="HTTP inspection service with a web page (needs the serve extra)")
     serve.add_argument("run", metavar="RUN_OR_MODEL", help="run folder or checkpoint.pt")
@@ -284,14 +286,20 @@ def _run_test(args: argparse.Namespace) -> int:
     from ssmad.engine.checkpoint import load_checkpoint
     from ssmad.engine.detector import Detector
     from ssmad.engine.evaluation import evaluate_run, markdown_table
+    from ssmad.loading import EXPORTED_SUFFIXES, load
 
-    payload = load_checkpoint(args.run)
-    trained = payload["train_config"]
-    detector = Detector.from_checkpoint(args.run, args.device)
+    if Path(args.run).suffix.lower() in EXPORTED_SUFFIXES:  # its metadata holds no data root
+        if args.data is None:
+            raise ValueError(f"{args.run} is an exported model, which records no data: pass --data ROOT")
+        trained, detector = {"dataset": "auto"}, load(args.run, args.device)
+        default_out = Path(args.run).with_name(f"test-{Path(args.run).stem}")
+    else:
+        trained = load_checkpoint(args.run)["train_config"]
+        detector = Detector.from_checkpoint(args.run, args.device)
+        default_out = (Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent) / "test"
     for name in args.classes or []:
         detector.check_class(name)
-    run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
-    out_dir = Path(args.out) if args.out else run_dir / "test"
+    out_dir = Path(args.out) if args.out else default_out
     dataset = build_dataset(
         args.dataset or trained["dataset"], args.data or trained["data"], "test",
         classes=args.classes or detector.class_names, image_size=detector.geometries,
@@ -339,7 +347,15 @@ def _run_export(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     out = Path(args.out) if args.out else None
-    if args.format == "openvino":
+    if args.int8 and args.format != "openvino":
+        raise ValueError("--int8 quantises an OpenVINO model: add --format openvino")
+    if args.int8:
+        from ssmad.export.int8 import quantize_openvino
+
+        run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
+        onnx_path = export_onnx(args.run, out.with_suffix(".onnx") if out else None, args.opset)
+        written = [onnx_path, quantize_openvino(args.run, onnx_path, out or run_dir / "model-int8.xml", args.calibration_data)]
+    elif args.format == "openvino":
         onnx_path = export_onnx(args.run, out.with_suffix(".onnx") if out else None, args.opset)
         written = [onnx_path, export_openvino(onnx_path, out)]
     else:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ssmad.export.metadata import INPUT_NAME, OUTPUT_NAMES
-from ssmad.export.requirements import OPENVINO_HINT, require
+from ssmad.export.requirements import require
 
 
 class _Unnormalize:
@@ -51,14 +51,15 @@ class OnnxRuntimeEngine:
 
 
 class OpenVinoEngine:
-    """An OpenVINO model (IR or ONNX) compiled for the CPU in float32."""
+    """An OpenVINO model (IR or ONNX) compiled for the CPU by ``core`` (the Core that read it, which
+    holds the extensions its operators come from) in float32 (an INT8 model's quantised parts stay int8)."""
 
     name = "openvino"
 
-    def __init__(self, model, mean: tuple[float, ...], std: tuple[float, ...]):
-        ov = require("openvino", OPENVINO_HINT)
+    def __init__(self, model, mean: tuple[float, ...], std: tuple[float, ...], core):
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-        self.compiled = ov.Core().compile_model(model, "CPU", config)
+        self.core = core
+        self.compiled = core.compile_model(model, "CPU", config)
         self.unnormalize = _Unnormalize(mean, std)
 
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

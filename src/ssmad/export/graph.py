@@ -3,9 +3,10 @@
 The graph is the PyTorch model's own forward, traced: RGB images (B, 3, H, W) in [0, 1] at the
 run's input size (dynamic batch) -> the encoder's normalisation -> ``AnomalyModel.anomaly_map``
 -> ``anomaly_map`` (B, H, W), the raw blurred map, and ``score`` (B,). While tracing, SS2D's
-routed scan runs the PyTorch backend (``ssmad.ops.scan_torch``), whose blocks are exported as the node
-``ssmad::BlockScan``, then replaced by its ONNX function (``block_scan``), a ``Scan`` over blocks
-of steps; no loop over the sequence is unrolled. Calibration and the rest go into the metadata (``metadata``).
+routed scan runs the PyTorch backend (``ssmad.ops.scan_torch``), which exports it as one node
+``ssmad::RoutedScan`` defined by a model-local ONNX function of standard operators
+(``scan_function``: a ``Scan`` over blocks of steps; no loop over the sequence is unrolled).
+Calibration and the rest go into the metadata (``metadata``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -22,10 +24,10 @@ from torch import nn
 from ssmad.engine.atomic_write import atomic_write_bytes
 from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmad.engine.checkpoint import model_from_checkpoint
-from ssmad.export.block_scan import block_scan_function
 from ssmad.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, build_metadata
 from ssmad.export.requirements import OPENVINO_HINT, require
-from ssmad.ops.scan_torch import BLOCK, SCAN_DOMAIN
+from ssmad.export.scan_function import routed_scan_function
+from ssmad.ops.scan_torch import SCAN_DOMAIN
 
 FORMATS = ("onnx", "openvino")
 DEFAULT_OPSET = 17
@@ -70,8 +72,8 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, op
 
 def to_onnx(module: nn.Module, example: torch.Tensor, input_names: list[str], output_names: list[str], opset: int = DEFAULT_OPSET):
     """The checked ONNX ModelProto of ``module`` (eval mode) traced on ``example``, its first axis
-    dynamic in every input and output; each ``ssmad::BlockScan`` node is replaced by its function's
-    body (a ``Scan``), so the file holds standard ONNX operators only."""
+    dynamic in every input and output; the ``ssmad::RoutedScan`` nodes stay function calls, the
+    function's standard-operator body in the model's ``functions`` (see :func:`inlined`)."""
     onnx = require("onnx")
     if opset not in OPSETS:
         raise ValueError(f"opset {opset} is not supported: use {OPSETS.start}..{OPSETS.stop - 1}")
@@ -85,28 +87,77 @@ def to_onnx(module: nn.Module, example: torch.Tensor, input_names: list[str], ou
             custom_opsets={SCAN_DOMAIN: 1},
         )
     model = onnx.load_from_string(buffer.getvalue())
-    model.functions.append(block_scan_function(opset, BLOCK))
-    model = require("onnx.inliner").inline_local_functions(model)  # standard ops only: any ONNX runtime, OpenVINO included
+    model.functions.append(routed_scan_function(opset))
+    onnx.checker.check_model(model)
+    return model
+
+
+def inlined(model):
+    """``model`` (an ONNX ModelProto) with its ``ssmad::RoutedScan`` calls replaced by the function's
+    body: standard operators in the graph itself, for runtimes without model-local functions
+    (OpenVINO without ssmad's extension)."""
+    model = require("onnx.inliner").inline_local_functions(model)
     kept = [entry for entry in model.opset_import if entry.domain != SCAN_DOMAIN]
     del model.opset_import[:]
     model.opset_import.extend(kept)
-    onnx.checker.check_model(model)
     return model
 
 
 def export_openvino(onnx_path: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """OpenVINO IR (``.xml`` + ``.bin``, float32 weights) of an exported ONNX model, its metadata
-    copied into the IR's ``rt_info``; returns the ``.xml`` path."""
-    ov = require("openvino", OPENVINO_HINT)
+    copied into the IR's ``rt_info``; returns the ``.xml`` path.
+
+    With ssmad's OpenVINO extension (built here at first use, ``ssmad.export.openvino_ext``) the
+    scan is its fused operator and the compiled library is written beside the IR
+    (``libssmad_openvino.so``; metadata ``openvino_extension``), which OpenVINO needs to read it
+    (``core.add_extension(path)``); without it, a warning, and the standard-operator scan."""
     from ssmad.export.loading import read_onnx_metadata
 
     metadata = read_onnx_metadata(onnx_path)
-    out = Path(out) if out else Path(onnx_path).with_suffix(".xml")
-    model = ov.Core().read_model(str(onnx_path))
+    core, library = openvino_core()
+    model = read_for_openvino(core, library, onnx_path)
+    return save_openvino(model, metadata, library, Path(out) if out else Path(onnx_path).with_suffix(".xml"))
+
+
+def read_for_openvino(core, library: Path | None, onnx_path: str | os.PathLike):
+    """The OpenVINO model of an exported ONNX file: with the fused scan where ``core`` has the
+    extension (``library``), else from the file with its scan function inlined."""
+    return core.read_model(str(onnx_path)) if library else core.read_model(_inlined_bytes(onnx_path))
+
+
+def save_openvino(model, metadata: dict, library: Path | None, out: Path) -> Path:
+    """Write ``model`` as IR at ``out`` with ``metadata`` (plus ``openvino_extension``) in its
+    rt_info, and the extension's ``library`` beside it when the model uses it; returns ``out``."""
+    from ssmad.export.openvino_ext import LIBRARY_NAME
+
+    metadata = {**metadata, "openvino_extension": LIBRARY_NAME if library else None}
     model.set_rt_info(json.dumps(metadata), [METADATA_KEY])
     out.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, str(out), compress_to_fp16=False)
+    require("openvino", OPENVINO_HINT).save_model(model, str(out), compress_to_fp16=False)
+    if library:
+        shutil.copyfile(library, out.with_name(LIBRARY_NAME))
     return out
+
+
+def openvino_core():
+    """(an OpenVINO Core with ssmad's extension added, the library's path), or (a plain Core, None)
+    with a warning saying why the extension is unavailable and that the standard graph is used."""
+    ov = require("openvino", OPENVINO_HINT)
+    from ssmad.export.openvino_ext import OpenVinoExtensionError, extension_library
+
+    core = ov.Core()
+    try:
+        library = extension_library()
+    except OpenVinoExtensionError as error:
+        warnings.warn(f"{error}; OpenVINO runs the scan as standard operators (correct, several times slower)", stacklevel=3)
+        return core, None
+    core.add_extension(str(library))
+    return core, library
+
+
+def _inlined_bytes(onnx_path: str | os.PathLike) -> bytes:
+    """The ONNX model at ``onnx_path`` with its scan function inlined (:func:`inlined`), serialised."""
+    return inlined(require("onnx").load(str(onnx_path))).SerializeToString()
 
 
 def _run_dir(run: str | os.PathLike) -> Path:

@@ -39,17 +39,35 @@ def load_exported(path: str | os.PathLike, device: str = AUTO_DEVICE) -> Detecto
     """A Detector running an exported model: ``.onnx`` in onnxruntime, ``.xml`` in OpenVINO (CPU)."""
     path = _existing(path)
     if path.suffix.lower() == ".xml":
-        ov = require("openvino", OPENVINO_HINT)
-        try:
-            model = ov.Core().read_model(str(path))
-        except RuntimeError as error:
-            raise ExportedModelError(f"{path} is not a readable OpenVINO model: {error}") from error
+        core, model = read_openvino(path)
         metadata = read_openvino_metadata(model, str(path))
-        engine = OpenVinoEngine(model, metadata["mean"], metadata["std"])
+        engine = OpenVinoEngine(model, metadata["mean"], metadata["std"], core)
     else:
         metadata = read_onnx_metadata(path)
         engine = OnnxRuntimeEngine(path, metadata["mean"], metadata["std"], device)
     return detector_from_metadata(engine, metadata)
+
+
+def read_openvino(path: Path):
+    """(Core, Model) of the IR at ``path``, with ssmad's extension added from the library beside it
+    when there is one (an IR with the fused scan needs it)."""
+    from ssmad.export.openvino_ext import LIBRARY_NAME
+
+    core = require("openvino", OPENVINO_HINT).Core()
+    library = path.with_name(LIBRARY_NAME)
+    if library.is_file():
+        try:
+            core.add_extension(str(library))
+        except RuntimeError as error:
+            raise ExportedModelError(
+                f"{library} (ssmad's OpenVINO extension beside {path.name}) does not load here, e.g. built for another "
+                f"OpenVINO version: export the run again with 'ssmad export --format openvino' ({error})"
+            ) from error
+    try:
+        return core, core.read_model(str(path))
+    except RuntimeError as error:
+        hint = f" (an IR with ssmad's fused scan needs {LIBRARY_NAME} beside it, as 'ssmad export' wrote it)" if "RoutedScan" in str(error) else ""
+        raise ExportedModelError(f"{path} is not a readable OpenVINO model{hint}: {error}") from error
 
 
 def detector_from_metadata(engine, metadata: dict[str, Any]) -> Detector:

@@ -5,7 +5,9 @@ Fields (layout version 2): ``format`` (the layout's version), ``ssmad_version``,
 ``model_config``, ``class_names``, ``geometries`` (``{class: [H, W]}``, the input size of each
 class; a graph is traced at one of them), ``tile`` (``{"size", "overlap"}`` or None), ``mean``/``std`` (the encoder's
 normalisation, done inside the graph; kept to preprocess tensors the way a checkpoint's
-detector does), ``calibration`` (thresholds, normalisation constants, heatmap scales;
+detector does), ``openvino_extension`` (an OpenVINO IR holding the fused scan: the library's file name, kept beside
+the IR; else None or absent), ``int8`` (True on an NNCF-quantised IR),
+``calibration`` (thresholds, normalisation constants, heatmap scales;
 ``Calibration.to_dict``), ``inputs`` and ``outputs`` (the graph's tensor names).
 
 Versions, as for checkpoints (``ssmad.engine.checkpoint``): a change of the layout bumps

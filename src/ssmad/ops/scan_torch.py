@@ -18,8 +18,10 @@ The work is a small multiple of the sequential scan's. Chunks run one after the 
 the state; with grad enabled each chunk is checkpointed (recomputed in the backward), so autograd
 keeps one chunk's intermediates at a time.
 
-While ``torch.onnx.export`` traces a model, the scan becomes one node ``ssmad::BlockScan`` over
-blocks of ``BLOCK`` steps, whose ONNX function (``ssmad.export.block_scan``) loops over them.
+While ``torch.onnx.export`` traces a model, the whole routed scan becomes one node
+``ssmad::RoutedScan`` on the map in raster layout (``_RoutedScanNode``), whose ONNX function
+(``ssmad.export.scan_function``) computes it with standard operators and which ssmad's OpenVINO
+extension replaces with its fused operator (``ssmad.export.openvino_ext``).
 """
 
 from __future__ import annotations
@@ -33,11 +35,10 @@ from torch.utils.checkpoint import checkpoint
 
 from .routes import Routes
 
-BLOCK = 16  # steps per block of an exported graph
 # state entries (steps x G x R x batch x dim x N) of one chunk: on a GPU as many as launches
 # allow, 64 MiB in float32; on a CPU few enough for its intermediates to stay in cache, 4 MiB
 CHUNK_ELEMENTS = {"cpu": 1 << 20, "other": 1 << 24}
-SCAN_DOMAIN, SCAN_OP = "ssmad", "BlockScan"
+SCAN_DOMAIN, SCAN_OP = "ssmad", "RoutedScan"
 
 
 def routed_scan_torch(
@@ -61,22 +62,19 @@ def routed_scan_torch(
     ((batch, 1, dim, L) with ``sum_groups``) and the final states (batch, G, dim, R, N), in float32
     (float64 for float64 u).
     """
+    if torch.onnx.is_in_onnx_export():
+        return _exported_scan(u, dt, A, B, C, routes, D, delta_bias, softplus, sum_groups)
     batch, _, dim, length = u.shape
     groups, num_routes, _ = routes.shape
     compute = torch.promote_types(u.dtype, torch.float32)
     u, dt, A, B, C = (t.to(compute) for t in (u, dt, A, B, C))
     step = dt if delta_bias is None else dt + delta_bias.to(compute)[..., None]
     step = F.softplus(step) if softplus else step  # (b, G, dim, L)
-    exporting = torch.onnx.is_in_onnx_export()
-    if exporting:
-        block = BLOCK
-    else:
-        per_step = groups * num_routes * batch * dim * A.shape[-1]  # state entries of one step
-        budget = CHUNK_ELEMENTS["cpu" if u.device.type == "cpu" else "other"]
-        chunk_steps = min(max(budget // per_step, 1), length)
-        block = math.isqrt(chunk_steps - 1) + 1  # T = ceil(sqrt(steps of a chunk))
-    # padded steps have dt = 0, so the state passes them unchanged (no negative floor division:
-    # traced shape arithmetic truncates)
+    per_step = groups * num_routes * batch * dim * A.shape[-1]  # state entries of one step
+    budget = CHUNK_ELEMENTS["cpu" if u.device.type == "cpu" else "other"]
+    chunk_steps = min(max(budget // per_step, 1), length)
+    block = math.isqrt(chunk_steps - 1) + 1  # T = ceil(sqrt(steps of a chunk))
+    # padded steps have dt = 0, so the state passes them unchanged
     steps = (length + block - 1) // block * block
     index = routes.index.to(u.device)
     padded = F.pad(index, (0, steps - length))  # (G, R, Lp)
@@ -93,12 +91,7 @@ def routed_scan_torch(
     restart = restart.reshape(steps // block, block, groups, num_routes)
     A_r = A.view(groups, 1, 1, dim, -1)
     u_r, B_r, C_r = in_blocks(u, own), in_blocks(B, grouped), in_blocks(C, grouped)
-    if exporting:
-        keep = (~restart).to(compute)[..., None, None, None]
-        y_r = _BlockScan.apply(step_r, u_r, B_r, C_r, keep, A_r)
-        last = torch.zeros(groups, num_routes, batch, dim, A.shape[-1], dtype=compute, device=u.device)
-    else:
-        y_r, last = _scan_chunks(step_r, u_r, B_r, C_r, restart, A_r, -(-chunk_steps // block))
+    y_r, last = _scan_chunks(step_r, u_r, B_r, C_r, restart, A_r, -(-chunk_steps // block))
     inverse = torch.argsort(index, dim=2)  # (G, R, L): the step at which a route visits a position
     cells = torch.arange(groups * num_routes, device=u.device).view(groups, num_routes, 1)
     back = (inverse * groups * num_routes + cells).permute(2, 0, 1).reshape(-1)
@@ -158,17 +151,40 @@ def _chunk_scan(
     return torch.linalg.vecdot(states, C[..., None, :]), h
 
 
-class _BlockScan(torch.autograd.Function):
-    """The node ``ssmad::BlockScan`` of an exported graph: dt, u (NB, T, G, R, b, D); B, C
-    (NB, T, G, R, b, N); keep (NB, T, G, R, 1, 1, 1) 0 where the state restarts, else 1;
-    A (G, 1, 1, D, N) -> y (NB, T, G, R, b, D). Only traced: its values come from the ONNX function."""
+def _exported_scan(
+    u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, routes: Routes, D: Tensor | None,
+    delta_bias: Tensor | None, softplus: bool, sum_groups: bool,
+) -> tuple[Tensor, Tensor]:
+    """The routed scan as the traced node ``ssmad::RoutedScan`` (arguments and results as
+    :func:`routed_scan_torch`); only SS2D's form exports: u shared by the groups, softplus, the
+    groups summed. The final states are zeros (an exported graph does not return them)."""
+    batch, shared, dim, length = u.shape
+    groups, num_routes, _ = routes.shape
+    if shared != 1 or not softplus or not sum_groups:
+        raise NotImplementedError("an exported routed scan needs u shared by the groups, softplus and summed groups (SS2D's)")
+    zeros = u.new_zeros(groups, dim)
+    y = _RoutedScanNode.apply(
+        u[:, 0].transpose(1, 2), dt.transpose(2, 3), A, B.transpose(2, 3), C.transpose(2, 3),
+        zeros if D is None else D, zeros if delta_bias is None else delta_bias,
+        routes.index.to(u.device), (~routes.starts).to(u.device, torch.float32), routes.weight.to(u.device, torch.float32),
+    )
+    last = u.new_zeros(batch, groups, dim, num_routes, A.shape[-1])
+    return y.transpose(1, 2).unsqueeze(1), last
+
+
+class _RoutedScanNode(torch.autograd.Function):
+    """The node ``ssmad::RoutedScan`` of an exported graph, channels last: u (b, L, D);
+    delta (b, G, L, D); A (G, D, N); B, C (b, G, L, N); D, bias (G, D); route index (G, R, L)
+    int64; keep (G, R, L) 0 where the state restarts, else 1; weight (G, R) -> y (b, L, D), the
+    groups' and routes' weighted sum of the scans of dt = softplus(delta + bias), plus the skip
+    term. Only traced: its values come from the ONNX function or OpenVINO's fused operator."""
 
     @staticmethod
-    def forward(ctx, dt: Tensor, u: Tensor, B: Tensor, C: Tensor, keep: Tensor, A: Tensor) -> Tensor:
-        return torch.zeros_like(dt)
+    def forward(ctx, u, delta, A, B, C, D, bias, index, keep, weight) -> Tensor:
+        return torch.zeros_like(u)
 
     @staticmethod
-    def symbolic(g, dt, u, B, C, keep, A):
-        y = g.op(f"{SCAN_DOMAIN}::{SCAN_OP}", dt, u, B, C, keep, A)
-        y.setType(dt.type())  # y has dt's shape and type
+    def symbolic(g, u, delta, A, B, C, D, bias, index, keep, weight):
+        y = g.op(f"{SCAN_DOMAIN}::{SCAN_OP}", u, delta, A, B, C, D, bias, index, keep, weight)
+        y.setType(u.type())  # y has u's shape and type
         return y
