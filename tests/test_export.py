@@ -191,9 +191,9 @@ def test_ssmad_test_evaluates_an_exported_model_as_its_run(exported, tmp_path):
 def test_int8_export_quantises_and_recalibrates_on_the_quantised_model(exported, images, tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    from ssmad.engine.calibrate_run import calibration_dataset
-    from ssmad.engine.calibration import calibrate
-    from ssmad.engine.detector import model_from_checkpoint
+    from ssmad.engine.calibrate_on_normals import calibration_dataset
+    from ssmad.engine.checkpoint import model_from_checkpoint, stored_geometries
+    from ssmad.engine.thresholds import calibrate
     from ssmad.export import export_openvino
 
     data, run, onnx_path = exported
@@ -209,7 +209,8 @@ def test_int8_export_quantises_and_recalibrates_on_the_quantised_model(exported,
     assert relative(result.maps, expected.maps) <= 0.1  # 8-bit weights and activations: close, not equal
     # the thresholds are the quantised model's own on the run's calibration normals
     payload = load_checkpoint(run)
-    normals = calibration_dataset(model_from_checkpoint(payload), data, "mvtec", list(payload["class_names"]),
+    normals = calibration_dataset(model_from_checkpoint(payload), data, stored_geometries(payload), "mvtec",
+                                  list(payload["class_names"]),
                                   payload["train_config"]["val_fraction"], payload["train_config"]["seed"])
     batch = torch.stack([normals[i]["image"] for i in range(len(normals))])
     maps, scores = detector.engine(batch)
