@@ -9,6 +9,7 @@ from engine_tiny import make_tiny_data, tiny_config
 from PIL import Image
 
 import ssmad
+import ssmad.export
 from ssmad.cli import main
 from ssmad.data.geometry import Geometry
 from ssmad.engine.checkpoint import load_checkpoint
@@ -143,3 +144,48 @@ def test_a_tiled_run_trains_on_the_tiles_and_scores_in_tiles(tmp_path):
         assert name in ("wood", "nut")
     threshold = max(result.scores[[c == "wood" for c in result.calibration_classes]])
     assert detector.calibration.for_class("wood").threshold == pytest.approx(threshold, rel=1e-4)
+
+
+def test_a_run_of_two_geometries_exports_one_graph_each_and_loads_as_one_detector(mixed_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    data, run = mixed_run
+    first = ssmad.export.export_onnx(run, tmp_path / "model.onnx")
+    assert sorted(p.name for p in tmp_path.glob("*.onnx")) == ["model_64x32.onnx", "model_64x64.onnx"]
+    exported = ssmad.load(first, device="cpu")
+    torch_detector = ssmad.load(run, device="cpu")
+    images = [sorted((data / name / "test").rglob("*.png"))[-1] for name in ("nut", "wood")]
+    expected, result = torch_detector.predict(images), exported.predict(images)
+    for got, want in zip(result.maps, expected.maps):
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    np.testing.assert_allclose(result.scores, expected.scores, rtol=1e-4)
+    assert result.decisions.tolist() == expected.decisions.tolist()
+    assert ssmad.load(tmp_path / "model_64x64.onnx", device="cpu").geometries == torch_detector.geometries
+
+
+def test_the_service_scores_an_image_of_each_geometry_at_its_original_size(mixed_run):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from ssmad.serve import ServeSettings, create_app
+
+    data, run = mixed_run
+    detector = ssmad.load(run, device="cpu")
+    with TestClient(create_app(detector, ServeSettings(max_batch=2))) as client:
+        for _ in range(600):
+            if client.get("/healthz").status_code == 200:
+                break
+        assert client.get("/v1/model").json()["input_sizes"] == {"nut": "64x32", "wood": "64x64"}
+        for name, size in (("nut", (32, 64)), ("wood", (64, 64))):
+            path = sorted((data / name / "test").rglob("*.png"))[-1]
+            reply = client.post("/v1/predict", files={"image": (path.name, path.read_bytes(), "image/png")},
+                                data={"class": name})
+            assert reply.status_code == 200, reply.text
+            record = reply.json()["results"][0]
+            assert record["class"] == name and record["geometry"] == str(detector.geometries[name])
+            overlay = Image.open(io.BytesIO(base64.b64decode(record["overlay_png"])))
+            assert overlay.size[1] == size[1]  # drawn over the image at its own height

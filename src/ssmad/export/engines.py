@@ -65,3 +65,19 @@ class OpenVinoEngine:
     def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         result = self.compiled({INPUT_NAME: self.unnormalize(images)})
         return result[self.compiled.output(OUTPUT_NAMES[0])], result[self.compiled.output(OUTPUT_NAMES[1])]
+
+
+class GeometryEngine:
+    """The engines of a run's geometries, one graph each: a batch (B, 3, H, W) runs on the graph
+    of its (H, W)."""
+
+    def __init__(self, engines: dict[tuple[int, int], object]):
+        self.engines = engines
+        self.name = next(iter(engines.values())).name
+
+    def __call__(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        size = tuple(images.shape[-2:])
+        if size not in self.engines:
+            known = ", ".join(f"{h}x{w}" for h, w in self.engines)
+            raise ValueError(f"no exported graph for images of {size[0]}x{size[1]}: the export holds {known}")
+        return self.engines[size](images)

@@ -7,6 +7,12 @@ routed scan runs the PyTorch backend (``ssmad.ops.scan_torch``), which exports i
 ``ssmad::RoutedScan`` defined by a model-local ONNX function of standard operators
 (``scan_function``: a ``Scan`` over blocks of steps; no loop over the sequence is unrolled).
 Calibration and the rest go into the metadata (``metadata``).
+
+One graph per geometry: the scan's routes are constants of the map's height and width, so a graph
+has a fixed spatial size. A run whose classes have several geometries is written as one file per
+geometry (``model_HxW.onnx`` beside the name asked for), each carrying the same metadata, whose
+``graphs`` (``{"HxW": file name}``) tells ``ssmad.load`` which classes use which; loaded from any
+of them, the files are one detector.
 """
 
 from __future__ import annotations
@@ -48,26 +54,30 @@ class ExportGraph(nn.Module):
 
 
 def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET) -> Path:
-    """Write the ONNX model of a finished run (default ``RUN/model.onnx``); returns its path."""
+    """Write the ONNX model of a finished run (default ``RUN/model.onnx``; with several geometries
+    one ``model_HxW.onnx`` per geometry); returns the path of the first file."""
     payload = load_checkpoint(run)
     if payload["calibration"] is None:
         raise CheckpointError(f"{run} is an unfinished training run (no calibration yet): finish it with 'ssmad train --resume'")
     out = Path(out) if out else _run_dir(run) / "model.onnx"
-    geometries = {tuple(hw) for hw in payload["geometries"].values()}
-    if len(geometries) > 1:
-        raise ValueError(
-            f"{run} holds classes of {len(geometries)} geometries; 'ssmad export' writes one graph per run of one "
-            "geometry so far: train the classes of each geometry as a run of their own to export them"
-        )
+    geometries = sorted({tuple(hw) for hw in payload["geometries"].values()})
+    files = graph_files(out, [f"{height}x{width}" for height, width in geometries])
+    metadata = {**build_metadata(payload), "graphs": {key: path.name for key, path in files.items()}}
     graph = ExportGraph(model_from_checkpoint(payload))
-    ((height, width),) = geometries
-    model = to_onnx(graph, torch.rand(2, 3, height, width), [INPUT_NAME], list(OUTPUT_NAMES), opset)
-    metadata = build_metadata(payload)
-    require("onnx").helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
-    model.producer_name, model.producer_version = "ssmad", metadata["ssmad_version"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, model.SerializeToString())
-    return out
+    for (height, width), path in zip(geometries, files.values()):
+        model = to_onnx(graph, torch.rand(2, 3, height, width), [INPUT_NAME], list(OUTPUT_NAMES), opset)
+        require("onnx").helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
+        model.producer_name, model.producer_version = "ssmad", metadata["ssmad_version"]
+        atomic_write_bytes(path, model.SerializeToString())
+    return next(iter(files.values()))
+
+
+def graph_files(out: Path, geometries: list[str]) -> dict[str, Path]:
+    """``{"HxW": path}``: ``out`` itself for one geometry, else ``out``'s stem + ``_HxW`` per geometry."""
+    if len(geometries) == 1:
+        return {geometries[0]: out}
+    return {key: out.with_name(f"{out.stem}_{key}{out.suffix}") for key in geometries}
 
 
 def to_onnx(module: nn.Module, example: torch.Tensor, input_names: list[str], output_names: list[str], opset: int = DEFAULT_OPSET):
@@ -113,10 +123,15 @@ def export_openvino(onnx_path: str | os.PathLike, out: str | os.PathLike | None 
     (``core.add_extension(path)``); without it, a warning, and the standard-operator scan."""
     from ssmad.export.loading import read_onnx_metadata
 
+    onnx_path = Path(onnx_path)
     metadata = read_onnx_metadata(onnx_path)
     core, library = openvino_core()
-    model = read_for_openvino(core, library, onnx_path)
-    return save_openvino(model, metadata, library, Path(out) if out else Path(onnx_path).with_suffix(".xml"))
+    sources = {key: onnx_path.with_name(name) for key, name in metadata.get("graphs", {}).items()} or {"": onnx_path}
+    targets = graph_files(Path(out) if out else onnx_path.with_suffix(".xml"), list(sources))
+    metadata = {**metadata, "graphs": {key: path.name for key, path in targets.items() if key}}
+    for key, source in sources.items():
+        save_openvino(read_for_openvino(core, library, source), metadata, library, targets[key])
+    return next(iter(targets.values()))
 
 
 def read_for_openvino(core, library: Path | None, onnx_path: str | os.PathLike):

@@ -41,6 +41,11 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     from ssmad.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 
     payload = load_checkpoint(run)
+    if len({tuple(hw) for hw in payload["geometries"].values()}) > 1:
+        raise ValueError(
+            f"{run} holds classes of several geometries: --int8 quantises runs of one geometry so far; "
+            "export it in float32 (without --int8), or train each geometry's classes as a run of their own"
+        )
     trained = payload.get("train_config") or {}
     if data is None and trained.get("data") is None:
         raise ValueError(f"{run} does not record its data: pass the calibration images' data root (--calibration-data)")

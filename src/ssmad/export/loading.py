@@ -11,7 +11,7 @@ from ssmad.engine.detector import Detector
 from ssmad.engine.device import AUTO_DEVICE
 from ssmad.engine.thresholds import Calibration
 from ssmad.engine.tiling import TileSettings
-from ssmad.export.engines import OnnxRuntimeEngine, OpenVinoEngine
+from ssmad.export.engines import GeometryEngine, OnnxRuntimeEngine, OpenVinoEngine
 from ssmad.export.metadata import METADATA_KEY, ExportedModelError, parse_metadata
 from ssmad.export.requirements import OPENVINO_HINT, require
 
@@ -36,16 +36,29 @@ def read_openvino_metadata(model, source: str) -> dict[str, Any]:
 
 
 def load_exported(path: str | os.PathLike, device: str = AUTO_DEVICE) -> Detector:
-    """A Detector running an exported model: ``.onnx`` in onnxruntime, ``.xml`` in OpenVINO (CPU)."""
+    """A Detector running an exported model: ``.onnx`` in onnxruntime, ``.xml`` in OpenVINO (CPU);
+    a run of several geometries is one file per geometry (metadata ``graphs``), loaded together
+    from any of them."""
     path = _existing(path)
+    engine, metadata = _read(path, device)
+    graphs = metadata.get("graphs") or {}
+    if len(graphs) <= 1:
+        return detector_from_metadata(engine, metadata)
+    engines = {}
+    for key, name in graphs.items():
+        height, _, width = key.partition("x")
+        engines[(int(height), int(width))] = engine if name == path.name else _read(_existing(path.with_name(name)), device)[0]
+    return detector_from_metadata(GeometryEngine(engines), metadata)
+
+
+def _read(path: Path, device: str):
+    """(engine, metadata) of one exported file."""
     if path.suffix.lower() == ".xml":
         core, model = read_openvino(path)
         metadata = read_openvino_metadata(model, str(path))
-        engine = OpenVinoEngine(model, metadata["mean"], metadata["std"], core)
-    else:
-        metadata = read_onnx_metadata(path)
-        engine = OnnxRuntimeEngine(path, metadata["mean"], metadata["std"], device)
-    return detector_from_metadata(engine, metadata)
+        return OpenVinoEngine(model, metadata["mean"], metadata["std"], core), metadata
+    metadata = read_onnx_metadata(path)
+    return OnnxRuntimeEngine(path, metadata["mean"], metadata["std"], device), metadata
 
 
 def read_openvino(path: Path):
