@@ -40,9 +40,9 @@ def test_missing_mask_error_or_full(tmp_path):
     with pytest.raises(FileNotFoundError, match="1 anomalous test image.*001.png.*missing_mask='full'"):
         build_dataset("mvtec", root, "test")
     with pytest.warns(UserWarning, match="1 anomalous test image"):
-        dataset = build_dataset("mvtec", root, "test", image_size=32, missing_mask="full")
+        dataset = build_dataset("mvtec", root, "test", image_size=64, missing_mask="full")
     index = next(i for i, s in enumerate(dataset.samples) if s.path.name == "001.png" and s.class_name == "alpha")
-    assert dataset[index]["mask"].sum() == 32 * 32
+    assert dataset[index]["mask"].sum() == 64 * 64
 
 
 def test_corrupt_and_truncated_images_name_the_file(tmp_path, monkeypatch):
@@ -108,7 +108,7 @@ def test_mask_of_other_size_is_resized_with_warning(tmp_path):
         write_image(root / "train" / "good" / f"{i}.png", size=(20, 20))
     write_image(root / "test" / "cut" / "0.png", size=(20, 20))
     write_mask(root / "ground_truth" / "cut" / "0_mask.png", size=(10, 10), box=(0, 0, 5, 5))
-    dataset = build_dataset("mvtec", root, "test", image_size=32, mask_resolution="original")
+    dataset = build_dataset("mvtec", root, "test", image_size=64, mask_resolution="original")
     with pytest.warns(UserWarning, match="0_mask.png is 10x10 but its image is 20x20"):
         mask = dataset[0]["mask"][0]
     assert mask[:10, :10].all() and mask.sum() == 100

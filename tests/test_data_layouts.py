@@ -37,7 +37,7 @@ def mvtec_layout(root: Path, classes=("alpha", "beta"), normal="good", ext=".png
     return root
 
 
-def check_test_split(dataset, num_classes, image_size=32):
+def check_test_split(dataset, num_classes, image_size=64):
     assert len(dataset) == 3 * num_classes
     labels = dataset.labels
     assert sorted(set(labels)) == [0, 1]
@@ -56,18 +56,18 @@ def check_test_split(dataset, num_classes, image_size=32):
 @pytest.mark.parametrize("kind", ["mvtec", "mpdd", "auto"])
 def test_mvtec_style_layout(tmp_path, kind):
     root = mvtec_layout(tmp_path)
-    train = build_dataset(kind, root, "train", image_size=32)
-    val = build_dataset(kind, root, "val", image_size=32)
+    train = build_dataset(kind, root, "train", image_size=64)
+    val = build_dataset(kind, root, "val", image_size=64)
     assert train.class_names == ["alpha", "beta"]
     assert len(train) == 18 and len(val) == 2
     assert not {s.path for s in train.samples} & {s.path for s in val.samples}
-    check_test_split(build_dataset(kind, root, "test", image_size=32), 2)
+    check_test_split(build_dataset(kind, root, "test", image_size=64), 2)
 
 
 def test_btad_layout_bmp_images_png_masks(tmp_path):
     root = mvtec_layout(tmp_path, classes=("01", "02", "03"), normal="ok", ext=".bmp", mask_suffix="")
     assert detect_kind(root) == "btad"
-    dataset = build_dataset("btad", root, "test", image_size=32)
+    dataset = build_dataset("btad", root, "test", image_size=64)
     assert dataset.class_names == ["01", "02", "03"]
     check_test_split(dataset, 3)
 
@@ -81,8 +81,8 @@ def test_mvtec3d_rgb_layout(tmp_path):
             write_image(tmp_path / name / "test" / "hole" / "rgb" / f"{i:03d}.png", value=10)
             write_mask(tmp_path / name / "test" / "hole" / "gt" / f"{i:03d}.png")
     assert detect_kind(tmp_path) == "mvtec3d"
-    check_test_split(build_dataset("auto", tmp_path, "test", image_size=32), 2)
-    assert len(build_dataset("mvtec3d", tmp_path, "train", image_size=32, val_fraction=0.2)) == 8
+    check_test_split(build_dataset("auto", tmp_path, "test", image_size=64), 2)
+    assert len(build_dataset("mvtec3d", tmp_path, "train", image_size=64, val_fraction=0.2)) == 8
 
 
 def test_visa_split_csv_layout(tmp_path):
@@ -101,7 +101,7 @@ def test_visa_split_csv_layout(tmp_path):
     (tmp_path / "split_csv").mkdir()
     (tmp_path / "split_csv" / "1cls.csv").write_text("\n".join(rows) + "\n")
     assert detect_kind(tmp_path) == "visa"
-    check_test_split(build_dataset("visa", tmp_path, "test", image_size=32), 2)
+    check_test_split(build_dataset("visa", tmp_path, "test", image_size=64), 2)
     assert len(build_dataset("visa", tmp_path, "train", classes=["pcb1"], val_fraction=0.25)) == 3
 
 
@@ -110,8 +110,8 @@ def test_folder_of_normal_images_alone(tmp_path):
     for i in range(20):
         write_image(product / f"img_{i}.jpg", value=i)
     assert detect_kind(product) == "folder"
-    train = build_dataset("auto", product, "train", image_size=32)
-    val = build_dataset("folder", product, "val", image_size=32)
+    train = build_dataset("auto", product, "train", image_size=64)
+    val = build_dataset("folder", product, "val", image_size=64)
     assert train.class_names == ["my_widget"]
     assert len(train) == 18 and len(val) == 2
     assert train[0]["label"] == 0 and train[0]["mask"].sum() == 0
@@ -165,7 +165,7 @@ def test_validation_split_is_seeded_and_per_class(tmp_path):
 
 def test_normalisation_and_resizing(tmp_path):
     write_image(tmp_path / "p" / "train" / "good" / "0.png", size=(40, 30), value=255)
-    sample = build_dataset("mvtec", tmp_path / "p", "train", image_size=32, val_fraction=0.0)[0]
+    sample = build_dataset("mvtec", tmp_path / "p", "train", image_size=64, val_fraction=0.0)[0]
     expected = (1.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(sample["image"][:, 4, 4], expected, atol=1e-6)
 

@@ -40,10 +40,10 @@ def test_every_split_is_read_as_distributed(tree):
 
 
 def test_build_dataset_trains_on_train_and_tests_on_test_public(tree):
-    train = build_dataset("auto", tree, "train", image_size=32, val_fraction=0.0)
+    train = build_dataset("auto", tree, "train", image_size=64, val_fraction=0.0)
     assert train.class_names == ["can", "vial"] and len(train) == 12
     assert all("/train/good/" in str(s.path).replace("\\", "/") for s in train.samples)
-    test = build_dataset("mvtec2", tree, "test", image_size=32)
+    test = build_dataset("mvtec2", tree, "test", image_size=64)
     assert len(test) == 8 and sorted(set(test.labels)) == [0, 1]
     assert all("/test_public/" in str(s.path).replace("\\", "/") for s in test.samples)
 

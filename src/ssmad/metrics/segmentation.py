@@ -60,22 +60,6 @@ def paired_planes(masks: PixelArrays, maps: PixelArrays) -> tuple[list[np.ndarra
     return [mask if mask.dtype == np.bool_ else mask > 0.5 for mask in mask_planes], map_planes
 
 
-def split_image_pixels(masks: list[np.ndarray], maps: list[np.ndarray]) -> PixelScores:
-    """:func:`ssmad.metrics.regions.split_pixels` of N images of any sizes: each image split alone,
-    region indices renumbered across images, the normal pixels sorted once."""
-    parts = [split_pixels(mask[None], values[None]) for mask, values in zip(masks, maps)]
-    offsets = np.cumsum([0] + [part.region_sizes.size for part in parts[:-1]])
-    dtype = np.result_type(*maps) if maps else np.float32
-    negatives = np.concatenate([np.zeros(0, dtype)] + [part.negative_sorted for part in parts])
-    negatives.sort()
-    return PixelScores(
-        np.concatenate([np.zeros(0, dtype)] + [part.positive_scores for part in parts]),
-        np.concatenate([np.zeros(0, np.int64)] + [part.positive_regions + offset for part, offset in zip(parts, offsets)]),
-        np.concatenate([np.zeros(0, np.int64)] + [part.region_sizes for part in parts]),
-        negatives,
-    )
-
-
 def seg_f1(masks: PixelArrays, maps: PixelArrays, threshold: float) -> float:
     """SegF1: F1 of ``map >= threshold`` against ``masks`` over all pixels of all images.
 
@@ -110,7 +94,7 @@ def aupro(masks: PixelArrays, maps: PixelArrays, max_fpr: float = 0.3) -> float:
 
     NaN with an ``UndefinedMetricWarning`` without anomalous or without normal pixels.
     """
-    return _aupro_of_split(split_image_pixels(*paired_planes(masks, maps)), max_fpr)
+    return _aupro_of_split(split_pixels(*paired_planes(masks, maps)), max_fpr)
 
 
 def aupro_key(max_fpr: float) -> str:
@@ -128,6 +112,6 @@ def segmentation_metrics(
     as fractions in [0, 1]; the pixels are split once for every limit."""
     mask_planes, map_planes = paired_planes(masks, maps)
     result = {"seg_f1": seg_f1(mask_planes, map_planes, pixel_threshold)}
-    pixels = split_image_pixels(mask_planes, map_planes)
+    pixels = split_pixels(mask_planes, map_planes)
     result.update({aupro_key(limit): _aupro_of_split(pixels, limit) for limit in fpr_limits})
     return result
