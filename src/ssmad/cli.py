@@ -360,8 +360,12 @@ def _run_export(args: argparse.Namespace) -> int:
         written = [onnx_path, export_openvino(onnx_path, out)]
     else:
         written = [export_onnx(args.run, out, args.opset)]
+    from ssmad.export.loading import read_onnx_metadata
+
     sizes = ", ".join(f"{path} ({path.stat().st_size / 2**20:.1f} MiB)" for path in written)
-    print(f"exported in {time.perf_counter() - started:.0f} s: {sizes}")
+    graphs = read_onnx_metadata(written[0]).get("graphs") or {}
+    more = f"; one graph per geometry ({', '.join(graphs)}), each format's files named *_HxW" if len(graphs) > 1 else ""
+    print(f"exported in {time.perf_counter() - started:.0f} s: {sizes}{more}")
     return 0
 
 
