@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from pro_reference import brute_force_area
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from ssmad.metrics import UndefinedMetricWarning, evaluate, evaluate_per_class, ranking_curves, ranking_metrics
@@ -128,17 +129,7 @@ def brute_force_aupro(masks, maps, max_fpr=0.3):
         covered = [(above[i] & region).sum() / region.sum()
                    for i in range(len(masks)) for region in regions[i]]
         pros.append(np.mean(covered))
-    fprs, pros = np.array(fprs), np.array(pros)
-    area = 0.0
-    for k in range(1, len(fprs)):
-        x0, x1, y0, y1 = fprs[k - 1], fprs[k], pros[k - 1], pros[k]
-        if x0 >= max_fpr:
-            break
-        if x1 > max_fpr:
-            y1 = y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0)
-            x1 = max_fpr
-        area += (x1 - x0) * (y0 + y1) / 2
-    return area / max_fpr
+    return brute_force_area(np.array(fprs), np.array(pros), max_fpr)
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -286,12 +277,6 @@ def test_images_of_their_own_sizes_score_like_their_flattened_pixels():
     for t in np.sort(np.unique(flat_maps))[::-1]:
         fpr.append(float((normals >= t).mean()))
         pro.append(float(np.mean([(r >= t).mean() for r in regions])))
-    fpr, pro = np.array(fpr), np.array(pro)
-    keep = fpr <= 0.3
-    x, y = list(fpr[keep]), list(pro[keep])
-    nxt = np.argmax(fpr > 0.3)
-    y.append(y[-1] + (pro[nxt] - y[-1]) * (0.3 - x[-1]) / (fpr[nxt] - x[-1]))
-    x.append(0.3)
-    assert ragged["aupro"] == pytest.approx(np.trapezoid(y, x) / 0.3, abs=1e-9)
+    assert ragged["aupro"] == pytest.approx(brute_force_area(fpr, pro, 0.3), abs=1e-9)
     with pytest.raises(ValueError, match="image 2 differs"):
         evaluate(labels, scores, masks, [maps[0], maps[1], maps[2][:5], maps[3]])

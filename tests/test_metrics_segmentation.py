@@ -4,6 +4,7 @@ for lists of maps of their own sizes."""
 
 import numpy as np
 import pytest
+from pro_reference import brute_force_area
 from scipy import ndimage
 from sklearn.metrics import f1_score
 
@@ -47,20 +48,6 @@ def brute_force_pro_curve(masks, maps):
             covered.extend((above[image] & region).sum() / region.sum() for m, region in regions if m is mask)
         pros.append(np.mean(covered))
     return np.array(fprs), np.array(pros)
-
-
-def brute_force_area(fprs, pros, max_fpr):
-    """Trapezoids up to max_fpr, the last one cut there by linear interpolation, / max_fpr."""
-    area = 0.0
-    for k in range(1, len(fprs)):
-        x0, x1, y0, y1 = fprs[k - 1], fprs[k], pros[k - 1], pros[k]
-        if x0 >= max_fpr:
-            break
-        if x1 > max_fpr:
-            y1 = y0 + (y1 - y0) * (max_fpr - x0) / (x1 - x0)
-            x1 = max_fpr
-        area += (x1 - x0) * (y0 + y1) / 2
-    return area / max_fpr
 
 
 @pytest.mark.parametrize("ties", [False, True])
