@@ -144,7 +144,8 @@ class Trainer:
             seed=config.seed,
         )
         self.train_set = build_dataset(config.dataset, config.data, "train", **data_args)
-        self.val_set = build_dataset(config.dataset, config.data, "val", **data_args)
+        # the geometries the training set measured (long:N reads every normal's size once, not twice)
+        self.val_set = build_dataset(config.dataset, config.data, "val", **{**data_args, "image_size": self.train_set.geometries})
         self.class_names = list(self.train_set.class_names)
         check_out_folder(self.run_dir)
         self.log = make_logger(self.run_dir, self.context.is_main)
