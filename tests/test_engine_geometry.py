@@ -146,6 +146,32 @@ def test_a_tiled_run_trains_on_the_tiles_and_scores_in_tiles(tmp_path):
     assert detector.calibration.for_class("wood").threshold == pytest.approx(threshold, rel=1e-4)
 
 
+def test_random_tile_crops_are_cut_anywhere_drawn_per_epoch_and_train_uncached(tmp_path):
+    """--tile-crops random: each item is a 64 x 64 crop of its image at a position drawn from the
+    seed, the epoch and the item (inside the image, the same on a second draw, another next epoch);
+    the run trains with the encoder on every step and stores the same tile settings."""
+    data = make_tiny_data(tmp_path / "data")
+    for name in ("wood", "nut"):
+        stretch_class(data, name, (96, 128))
+    config = tiny_config(data, tmp_path / "run", image_size="96x128", tile=64, tile_crops="random", epochs=2)
+    trainer = Trainer(config)
+    items = trainer.train_items
+    positions = [items.crop_position(i) for i in range(len(items))]
+    assert len(set(positions)) > len(positions) // 2  # not the grid's few positions
+    for index, (top, left) in enumerate(positions[:8]):
+        assert 0 <= top <= 96 - 64 and 0 <= left <= 128 - 64
+        whole = trainer.train_set[items.tiles[index].index]["image"]
+        assert items[index]["image"].equal(whole[:, top:top + 64, left:left + 64])
+    assert positions == [items.crop_position(i) for i in range(len(items))]
+    items.set_epoch(1)
+    assert positions != [items.crop_position(i) for i in range(len(items))]
+    result = trainer.fit()
+    assert result.finished
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "random crops (encoder every step, not cached)" in log and "train not cached" in log
+    assert load_checkpoint(tmp_path / "run")["tile"] == {"size": 64, "overlap": 0}
+
+
 def test_a_run_of_two_geometries_exports_one_graph_each_and_loads_as_one_detector(mixed_run, tmp_path):
     pytest.importorskip("onnxruntime")
     data, run = mixed_run

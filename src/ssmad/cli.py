@@ -26,6 +26,7 @@ from ssmad.engine.feature_cache import CACHE_CHOICES
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
+from ssmad.engine.tile_dataset import TILE_CROPS
 from ssmad.engine.train_config import TrainConfig
 from ssmad.models.presets import DEFAULT_PRESET, PRESETS, get_preset
 from ssmad.modules.encoder import ENCODER_NAMES
@@ -104,6 +105,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=_positive_int, help="score (and train on) images larger than this many pixels in "
                         "overlapping T x T tiles of the image at --image-size (default: whole images)")
     parser.add_argument("--tile-overlap", type=int, default=d["tile_overlap"], help=f"pixels neighbouring tiles share at least (default {d['tile_overlap']})")
+    parser.add_argument("--tile-crops", choices=TILE_CROPS, default=d["tile_crops"],
+                        help="train on every tile of the scoring grid (features cached) or on as many random crops "
+                        f"per image and epoch (the encoder runs every step) (default {d['tile_crops']})")
     parser.add_argument("--encoder", choices=ENCODER_NAMES, help="encoder architecture (default: the preset's)")
     parser.add_argument("--weights", help="encoder weights: a .pth file, a folder holding torchvision's file, 'imagenet' or 'random'")
     parser.add_argument("--epochs", type=_positive_int, help=f"epochs (default: the preset's, {recipe.epochs})")
@@ -253,7 +257,7 @@ def _run_train(args: argparse.Namespace) -> int:
         config = TrainConfig(
             data=args.data[0] if len(args.data) == 1 else args.data, out=args.out, preset=args.preset,
             dataset=args.dataset, classes=args.classes, image_size=args.image_size, tile=args.tile,
-            tile_overlap=args.tile_overlap, encoder=args.encoder, weights=args.weights, epochs=args.epochs,
+            tile_overlap=args.tile_overlap, tile_crops=args.tile_crops, encoder=args.encoder, weights=args.weights, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
             amp=args.amp, device=args.device, seed=args.seed, deterministic=args.deterministic, cache=args.cache,
             cache_dir=args.cache_dir,

@@ -4,19 +4,27 @@ With ``--tile T``, an image brought to its class's geometry is cut into the same
 tiles that scoring uses (``ssmad.engine.tiling.TileGrid``), and every tile is a training item of
 its own: the decoder learns exactly the inputs it will see at inference, and each tile's
 encoder features are cached like a whole image's. Every tile of every image is used every
-epoch (rather than random crops, whose features could not be cached: a random crop is a new
-encoder input each time, so every step would pay for the encoder as well).
+epoch.
+
+``--tile-crops random`` draws, instead, as many T x T crops per image and epoch as its grid has
+tiles, each at a uniformly random position (drawn from the seed, the epoch and the item, so a
+run and its resume draw the same). A random crop is a new encoder input each time, so its
+features cannot be cached: every step pays for the encoder too. Which of the two trains the
+better model is measured in docs/benchmarks.md ("Tiles: every grid tile or random crops").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from ssmad.data.dataset import AnomalyDataset
 from ssmad.data.geometry import Geometry
 from ssmad.engine.tiling import TileGrid, TileSettings
+
+TILE_CROPS = ("grid", "random")  # --tile-crops: every tile of the scoring grid, or random crops
 
 
 @dataclass(frozen=True)
@@ -29,11 +37,20 @@ class _Tile:
 
 class TileDataset(Dataset):
     """The tiles of ``dataset``'s images; ``tiles[i]`` is a dict like ``dataset[j]``'s, with the image
-    (3, th, tw) and mask (1, th, tw) cut to tile ``i``. ``samples[i]`` is the tile's image's sample."""
+    (3, th, tw) and mask (1, th, tw) cut to tile ``i``. ``samples[i]`` is the tile's image's sample.
 
-    def __init__(self, dataset: AnomalyDataset, tile: TileSettings):
+    With ``crops="random"`` item ``i`` is cut at a random position of its image instead of tile
+    ``i``'s (the same size): the position depends on ``seed``, the epoch (:meth:`set_epoch`) and ``i``.
+    """
+
+    def __init__(self, dataset: AnomalyDataset, tile: TileSettings, crops: str = "grid", seed: int = 0):
+        if crops not in TILE_CROPS:
+            raise ValueError(f"unknown tile crops '{crops}': use one of {', '.join(TILE_CROPS)}")
         self.dataset = dataset
         self.tile = tile
+        self.crops = crops
+        self.seed = seed
+        self.epoch = 0
         self.class_names = dataset.class_names
         self.geometries = dataset.geometries
         self.tiles = []
@@ -68,9 +85,25 @@ class TileDataset(Dataset):
         part.samples = [self.samples[i] for i in indices]
         return part
 
+    def set_epoch(self, epoch: int) -> None:
+        """Random crops of ``epoch`` from now on (grid tiles do not change)."""
+        self.epoch = epoch
+
+    def crop_position(self, index: int) -> tuple[int, int]:
+        """(top, left) of item ``index`` in its image at the current epoch."""
+        tile = self.tiles[index]
+        if self.crops == "grid":
+            return tile.top, tile.left
+        image = self.dataset.geometry(tile.index)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        top = int(rng.integers(0, image.height - tile.geometry.height + 1))
+        left = int(rng.integers(0, image.width - tile.geometry.width + 1))
+        return top, left
+
     def __getitem__(self, index: int) -> dict:
         tile = self.tiles[index]
         item = self.dataset[tile.index]
-        rows = slice(tile.top, tile.top + tile.geometry.height)
-        cols = slice(tile.left, tile.left + tile.geometry.width)
+        top, left = self.crop_position(index)
+        rows = slice(top, top + tile.geometry.height)
+        cols = slice(left, left + tile.geometry.width)
         return {**item, "image": item["image"][:, rows, cols], "mask": item["mask"][:, rows, cols]}

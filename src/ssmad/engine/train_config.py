@@ -27,6 +27,7 @@ class TrainConfig:
     image_size: str = DEFAULT_SIZE_RULE  # --image-size: N, HxW or long:N (ssmad.data.geometry)
     tile: int | None = None  # --tile: images larger than this are scored and trained on in tiles
     tile_overlap: int = 0
+    tile_crops: str = "grid"  # --tile-crops: train on every grid tile (cached) or random crops (ssmad.engine.tile_dataset)
     encoder: str | None = None
     weights: str | None = None
     epochs: int | None = None

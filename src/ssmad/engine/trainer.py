@@ -151,7 +151,10 @@ class Trainer:
         self.log = make_logger(self.run_dir, self.context.is_main)
         self.data_files = self._usable_files()
         self.tile = None if config.tile is None else TileSettings(config.tile, config.tile_overlap)
-        self.train_items = self.train_set if self.tile is None else TileDataset(self.train_set, self.tile)
+        self.train_items = (
+            self.train_set if self.tile is None else TileDataset(self.train_set, self.tile, config.tile_crops, config.seed)
+        )
+        self.random_crops = self.tile is not None and config.tile_crops == "random"
         check_data(
             [s.class_name for s in self.train_set.samples], [s.class_name for s in self.val_set.samples],
             self._group_sizes(), self.batch_size, config.data,
@@ -306,10 +309,15 @@ class Trainer:
             "epochs %d, batch %d (micro-batch %d), AdamW lr %g wd %g, cache %s",
             self.epochs, self.batch_size, self.micro_batch, self.lr, self.weight_decay, cfg.cache,
         )
+        if self.tile is not None:
+            self.log.info(
+                "tiles %d (overlap %d): %d training items per epoch, %s", self.tile.size, self.tile.overlap,
+                len(self.train_items), "random crops (encoder every step, not cached)" if self.random_crops else "every grid tile",
+            )
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):  # a reused cache and a computed one leave the same RNG state
-            train_source = self._source(self.train_items, self.cache_dir / "train")
-            val_source = self._source(self.val_set, self.cache_dir / "val")
+            train_source = self._source(self.train_items, self.cache_dir / "train", "none" if self.random_crops else cfg.cache)
+            val_source = self._source(self.val_set, self.cache_dir / "val", cfg.cache)
         cache_seconds = time.perf_counter() - start
         self.log.info(
             "encoder features of %d images cached (%s) in %.1f s: train %s, val %s", len(train_source) + len(val_source),
@@ -357,9 +365,9 @@ class Trainer:
             "ssmad train --resume --out %s", type(error).__name__, error, self.checkpoint_file, self.global_step, self.run_dir,
         )
 
-    def _source(self, dataset, directory: Path) -> FeatureSource:
+    def _source(self, dataset, directory: Path, storage: str) -> FeatureSource:
         return build_feature_source(
-            self.model, dataset, self.device, storage=self.config.cache, directory=directory,
+            self.model, dataset, self.device, storage=storage, directory=directory,
             batch_size=self.batch_size, num_workers=self.config.num_workers, show_progress=self.context.is_main,
         )
 
@@ -377,6 +385,8 @@ class Trainer:
         total_steps = steps_per_epoch * self.epochs
         while self.epoch < self.epochs:
             self.model.train()
+            if self.random_crops:
+                self.train_items.set_epoch(self.epoch)
             batches = self._epoch_batches(self.epoch)
             bar = tqdm(
                 total=steps_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{self.epochs}",
