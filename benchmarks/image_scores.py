@@ -1,6 +1,6 @@
 """Image scores other than the map's maximum, and the defective images a run misses.
 
-Scores a trained run's test split once (maps at the masks' resolution, as ``ssmad test``) and, per
+Scores a trained run's test split once (maps at the original resolution, as ``ssmad test``) and, per
 class, ranks the images by:
 
 - ``max``: the maximum of the blurred map (ssmad's image score, the papers');
@@ -92,7 +92,7 @@ def main() -> None:
     trained = load_checkpoint(args.run)["train_config"]
     dataset = build_dataset(
         trained["dataset"], args.data or trained["data"], "test", classes=detector.class_names,
-        image_size=detector.geometries, mean=detector.mean, std=detector.std,
+        image_size=detector.geometries, mean=detector.mean, std=detector.std, mask_resolution="original",
     )
     outputs = predict_test_set(detector, dataset)
     out_dir = Path(args.out or Path(args.run) / "image_scores")
