@@ -114,3 +114,13 @@ def test_a_dataset_image_smaller_than_the_box_is_refused_before_anything_runs(da
         build_dataset("mvtec", data, "train", classes="nut", rois=["0,0,80,64"], image_size=64)
     with pytest.raises(ValueError, match=r"nut/test/\w+/\d+\.png is 64x64 \(W x H\) but its region of interest 0,0,64,65"):
         build_dataset("mvtec", data, "test", rois=["nut=0,0,64,65"], image_size=64)
+
+
+def test_stored_boxes_round_trip_and_a_payload_without_them_has_none():
+    from ssmad.data.roi import rois_from_lists, rois_to_lists
+    from ssmad.engine.checkpoint import stored_rois
+
+    rois = {"nut": Roi(16, 0, 48, 64), "wood": Roi(0, 1, 2, 3)}
+    assert rois_to_lists(rois) == {"nut": [16, 0, 48, 64], "wood": [0, 1, 2, 3]}
+    assert rois_from_lists(rois_to_lists(rois)) == rois
+    assert stored_rois({"geometries": {"nut": [64, 64]}}) == {} == stored_rois({"rois": {}})  # runs before --roi

@@ -4,7 +4,8 @@ Errors versus warnings (what a user would want):
 - errors (nothing sensible to go on with): missing root or class folders, an unknown class
   name (the message lists the available ones), a class without training images, a test
   split with no test images, an anomalous test image without mask when
-  `missing_mask="error"`, a corrupt or truncated file (raised when the sample is loaded,
+  `missing_mask="error"`, an image that does not hold its class's region of interest (naming the
+  file, its size and the box), a corrupt or truncated file (raised when the sample is loaded,
   naming the file);
 - warnings (the data are usable, the user should know): anomalous images without mask when
   `missing_mask="full"` (one warning with the count; the whole image counts as anomalous),

@@ -128,12 +128,14 @@ def class_rois(specs: RoiSpecs, class_names: list[str]) -> dict[str, Roi]:
                 f"--roi {text}: the data has no class {name!r}; its classes are {', '.join(class_names)}"
             )
         if (every if name is None else named.get(name)) is not None:
-            raise ValueError(f"--roi {text}: {'every class' if name is None else f'class {name!r}'} already has a region of interest; give one each")
+            whose = "every class" if name is None else f"class {name!r}"
+            raise ValueError(f"--roi {text}: {whose} already has a region of interest; give one box each")
         if name is None:
             every = roi
         else:
             named[name] = roi
-    return {name: named.get(name, every) for name in class_names if named.get(name, every) is not None}
+    boxes = {name: named.get(name, every) for name in class_names}
+    return {name: roi for name, roi in boxes.items() if roi is not None}
 
 
 def rois_to_lists(rois: Mapping[str, Roi]) -> dict[str, list[int]]:

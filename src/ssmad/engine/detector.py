@@ -158,8 +158,9 @@ class Detector:
         """Score images: a path, a PIL image, a list of them, or a normalised tensor (3,H,W)/(B,3,H,W).
 
         Files and PIL images are prepared alike (`ssmad.data.to_rgb`: EXIF orientation, 16-bit,
-        palette, CMYK...). Tensors must already be preprocessed like training images (resized to a
-        stored geometry, normalised with ``mean``/``std``); their maps stay at that size. Unreadable
+        palette, CMYK...). Tensors must already be preprocessed like training images (cropped to the
+        class's region of interest if it has one, resized to a stored geometry, normalised with
+        ``mean``/``std``); their maps stay at that size. Unreadable
         files are skipped and listed in ``skipped``.
         """
         from ssmad.data import ImageReadError, read_image, to_rgb
