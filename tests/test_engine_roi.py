@@ -143,3 +143,30 @@ def test_the_service_applies_the_box_and_refuses_an_image_without_it(roi_run):
         refused = client.post("/v1/predict", files={"image": ("cam.png", small.getvalue(), "image/png")}, data={"class": "nut"})
         assert refused.status_code == 400
         assert "'cam.png' (image 1 of the request) is 40x64 (W x H) but its region of interest 16,0,48,64" in refused.json()["detail"]
+
+
+def test_a_resumed_run_crops_with_its_stored_boxes(tmp_path):
+    from ssmad.engine.trainer import resume_config
+
+    data = make_tiny_data(tmp_path / "data")
+    config = tiny_config(data, tmp_path / "run", roi=[f"nut={NUT_ROI}"], epochs=2, batch_size=2, max_steps=1)
+    assert not Trainer(config).fit().finished
+    resumed = Trainer(resume_config(tmp_path / "run", device="cpu", max_steps=None), resume=True)
+    assert resumed.train_set.rois == resumed.val_set.rois == {"nut": NUT_ROI}
+
+
+def test_the_command_line_refuses_a_box_for_a_class_the_data_lacks(tmp_path, capsys):
+    from engine_tiny import tiny_cli_args
+
+    data = make_tiny_data(tmp_path / "data")
+    assert main([*tiny_cli_args(data, tmp_path / "run"), "--roi", "bolt=0,0,8,8"]) == 2
+    assert "--roi bolt=0,0,8,8: the data has no class 'bolt'; its classes are nut, wood" in capsys.readouterr().err
+
+
+def test_predict_writes_overlays_of_the_whole_image(roi_run, tmp_path):
+    data, run, _ = roi_run
+    assert main(["predict", str(run), str(nut_test_image(data)), "--class", "nut", "--out", str(tmp_path)]) == 0
+    row = json.loads((tmp_path / "predictions.jsonl").read_text().splitlines()[0])
+    assert row["geometry"] == "64x32" and row["warnings"] == []
+    overlay = Image.open(tmp_path / "overlays" / row["overlay"])
+    assert overlay.height == 64 and overlay.width % 64 == 0  # panels of the whole 64 x 64 image
