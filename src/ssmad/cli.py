@@ -20,6 +20,7 @@ import ssmad
 from ssmad.data.dataset import DEFAULT_VAL_FRACTION, MASK_RESOLUTIONS
 from ssmad.data.geometry import parse_size_rule
 from ssmad.data.layouts import AUTO_KIND, DATASET_CHOICES
+from ssmad.data.roi import ROI_FORM, parse_roi_option
 from ssmad.engine.amp import AMP_CHOICES
 from ssmad.engine.device import AUTO_DEVICE, DEVICE_CHOICES
 from ssmad.engine.feature_cache import CACHE_CHOICES
@@ -82,6 +83,15 @@ def _size_rule(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _roi_option(text: str) -> str:
+    """``--roi``: ``[CLASS=]LEFT,TOP,RIGHT,BOTTOM`` (``ssmad.data.roi``), checked and written canonically."""
+    try:
+        name, roi = parse_roi_option(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return f"{name}={roi}" if name else str(roi)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -102,6 +112,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=_size_rule, default=d["image_size"],
                         help="model input: N (square), HxW (height first, e.g. 1248x512) or long:N (each class keeps "
                         f"its median aspect ratio, long side N); multiples of 32 (default {d['image_size']})")
+    parser.add_argument("--roi", action="append", type=_roi_option, default=[], metavar="[CLASS=]L,T,R,B",
+                        help=f"crop each image of CLASS (without CLASS=: of every class) to this box before scaling: "
+                        f"{ROI_FORM}; repeatable (default: whole images)")
     parser.add_argument("--tile", type=_positive_int, help="score (and train on) images larger than this many pixels in "
                         "overlapping T x T tiles of the image at --image-size (default: whole images)")
     parser.add_argument("--tile-overlap", type=int, default=d["tile_overlap"], help=f"pixels neighbouring tiles share at least (default {d['tile_overlap']})")
@@ -256,7 +269,7 @@ def _run_train(args: argparse.Namespace) -> int:
             raise ValueError("ssmad train needs --data DATASET_ROOT (or --resume to continue the run in --out)")
         config = TrainConfig(
             data=args.data[0] if len(args.data) == 1 else args.data, out=args.out, preset=args.preset,
-            dataset=args.dataset, classes=args.classes, image_size=args.image_size, tile=args.tile,
+            dataset=args.dataset, classes=args.classes, image_size=args.image_size, roi=args.roi, tile=args.tile,
             tile_overlap=args.tile_overlap, tile_crops=args.tile_crops, encoder=args.encoder, weights=args.weights, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
             amp=args.amp, device=args.device, seed=args.seed, deterministic=args.deterministic, cache=args.cache,
@@ -307,7 +320,7 @@ def _run_test(args: argparse.Namespace) -> int:
     dataset = build_dataset(
         args.dataset or trained["dataset"], args.data or trained["data"], "test",
         classes=args.classes or detector.class_names, image_size=detector.geometries,
-        mean=detector.mean, std=detector.std, mask_resolution=args.mask_resolution,
+        mean=detector.mean, std=detector.std, mask_resolution=args.mask_resolution, rois=detector.rois,
     )
     dataset.samples, skipped = screen_samples(dataset.samples)
     for path, reason in skipped:

@@ -4,7 +4,8 @@ Errors versus warnings (what a user would want):
 - errors (nothing sensible to go on with): missing root or class folders, an unknown class
   name (the message lists the available ones), a class without training images, a test
   split with no test images, an anomalous test image without mask when
-  `missing_mask="error"`, a corrupt or truncated file (raised when the sample is loaded,
+  `missing_mask="error"`, an image that does not hold its class's region of interest (naming the
+  file, its size and the box), a corrupt or truncated file (raised when the sample is loaded,
   naming the file);
 - warnings (the data are usable, the user should know): anomalous images without mask when
   `missing_mask="full"` (one warning with the count; the whole image counts as anomalous),
@@ -16,6 +17,11 @@ all (``image_size=256`` or ``(1248, 512)``), a rule (``"long:640"``: each class 
 aspect ratio of its normal images), or a stored ``{class: Geometry}`` (a trained run's).
 Masks come at the model's geometry (``mask_resolution="model"``, the papers' protocol) or at
 their image's own size (``"original"``).
+
+Region of interest (``ssmad.data.roi``, ``rois=``): the images of a class with a ROI are cropped to
+it before they are scaled to the class's geometry (``long:N`` takes the ROI's aspect ratio); a
+model-resolution mask is cropped the same way, an original-resolution mask stays whole (the map is
+placed into the full image, 0 outside the ROI).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from torch.utils.data import Dataset
 from ssmad.data.geometry import Geometry, SizeRule, median_aspect, parse_size_rule
 from ssmad.data.image_io import ImageReadError, image_size_wh, read_image, read_mask
 from ssmad.data.layouts import AUTO_KIND, DATASET_KINDS, Sample, detect_kind, read_class, resolve_classes
+from ssmad.data.roi import Roi, RoiSpecs, class_rois
 from ssmad.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -52,8 +59,9 @@ class AnomalyDataset(Dataset):
     """Samples of one or more classes, each class at its own geometry; `dataset[i]` is a dict:
 
     - "image": float32 (3, H, W) at the class's geometry, normalised;
-    - "mask": float32 (1, H, W) in {0, 1} (zeros for normal images), at the class's geometry, or
-      (1, h, w) at the image's own size when ``mask_resolution="original"``;
+    - "mask": float32 (1, H, W) in {0, 1} (zeros for normal images), at the class's geometry (of the
+      ROI's crop, when the class has one), or (1, h, w) at the image's own size when
+      ``mask_resolution="original"``;
     - "label": int, 0 normal, 1 anomalous; "class_name": str; "path": str;
     - "width", "height": the image's own size in pixels.
 
@@ -68,6 +76,7 @@ class AnomalyDataset(Dataset):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         mask_resolution: str = "model",
+        rois: Mapping[str, Roi] | None = None,
     ) -> None:
         if mask_resolution not in MASK_RESOLUTIONS:
             raise ValueError(f"mask_resolution must be one of {MASK_RESOLUTIONS}, got {mask_resolution!r}")
@@ -75,6 +84,7 @@ class AnomalyDataset(Dataset):
         self.class_names = class_names
         self.geometries = dict(geometries)
         self.mask_resolution = mask_resolution
+        self.rois = dict(rois or {})  # {class: Roi} of the classes whose images are cropped
         self.transforms = {name: ImageTransform(g.hw, mean, std) for name, g in self.geometries.items()}
 
     def geometry(self, index: int) -> Geometry:
@@ -112,15 +122,19 @@ class AnomalyDataset(Dataset):
         sample = self.samples[index]
         image = read_image(sample.path)
         transform = self.transforms[sample.class_name]
+        roi = self.rois.get(sample.class_name)
+        seen = image if roi is None else roi.crop(image, str(sample.path))
         size_hw = (image.height, image.width) if self.mask_resolution == "original" else transform.size_hw
         if sample.label == 0:
             mask = torch.zeros(1, *size_hw)
         elif sample.mask_path is None:
             mask = torch.ones(1, *size_hw)
         else:
-            mask = resize_mask(self._mask_at_image_size(sample.mask_path, image.size), size_hw)
+            full_mask = self._mask_at_image_size(sample.mask_path, image.size)
+            in_view = full_mask if roi is None or self.mask_resolution == "original" else roi.crop_array(full_mask)
+            mask = resize_mask(in_view, size_hw)
         return {
-            "image": transform(image),
+            "image": transform(seen),
             "mask": mask,
             "label": sample.label,
             "class_name": sample.class_name,
@@ -144,7 +158,10 @@ class AnomalyDataset(Dataset):
         return mask
 
     def __repr__(self) -> str:
-        sizes = ", ".join(f"{name} {geometry}" for name, geometry in self.geometries.items())
+        sizes = ", ".join(
+            f"{name} {geometry}" + (f" of ROI {self.rois[name]}" if name in self.rois else "")
+            for name, geometry in self.geometries.items()
+        )
         return f"AnomalyDataset({len(self)} samples, geometries: {sizes}, masks at {self.mask_resolution} resolution)"
 
 
@@ -213,6 +230,7 @@ def build_dataset(
     seed: int = 0,
     missing_mask: str = "error",
     mask_resolution: str = "model",
+    rois: RoiSpecs = (),
 ) -> AnomalyDataset:
     """Dataset of `split` ("train", "val" or "test") read from a distributed layout.
 
@@ -230,6 +248,8 @@ def build_dataset(
         missing_mask: what to do with an anomalous test image without mask: "error", or
             "full" (the whole image is anomalous; one warning with the count).
         mask_resolution: "model" (masks resized to the class geometry) or "original".
+        rois: regions of interest (``ssmad.data.roi``): ``--roi`` texts (``"[CLASS=]L,T,R,B"``) or a
+            stored {class: Roi}; the images of those classes are cropped to them before scaling.
     Returns an `AnomalyDataset`; `dataset.class_names` lists its classes.
     """
     if split not in SPLITS:
@@ -242,6 +262,7 @@ def build_dataset(
     available = _classes_of_roots(kind, roots)
     roots_text = ", ".join(str(Path(r).expanduser()) for r in roots)
     class_names = _select_classes({name: where[1] for name, where in available.items()}, classes, roots_text, kind)
+    rois_of_classes = class_rois(rois, class_names)
     samples: list[Sample] = []
     geometries: dict[str, Geometry] = {}
     for class_name in class_names:
@@ -252,7 +273,7 @@ def build_dataset(
                 f"class {class_name!r} has no training images in {class_dir}; "
                 f"a {class_kind} class needs normal training images"
             )
-        geometries[class_name] = _class_geometry(image_size, class_name, normals)
+        geometries[class_name] = _class_geometry(image_size, class_name, normals, rois_of_classes.get(class_name))
         if split == "test":
             if not test:
                 raise FileNotFoundError(f"class {class_name!r} has no test images in {class_dir}")
@@ -261,7 +282,8 @@ def build_dataset(
         else:
             train, val = split_validation(normals, val_fraction, seed)
             samples.extend(train if split == "train" else val)
-    return AnomalyDataset(samples, class_names, geometries, mean, std, mask_resolution)
+    _check_rois_fit(samples, rois_of_classes)
+    return AnomalyDataset(samples, class_names, geometries, mean, std, mask_resolution, rois_of_classes)
 
 
 def _classes_of_roots(kind: str, roots: list[str | Path]) -> dict[str, tuple[str, Path, Path]]:
@@ -283,8 +305,21 @@ def _classes_of_roots(kind: str, roots: list[str | Path]) -> dict[str, tuple[str
     return available
 
 
-def _class_geometry(image_size: ImageSize, class_name: str, normals: list[Sample]) -> Geometry:
-    """The geometry ``image_size`` gives ``class_name`` (measuring its normals for ``long:N``)."""
+def _check_rois_fit(samples: list[Sample], rois: Mapping[str, Roi]) -> None:
+    """Refuse, before any training or testing, a file that does not hold its class's region of interest
+    (read from its header; unreadable files are left to screening)."""
+    for sample in samples:
+        if sample.class_name in rois:
+            try:
+                size_wh = image_size_wh(sample.path)
+            except ImageReadError:
+                continue
+            rois[sample.class_name].check_fits(size_wh, str(sample.path))
+
+
+def _class_geometry(image_size: ImageSize, class_name: str, normals: list[Sample], roi: Roi | None = None) -> Geometry:
+    """The geometry ``image_size`` gives ``class_name`` (for ``long:N``: the aspect ratio of its
+    ``roi``, or else measured over its normals)."""
     if isinstance(image_size, Mapping):
         if class_name not in image_size:
             raise ValueError(f"no stored geometry for class {class_name!r}; the model knows {', '.join(image_size)}")
@@ -294,6 +329,8 @@ def _class_geometry(image_size: ImageSize, class_name: str, normals: list[Sample
     rule = image_size if isinstance(image_size, SizeRule) else parse_size_rule(image_size)
     if not rule.per_class:
         return rule.geometry_for(1.0)
+    if roi is not None:
+        return rule.geometry_for(roi.aspect)
     sizes = []
     for sample in normals:
         try:

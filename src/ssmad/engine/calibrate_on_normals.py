@@ -21,6 +21,7 @@ import torch
 from ssmad.data.dataset import DEFAULT_VAL_FRACTION, ImageSize
 from ssmad.data.geometry import DEFAULT_SIZE_RULE
 from ssmad.data.layouts import AUTO_KIND
+from ssmad.data.roi import RoiSpecs
 from ssmad.engine.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -28,6 +29,7 @@ from ssmad.engine.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
     stored_geometries,
+    stored_rois,
 )
 from ssmad.engine.device import AUTO_DEVICE, resolve_device
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source
@@ -47,16 +49,18 @@ def calibration_dataset(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = DEFAULT_SEED,
     all_normals: bool = False,
+    rois: RoiSpecs = (),
 ):
     """The normal images to calibrate ``model`` on: the held-out "val" split, or with
-    ``all_normals`` every training normal; brought to ``image_size`` (a run's stored geometries,
-    or a rule) and normalised for the model's encoder."""
+    ``all_normals`` every training normal; cropped to ``rois`` (a run's stored regions of
+    interest), brought to ``image_size`` (a run's stored geometries, or a rule) and normalised
+    for the model's encoder."""
     from ssmad.data import build_dataset
 
     split, fraction = ("train", 0.0) if all_normals else ("val", val_fraction)
     normals = build_dataset(
         dataset, data, split, classes=classes, image_size=image_size,
-        mean=model.encoder.mean, std=model.encoder.std, val_fraction=fraction, seed=seed,
+        mean=model.encoder.mean, std=model.encoder.std, val_fraction=fraction, seed=seed, rois=rois,
     )
     empty = [name for name in normals.class_names if name not in {s.class_name for s in normals.samples}]
     if empty:
@@ -174,7 +178,7 @@ def calibrate_run(
     normals = calibration_dataset(
         model, data or trained.data, stored_geometries(payload), dataset or trained.dataset, classes,
         trained.val_fraction if val_fraction is None else val_fraction,
-        trained.seed if seed is None else seed, all_normals,
+        trained.seed if seed is None else seed, all_normals, stored_rois(payload),
     )
     new = calibrate_model(model, normals, resolve_device(device), batch_size or trained.batch_size or SCORING_BATCH_SIZE,
                           target_fpr, TileSettings.from_dict(payload["tile"]))

@@ -13,6 +13,9 @@ A checkpoint is one ``torch.save`` file of plain Python values and tensors (it l
 - ``class_names``, ``normalization`` (mean, std);
 - ``geometries``: ``{class: [H, W]}``, the input size of each class (``ssmad.data.geometry``), and
   ``size_rule``: the ``--image-size`` text they came from (``"256"``, ``"1248x512"``, ``"long:640"``);
+- ``rois`` (optional, read with ``.get``; absent or ``{}``: no region of interest):
+  ``{class: [left, top, right, bottom]}``, the box of the original image each class's images are
+  cropped to (``ssmad.data.roi``);
 - ``tile``: ``{"size": T, "overlap": O}`` when the classes' images are scored in tiles, else ``None``;
 - ``calibration``: thresholds and heatmap scales (``Calibration.to_dict()``; ``None`` until
   training has finished);
@@ -50,6 +53,7 @@ import torch
 
 import ssmad
 from ssmad.data.geometry import Geometry
+from ssmad.data.roi import Roi, rois_from_lists, rois_to_lists
 from ssmad.engine.atomic_write import atomic_write_bytes
 
 FORMAT = "ssmad-checkpoint"
@@ -96,6 +100,7 @@ def build_payload(
     resume_state: dict[str, Any] | None = None,
     data_files: dict[str, Any] | None = None,
     converted_from: dict[str, Any] | None = None,
+    rois: Mapping[str, Roi] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint of ``model`` (an ``AnomalyModel``), as the module docstring lays it out.
 
@@ -121,6 +126,7 @@ def build_payload(
         "normalization": {"mean": list(encoder.mean), "std": list(encoder.std)},
         "geometries": {name: list(geometry.hw) for name, geometry in geometries.items()},
         "size_rule": size_rule,
+        "rois": rois_to_lists(rois or {}),
         "tile": tile,
         "calibration": calibration,
         "train_config": train_config,
@@ -167,6 +173,11 @@ _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_
 def stored_geometries(payload: dict[str, Any]) -> dict[str, Geometry]:
     """``{class: Geometry}`` of a loaded checkpoint (or export metadata)."""
     return {name: Geometry(*hw) for name, hw in payload["geometries"].items()}
+
+
+def stored_rois(payload: dict[str, Any]) -> dict[str, Roi]:
+    """``{class: Roi}`` of a loaded checkpoint (or export metadata); none when it has no ``rois``."""
+    return rois_from_lists(payload.get("rois"))
 
 
 def migrate(payload: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -22,7 +22,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ssmad.data.geometry import Geometry, aspect_mismatch, nearest_geometry
-from ssmad.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, stored_geometries
+from ssmad.data.roi import Roi
+from ssmad.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    stored_geometries,
+    stored_rois,
+)
 from ssmad.engine.device import AUTO_DEVICE, resolve_device
 from ssmad.engine.prediction_result import PredictionResult
 from ssmad.engine.scoring import SCORING_BATCH_SIZE, ScoreFn, TorchEngine, score_batches
@@ -46,6 +53,11 @@ class Detector:
     image, at its geometry, is scored in overlapping tiles (``ssmad.engine.tiling``). The map is
     blurred at the model's resolution, its maximum is the score, and it is then resized to the
     image's own size, so scores and thresholds do not depend on the image's resolution.
+
+    Regions of interest (``rois``, ``ssmad.data.roi``): an image of a class with one is cropped to
+    it before it is brought to the class's geometry (an image that does not hold the box is an
+    error naming it); its map is resized to the box and placed into the full image, 0 outside.
+    An image of no known class (nearest geometry) gets no ROI.
     """
 
     def __init__(
@@ -58,6 +70,7 @@ class Detector:
         std: tuple[float, ...],
         preset: str | None = None,
         tile: TileSettings | None = None,
+        rois: Mapping[str, Roi] | None = None,
     ):
         from ssmad.data import ImageTransform
 
@@ -69,6 +82,7 @@ class Detector:
         self.std = tuple(std)
         self.preset = preset
         self.tile = tile
+        self.rois = dict(rois or {})
         self.transforms = {g: ImageTransform(g.hw, self.mean, self.std) for g in set(self.geometries.values())}
 
     @classmethod
@@ -90,12 +104,14 @@ class Detector:
             norm["std"],
             payload["preset"],
             TileSettings.from_dict(payload.get("tile")),
+            stored_rois(payload),
         )
 
     def geometry_for(self, class_name: str | None, size_wh: tuple[int, int]) -> tuple[Geometry, list[str]]:
         """The geometry an image of ``size_wh`` (width, height) and class ``class_name`` is scored at,
-        and the notes its result carries (a borrowed geometry, a stretched aspect ratio)."""
-        width, height = size_wh
+        and the notes its result carries (a borrowed geometry, a stretched aspect ratio). A class with a
+        region of interest is scored on its box: the box's aspect ratio counts."""
+        width, height = self.rois[class_name].size_hw[::-1] if class_name in self.rois else size_wh
         aspect = width / height
         notes = []
         if class_name in self.geometries:
@@ -126,6 +142,13 @@ class Detector:
                 f"unknown class '{class_name}': this model was trained on {', '.join(self.class_names)}; use one of them"
             )
 
+    def check_regions(self, images: list[Image.Image], sources: list[str], class_name: str | None = None) -> None:
+        """Refuse, naming its source, an image that does not hold its class's region of interest
+        (the class given, else the only class): what a service checks before it queues a request."""
+        for image, source, name in zip(images, sources, self._classes(class_name, [None] * len(images))):
+            if name in self.rois:
+                self.rois[name].check_fits(image.size, source)
+
     def predict(
         self,
         inputs: ImageInput | list[ImageInput] | torch.Tensor,
@@ -135,8 +158,9 @@ class Detector:
         """Score images: a path, a PIL image, a list of them, or a normalised tensor (3,H,W)/(B,3,H,W).
 
         Files and PIL images are prepared alike (`ssmad.data.to_rgb`: EXIF orientation, 16-bit,
-        palette, CMYK...). Tensors must already be preprocessed like training images (resized to a
-        stored geometry, normalised with ``mean``/``std``); their maps stay at that size. Unreadable
+        palette, CMYK...). Tensors must already be preprocessed like training images (cropped to the
+        class's region of interest if it has one, resized to a stored geometry, normalised with
+        ``mean``/``std``); their maps stay at that size. Unreadable
         files are skipped and listed in ``skipped``.
         """
         from ssmad.data import ImageReadError, read_image, to_rgb
@@ -176,16 +200,21 @@ class Detector:
         scored in one batch. Maps and heatmaps come at each image's own size.
         """
         classes = self._classes(class_name, paths)
+        rois = [self.rois.get(name) for name in classes]
+        seen = [
+            image if roi is None else roi.crop(image, path or f"image {i} of the batch")
+            for i, (image, roi, path) in enumerate(zip(images, rois, paths))
+        ]
         placed = [self.geometry_for(name, image.size) for name, image in zip(classes, images)]
         model_maps = [None] * len(images)
         scores = np.zeros(len(images), np.float32)
         for geometry in {geometry for geometry, _ in placed}:
             indices = [i for i, (g, _) in enumerate(placed) if g == geometry]
-            tensors = torch.stack([self.transforms[geometry](images[i]) for i in indices])
+            tensors = torch.stack([self.transforms[geometry](seen[i]) for i in indices])
             maps, group_scores = self.score_images(tensors, batch_size)
             for i, image_map, score in zip(indices, maps, group_scores):
                 model_maps[i], scores[i] = image_map, score
-        maps = [resize_map(m, (image.height, image.width)) for m, image in zip(model_maps, images)]
+        maps = [map_at_image_size(m, (image.height, image.width), roi) for m, image, roi in zip(model_maps, images, rois)]
         return self._result(maps, scores, classes, paths, list(skipped or []), [str(g) for g, _ in placed],
                             [notes for _, notes in placed])
 
@@ -247,6 +276,14 @@ class Detector:
             return [m for m, _ in tiled], np.array([s for _, s in tiled], np.float32)
         scored = score_batches(self.engine, images.split(batch_size), (height, width))
         return list(scored.maps), scored.scores
+
+
+def map_at_image_size(image_map: np.ndarray, size_hw: tuple[int, int], roi: Roi | None = None) -> np.ndarray:
+    """A map (h, w) at the model's resolution -> (H, W) of its image: resized to the whole image, or
+    with ``roi`` resized to the box and placed into the image, 0 outside (``Roi.place``)."""
+    if roi is None:
+        return resize_map(image_map, size_hw)
+    return roi.place(resize_map(image_map, roi.size_hw), size_hw)
 
 
 def resize_map(image_map: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

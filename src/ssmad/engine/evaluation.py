@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ssmad.engine.atomic_write import atomic_write_text
 from ssmad.data.geometry import aspect_mismatch
 from ssmad.data.image_io import read_image
-from ssmad.engine.detector import Detector, resize_map
+from ssmad.engine.detector import Detector, map_at_image_size
 from ssmad.engine.prediction import display_image
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.visualize import save_overlay
@@ -59,7 +59,9 @@ def _items(items: list[dict]) -> list[dict]:
 
 def predict_test_set(detector: Detector, dataset, batch_size: int = SCORING_BATCH_SIZE, num_workers: int = 0) -> TestOutputs:
     """Score every item of a test dataset (built at the detector's geometries) with the detector's
-    engine, in batches of one geometry, tiled as the detector says; maps resized to the masks."""
+    engine, in batches of one geometry, tiled as the detector says; maps resized to the masks (at the
+    original resolution, a class's map resized to its region of interest and placed, 0 outside;
+    at the model's, the masks were cropped to it)."""
     batches = dataset.geometry_batches(batch_size)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=_items)
     count = len(dataset)
@@ -70,9 +72,11 @@ def predict_test_set(detector: Detector, dataset, batch_size: int = SCORING_BATC
         batch_maps, batch_scores = detector.score_images(torch.stack([item["image"] for item in items]), batch_size)
         for index, item, image_map, score in zip(indices, items, batch_maps, batch_scores):
             mask = (item["mask"][0] > 0.5).numpy().astype(np.uint8)
-            masks[index], maps[index], scores[index] = mask, resize_map(image_map, mask.shape), score
-            geometry = dataset.geometry(index)
-            stretched += aspect_mismatch(item["width"] / item["height"], geometry)
+            roi = dataset.rois.get(item["class_name"])
+            placed = roi if dataset.mask_resolution == "original" else None
+            masks[index], maps[index], scores[index] = mask, map_at_image_size(image_map, mask.shape, placed), score
+            seen_aspect = roi.aspect if roi is not None else item["width"] / item["height"]
+            stretched += aspect_mismatch(seen_aspect, dataset.geometry(index))
     names = [sample.class_name for sample in dataset.samples]
     geometries = [str(dataset.geometry(i)) for i in range(count)]
     return TestOutputs(names, np.asarray(dataset.labels), scores, masks, maps, geometries, stretched)
@@ -128,7 +132,10 @@ def write_overlays(detector: Detector, dataset, outputs: TestOutputs, out_dir: P
             values = detector.calibration.for_class(name).heatmap(outputs.maps[index])
             source = Path(dataset.samples[index].path)
             file_name = f"{index:05d}_{source.parent.name}_{source.stem}.png"
-            rgb = display_image(read_image(source), values.shape)
+            image = read_image(source)
+            if name in dataset.rois and dataset.mask_resolution == "model":  # the map is of the box only
+                image = dataset.rois[name].crop(image, str(source))
+            rgb = display_image(image, values.shape)
             save_overlay(out_dir / "overlays" / name / file_name, rgb, values, outputs.masks[index])
             written += 1
     return written
@@ -186,6 +193,7 @@ def evaluate_run(
     info = {
         "protocol": protocol, "mask_resolution": dataset.mask_resolution, "num_images": len(outputs.labels),
         "geometries": {name: str(geometry) for name, geometry in dataset.geometries.items()},
+        "rois": {name: str(roi) for name, roi in dataset.rois.items()},
         "tile": None if detector.tile is None else detector.tile.to_dict(),
         "images_resized_with_another_aspect_ratio": outputs.stretched,
         "decision": threshold_rates(outputs, detector),

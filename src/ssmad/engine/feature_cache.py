@@ -9,9 +9,9 @@ comparison and for very large datasets.
 A disk cache is reused by ``--resume`` and by any later run pointed at the same folder
 (``--cache-dir``) when its manifest (``cache.json``, written last) matches: the sha256 of the
 encoder's weights (of the tensors themselves, so a random encoder counts too) and of the weights
-file, the normalisation, the input size and the file list with each file's size and
+file, the normalisation, the input size, the regions of interest and the file list with each file's size and
 modification time. Anything else is rebuilt, saying why: no manifest (a build that was
-interrupted), another encoder, another input size, a file gone, added or changed, or a feature
+interrupted), another encoder, another input size or region of interest, a file gone, added or changed, or a feature
 file that is truncated or unreadable.
 
 Classes of different geometries (``ssmad.data.geometry``) give features of different shapes: they
@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ssmad.data.roi import rois_to_lists
 from ssmad.engine.atomic_write import atomic_write_text
 from ssmad.engine.training_files import file_stamp
 
@@ -139,6 +140,7 @@ def cache_key(model: torch.nn.Module, dataset: Dataset) -> dict[str, Any]:
         "normalization": [list(encoder.mean), list(encoder.std)],
         "geometries": {name: list(geometry.hw) for name, geometry in dataset.geometries.items()},
         "tile": None if getattr(dataset, "tile", None) is None else dataset.tile.to_dict(),
+        "rois": rois_to_lists(getattr(dataset, "rois", {})),
         "files": [file_stamp(sample.path) for sample in dataset.samples],
     }
 
@@ -151,6 +153,8 @@ def _key_difference(stored: dict[str, Any], key: dict[str, Any]) -> str | None:
     if stored.get("normalization") != key["normalization"] or stored.get("geometries") != key["geometries"] \
             or stored.get("tile") != key["tile"]:
         return "it was computed at another input size or normalisation"
+    if stored.get("rois", {}) != key["rois"]:
+        return "it was computed with other regions of interest"
     old = {stamp[0]: stamp for stamp in stored.get("files", [])}
     new = {stamp[0]: stamp for stamp in key["files"]}
     for path in new:

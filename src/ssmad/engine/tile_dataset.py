@@ -53,6 +53,7 @@ class TileDataset(Dataset):
         self.epoch = 0
         self.class_names = dataset.class_names
         self.geometries = dataset.geometries
+        self.rois = dataset.rois
         self.tiles = []
         for index in range(len(dataset)):
             geometry = dataset.geometry(index)

@@ -25,6 +25,7 @@ class TrainConfig:
     dataset: str = AUTO_KIND
     classes: list[str] | None = None
     image_size: str = DEFAULT_SIZE_RULE  # --image-size: N, HxW or long:N (ssmad.data.geometry)
+    roi: list[str] = field(default_factory=list)  # --roi texts "[CLASS=]L,T,R,B" (ssmad.data.roi)
     tile: int | None = None  # --tile: images larger than this are scored and trained on in tiles
     tile_overlap: int = 0
     tile_crops: str = "grid"  # --tile-crops: train on every grid tile (cached) or random crops (ssmad.engine.tile_dataset)

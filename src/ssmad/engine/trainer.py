@@ -45,6 +45,7 @@ from ssmad.engine.checkpoint import (
     progress_record,
     save_checkpoint,
     stored_geometries,
+    stored_rois,
 )
 from ssmad.engine.device import resolve_device
 from ssmad.engine.distributed import (
@@ -138,6 +139,7 @@ class Trainer:
         data_args = dict(
             classes=config.classes,
             image_size=config.image_size if self.resume_payload is None else stored_geometries(self.resume_payload),
+            rois=config.roi if self.resume_payload is None else stored_rois(self.resume_payload),
             mean=encoder.mean,
             std=encoder.std,
             val_fraction=config.val_fraction,
@@ -145,7 +147,9 @@ class Trainer:
         )
         self.train_set = build_dataset(config.dataset, config.data, "train", **data_args)
         # the geometries the training set measured (long:N reads every normal's size once, not twice)
-        self.val_set = build_dataset(config.dataset, config.data, "val", **{**data_args, "image_size": self.train_set.geometries})
+        self.val_set = build_dataset(
+            config.dataset, config.data, "val", **{**data_args, "image_size": self.train_set.geometries, "rois": self.train_set.rois}
+        )
         self.class_names = list(self.train_set.class_names)
         check_out_folder(self.run_dir)
         self.log = make_logger(self.run_dir, self.context.is_main)
@@ -215,7 +219,7 @@ class Trainer:
             geometries=self.train_set.geometries, size_rule=str(self.config.image_size),
             tile=None if self.tile is None else self.tile.to_dict(),
             calibration=calibration.to_dict() if calibration else None, resume_state=resume_state,
-            data_files=self.data_files,
+            data_files=self.data_files, rois=self.train_set.rois,
         )
 
     def save(self, calibration: Calibration | None = None, finished: bool = False) -> None:

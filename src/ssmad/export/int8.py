@@ -34,7 +34,7 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     where the scan is fused) and returns its path."""
     nncf = require("nncf", INT8_HINT)
     from ssmad.engine.calibrate_on_normals import calibration_dataset
-    from ssmad.engine.checkpoint import load_checkpoint, model_from_checkpoint, stored_geometries
+    from ssmad.engine.checkpoint import load_checkpoint, model_from_checkpoint, stored_geometries, stored_rois
     from ssmad.engine.thresholds import Calibration, calibrate
     from ssmad.export.graph import openvino_core, read_for_openvino, save_openvino
     from ssmad.export.loading import read_onnx_metadata
@@ -52,7 +52,7 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     model = model_from_checkpoint(payload)
     normals = calibration_dataset(
         model, data or trained["data"], stored_geometries(payload), trained.get("dataset", "auto"), list(payload["class_names"]),
-        trained.get("val_fraction", 0.1), trained.get("seed", 0),
+        trained.get("val_fraction", 0.1), trained.get("seed", 0), rois=stored_rois(payload),
     )
     mean, std = torch.tensor(model.encoder.mean).view(3, 1, 1), torch.tensor(model.encoder.std).view(3, 1, 1)
     images = [np.ascontiguousarray((normals[i]["image"] * std + mean)[None].numpy()) for i in range(len(normals))]

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ssmad.engine.checkpoint import stored_geometries
+from ssmad.engine.checkpoint import stored_geometries, stored_rois
 from ssmad.engine.detector import Detector
 from ssmad.engine.device import AUTO_DEVICE
 from ssmad.engine.thresholds import Calibration
@@ -88,7 +88,7 @@ def detector_from_metadata(engine, metadata: dict[str, Any]) -> Detector:
     return Detector(
         engine, Calibration.from_dict(metadata["calibration"]), list(metadata["class_names"]),
         stored_geometries(metadata), metadata["mean"], metadata["std"], metadata["preset"],
-        TileSettings.from_dict(metadata.get("tile")),
+        TileSettings.from_dict(metadata.get("tile")), stored_rois(metadata),
     )
 
 

@@ -3,7 +3,9 @@
 
 Fields (layout version 2): ``format`` (the layout's version), ``ssmad_version``, ``preset``,
 ``model_config``, ``class_names``, ``geometries`` (``{class: [H, W]}``, the input size of each
-class; a graph is traced at one of them), ``tile`` (``{"size", "overlap"}`` or None), ``mean``/``std`` (the encoder's
+class; a graph is traced at one of them), ``rois`` (optional, read with ``.get``; absent or ``{}``:
+none; ``{class: [left, top, right, bottom]}``, the box of the original image each class's images are
+cropped to, ``ssmad.data.roi``), ``tile`` (``{"size", "overlap"}`` or None), ``mean``/``std`` (the encoder's
 normalisation, done inside the graph; kept to preprocess tensors the way a checkpoint's
 detector does), ``openvino_extension`` (an OpenVINO IR holding the fused scan: the library's file name, kept beside
 the IR; else None or absent), ``int8`` (True on an NNCF-quantised IR),
@@ -53,6 +55,7 @@ def build_metadata(payload: dict[str, Any]) -> dict[str, Any]:
         "model_config": payload["model_config"],
         "class_names": list(payload["class_names"]),
         "geometries": payload["geometries"],
+        "rois": payload.get("rois") or {},
         "tile": payload["tile"],
         "mean": list(payload["normalization"]["mean"]),
         "std": list(payload["normalization"]["std"]),

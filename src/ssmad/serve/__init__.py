@@ -2,8 +2,8 @@
 
 ``create_app(detector, ServeSettings(...))`` builds the FastAPI application; ``run(detector,
 settings)`` serves it with uvicorn. Any object with the :class:`ssmad.engine.detector.Detector`
-interface (``predict_decoded``, ``check_class``, ``class_names``, ``geometries``, ``tile``,
-``calibration``, ``preset``) can be served, so a PyTorch checkpoint and an exported model go
+interface (``predict_decoded``, ``check_class``, ``check_regions``, ``class_names``, ``geometries``,
+``rois``, ``tile``, ``calibration``, ``preset``) can be served, so a PyTorch checkpoint and an exported model go
 through the same code.
 
 FastAPI, uvicorn and python-multipart are an optional extra: ``pip install "ssmad[serve]"``.

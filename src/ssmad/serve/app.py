@@ -124,7 +124,8 @@ def create_app(detector, settings: ServeSettings = ServeSettings()) -> FastAPI:
     async def predict(request: Request, overlay: bool = True) -> dict:
         """One record per image, in upload order. ``overlay=false`` leaves ``overlay_png`` null.
 
-        A bad image fails the whole request (400, naming it); nothing of it is scored.
+        A bad image (undecodable, or not holding its class's region of interest) fails the whole
+        request (400, naming it); nothing of it is scored.
         """
         uploads, class_name = await read_uploads(request, settings.max_queue)
         try:
@@ -132,6 +133,11 @@ def create_app(detector, settings: ServeSettings = ServeSettings()) -> FastAPI:
         except ValueError as error:
             raise HTTPException(422, str(error)) from error
         images = await run_in_threadpool(decode_uploads, uploads)
+        try:
+            sources = [f"'{name}' (image {i + 1} of the request)" for i, (name, _) in enumerate(uploads)]
+            detector.check_regions(images, sources, class_name)
+        except ValueError as error:
+            raise HTTPException(400, str(error)) from error
         try:
             scored = await asyncio.wait_for(batcher.submit(images, [class_name] * len(images)), settings.timeout_s)
         except QueueFull as full:

@@ -40,7 +40,7 @@ def image_record(index: int, filename: str, image: Image.Image, scored: ImageRes
 
 def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
     """``GET /v1/model``: preset, classes, thresholds (per class and global), each class's input
-    size ("HxW") and the tiles, version."""
+    size ("HxW"), region of interest ("L,T,R,B", classes that have one) and the tiles, version."""
     calibration = detector.calibration
     return {
         "preset": detector.preset,
@@ -49,6 +49,7 @@ def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
         "global_threshold": calibration.overall.threshold,
         "target_fpr": calibration.target_fpr,
         "input_sizes": {name: str(geometry) for name, geometry in detector.geometries.items()},
+        "rois": {name: str(roi) for name, roi in detector.rois.items()},
         "tile": None if detector.tile is None else detector.tile.to_dict(),
         "ssmad_version": ssmad.__version__,
         "max_batch": max_batch,
