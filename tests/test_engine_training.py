@@ -119,7 +119,7 @@ def test_detector_predict_and_class_assignment(tiny_run):
     assert len(result) == 2 and result.calibration_classes == ["wood", "wood"]
     assert result.skipped[0][0].endswith("missing.png")
     threshold = detector.calibration.for_class("wood").threshold
-    assert np.array_equal(result.decisions, result.scores > threshold)
+    assert np.array_equal(result.decisions, result.scores >= threshold)
     assert np.allclose(result.normalized > 0.5, result.decisions)
     assert [m.shape for m in result.maps] == [(64, 64), (64, 64)] and result.geometries == ["64x64", "64x64"]
     assert all(0 <= h.min() <= h.max() <= 1 for h in result.heatmaps) and result.warnings == [[], []]

@@ -23,6 +23,7 @@ from ssmad.data.layouts import AUTO_KIND, DATASET_CHOICES
 from ssmad.engine.amp import AMP_CHOICES
 from ssmad.engine.device import AUTO_DEVICE, DEVICE_CHOICES
 from ssmad.engine.feature_cache import CACHE_CHOICES
+from ssmad.engine.pixel_thresholds import DEFAULT_NUM_STD, DEFAULT_PIXEL_FPR, DEFAULT_PIXEL_RULE, PIXEL_RULES
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
@@ -119,11 +120,23 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=_positive_int, default=d["checkpoint_every"], help=f"epochs between checkpoints (default {d['checkpoint_every']})")
     parser.add_argument("--val-fraction", type=float, default=d["val_fraction"], help=f"normals held out for calibration (default {d['val_fraction']})")
     parser.add_argument("--target-fpr", type=float, default=d["target_fpr"], help=f"false-positive rate the threshold aims at on normals (default {d['target_fpr']})")
+    _add_pixel_rule_options(parser, d["pixel_rule"], d["pixel_num_std"], d["pixel_fpr"])
     parser.add_argument("--seed", type=int, default=d["seed"], help=f"random seed (default {d['seed']})")
     parser.add_argument("--deterministic", action="store_true", help="ask PyTorch for deterministic kernels")
     parser.add_argument("--workers", type=int, default=d["num_workers"], help=f"data-loading worker processes (default {d['num_workers']})")
     parser.add_argument("--set", dest="model_settings", action="append", type=_model_setting, default=[],
                         metavar="KEY=VALUE", help="override a ModelConfig field, e.g. --set scan_order=hilbert (repeatable)")
+
+
+def _add_pixel_rule_options(parser: argparse.ArgumentParser, rule: str | None, num_std: float | None, pixel_fpr: float | None) -> None:
+    """--pixel-rule and its parameters (``ssmad.engine.pixel_thresholds``); None: the run's own."""
+    def shown(value: Any) -> Any:
+        return "the run's" if value is None else value
+
+    parser.add_argument("--pixel-rule", choices=PIXEL_RULES, default=rule, help="how each class's pixel threshold (defect "
+                        f"masks) is calibrated: image = the image threshold, mean_std, pixel_fpr (default: {shown(rule)})")
+    parser.add_argument("--pixel-num-std", type=float, default=num_std, help=f"with --pixel-rule mean_std: mean + this many standard deviations of the normals' pixels (default: {shown(num_std)})")
+    parser.add_argument("--pixel-fpr", type=float, default=pixel_fpr, help=f"with --pixel-rule pixel_fpr: the fraction of normal pixels marked (default: {shown(pixel_fpr)})")
 
 
 def _add_calibration_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -143,6 +156,7 @@ def _add_calibration_options(parser: argparse.ArgumentParser, defaults: bool) ->
     parser.add_argument("--seed", type=int, default=default(DEFAULT_SEED), help=f"seed of the held-out split (default: {shown(DEFAULT_SEED)})")
     parser.add_argument("--target-fpr", type=float, default=default(DEFAULT_TARGET_FPR), help=f"false-positive rate the threshold aims at (default: {shown(DEFAULT_TARGET_FPR)})")
     parser.add_argument("--all-normals", action="store_true", help="calibrate on every normal training image (normals the model was not trained on)")
+    _add_pixel_rule_options(parser, *((DEFAULT_PIXEL_RULE, DEFAULT_NUM_STD, DEFAULT_PIXEL_FPR) if defaults else (None, None, None)))
     parser.add_argument("--batch-size", type=_positive_int, default=default(SCORING_BATCH_SIZE), help=f"images per forward pass (default: {shown(SCORING_BATCH_SIZE)})")
 
 
@@ -258,7 +272,8 @@ def _run_train(args: argparse.Namespace) -> int:
             amp=args.amp, device=args.device, seed=args.seed, deterministic=args.deterministic, cache=args.cache,
             cache_dir=args.cache_dir,
             accumulate=args.accumulate, checkpoint_every=args.checkpoint_every, val_fraction=args.val_fraction,
-            target_fpr=args.target_fpr, num_workers=args.workers, max_steps=args.max_steps,
+            target_fpr=args.target_fpr, pixel_rule=args.pixel_rule, pixel_num_std=args.pixel_num_std,
+            pixel_fpr=args.pixel_fpr, num_workers=args.workers, max_steps=args.max_steps,
             model_overrides=dict(args.model_settings),
         )
     trainer = Trainer(config, resume=args.resume)
@@ -393,13 +408,16 @@ def _print_calibration(calibration: Any) -> None:
     from ssmad.engine.calibrate_on_normals import too_few_normals_warning
 
     for name, cal in calibration.classes.items():
-        print(f"{name}: threshold {cal.threshold:.6g} ({cal.num_images} normals, target FPR {calibration.target_fpr:g})")
+        pixel = cal.pixel_threshold
+        print(f"{name}: threshold {cal.threshold:.6g} ({cal.num_images} normals, target FPR {calibration.target_fpr:g}); "
+              f"pixel threshold {pixel.value:.6g} (rule {pixel.rule})")
     warning = too_few_normals_warning(calibration)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    from ssmad.engine.pixel_thresholds import PixelRule
     from ssmad.official import convert, write_run
 
     model = convert(args.checkpoint, args.preset, encoder=args.encoder, weights=args.weights, **dict(args.model_settings))
@@ -407,6 +425,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         model, args.out, args.data, args.preset, args.checkpoint, dataset=args.dataset, classes=args.classes,
         val_fraction=args.val_fraction, seed=args.seed, target_fpr=args.target_fpr, all_normals=args.all_normals,
         device=args.device, batch_size=args.batch_size,
+        pixel_rule=PixelRule(args.pixel_rule, args.pixel_num_std, args.pixel_fpr),
     )
     _print_calibration(calibration)
     print(f"converted {args.checkpoint} ({args.preset}); run: {checkpoint}")
@@ -419,7 +438,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     calibration = calibrate_run(
         args.run, data=args.data, dataset=args.dataset, classes=args.classes, val_fraction=args.val_fraction,
         seed=args.seed, target_fpr=args.target_fpr, all_normals=args.all_normals, device=args.device,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, pixel_rule=args.pixel_rule, pixel_num_std=args.pixel_num_std, pixel_fpr=args.pixel_fpr,
     )
     _print_calibration(calibration)
     print(f"calibration written to {args.run}")

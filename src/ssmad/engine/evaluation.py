@@ -84,7 +84,7 @@ def threshold_rates(outputs: TestOutputs, detector: Detector) -> dict[str, dict[
     rates = {}
     for name in sorted(set(outputs.class_names)):
         selected = names == name
-        decisions = outputs.scores[selected] > detector.calibration.for_class(name).threshold
+        decisions = detector.calibration.for_class(name).is_anomalous(outputs.scores[selected])
         labels = outputs.labels[selected]
         rates[name] = {
             "threshold": detector.calibration.for_class(name).threshold,

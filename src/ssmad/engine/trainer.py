@@ -105,6 +105,7 @@ class Trainer:
         self.config = config
         self.resume = resume
         check_settings(config.val_fraction, config.target_fpr)
+        self.pixel_rule = config.pixel  # refuses an unknown pixel rule before any work
         self.recipe = get_preset(config.preset).recipe
         device = resolve_device(config.device)
         self.context = context or init_distributed(device)
@@ -433,13 +434,17 @@ class Trainer:
         """Thresholds and heatmap scales from the validation normals (every process computes them):
         their cached features, or with tiles their whole images scored tile by tile as prediction does."""
         if self.tile is None:
-            calibration = calibrate_features(self.model, source, self.device, self.batch_size, self.config.target_fpr)
+            calibration = calibrate_features(
+                self.model, source, self.device, self.batch_size, self.config.target_fpr, self.pixel_rule
+            )
         else:
             calibration = calibrate_tiled(
-                self.model, self.val_set, self.device, self.batch_size, self.config.target_fpr, self.tile
+                self.model, self.val_set, self.device, self.batch_size, self.config.target_fpr, self.tile, self.pixel_rule
             )
         for name, cal in calibration.classes.items():
-            self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images)", name, cal.threshold, calibration.target_fpr, cal.num_images)
+            self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images), pixel threshold %.5f (rule %s)",
+                          name, cal.threshold, calibration.target_fpr, cal.num_images, cal.pixel_threshold.value,
+                          cal.pixel_threshold.rule)
         warning = too_few_normals_warning(calibration)
         if warning:
             self.log.warning("calibration: %s", warning)
