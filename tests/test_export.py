@@ -56,6 +56,23 @@ def test_onnxruntime_predicts_what_the_checkpoint_predicts(exported, images):
         assert result.thresholds.tolist() == torch_result.thresholds.tolist()
 
 
+def test_onnxruntime_gives_the_masks_and_regions_pytorch_gives(exported, images):
+    _, run, onnx_path = exported
+    metadata = read_onnx_metadata(onnx_path)
+    assert metadata["calibration"]["classes"]["wood"]["pixel"]["rule"] == "image"
+    torch_detector, onnx_detector = ssmad.load(run, device="cpu"), ssmad.load(onnx_path, device="cpu")
+    low = float(np.quantile(np.concatenate([m.ravel() for m in torch_detector.predict(images, class_name="wood").maps]), 0.9))
+    for pixel_threshold in (None, low):  # the calibrated one (small masks), and one that marks a tenth of the pixels
+        torch_detector.set_pixel_decision(pixel_threshold, 2)
+        onnx_detector.set_pixel_decision(pixel_threshold, 2)
+        expected = torch_detector.predict(images, class_name="wood")
+        result = onnx_detector.predict(images, class_name="wood")
+        assert result.pixel_thresholds.tolist() == expected.pixel_thresholds.tolist()
+        for mask, torch_mask in zip(result.masks, expected.masks):
+            np.testing.assert_array_equal(mask, torch_mask)
+        assert [[r.box for r in regions] for regions in result.regions] == [[r.box for r in regions] for regions in expected.regions]
+
+
 def test_tensors_are_taken_normalised_as_by_the_checkpoint_detector(exported, images):
     _, run, onnx_path = exported
     torch_detector, onnx_detector = ssmad.load(run, device="cpu"), ssmad.load(onnx_path, device="cpu")

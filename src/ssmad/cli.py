@@ -28,6 +28,7 @@ from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
 from ssmad.engine.train_config import TrainConfig
+from ssmad.metrics.defect_regions import DEFAULT_MIN_AREA
 from ssmad.models.presets import DEFAULT_PRESET, PRESETS, get_preset
 from ssmad.modules.encoder import ENCODER_NAMES
 
@@ -139,6 +140,14 @@ def _add_pixel_rule_options(parser: argparse.ArgumentParser, rule: str | None, n
     parser.add_argument("--pixel-fpr", type=float, default=pixel_fpr, help=f"with --pixel-rule pixel_fpr: the fraction of normal pixels marked (default: {shown(pixel_fpr)})")
 
 
+def _add_pixel_decision_options(parser: argparse.ArgumentParser) -> None:
+    """--pixel-threshold and --min-area: how defect masks and regions are made at prediction time."""
+    parser.add_argument("--pixel-threshold", type=float, help="defect masks are the pixels at or above this anomaly score, "
+                        "for every class (default: each class's calibrated pixel threshold)")
+    parser.add_argument("--min-area", type=_positive_int, default=DEFAULT_MIN_AREA, help="smallest defect region kept, in "
+                        f"pixels of the original image (default {DEFAULT_MIN_AREA}: every region)")
+
+
 def _add_calibration_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     """Which normals to calibrate on; ``defaults=False``: None means the run's own value."""
     run = "the run's"
@@ -202,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="output folder (default: RUN/predictions)")
     predict.add_argument("--class", dest="class_name", help="use this class's threshold for every image")
     predict.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
+    predict.add_argument("--no-masks", action="store_true", help="do not write defect mask pictures")
+    _add_pixel_decision_options(predict)
     predict.add_argument("--batch-size", type=_positive_int, default=SCORING_BATCH_SIZE, help=f"images per forward pass (default {SCORING_BATCH_SIZE})")
     _add_device(predict)
 
@@ -224,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
     serve.add_argument("--api-key", default=os.environ.get("SSMAD_API_KEY"),
                        help="require this key on /v1/* (header X-API-Key; default: $SSMAD_API_KEY, else none)")
+    _add_pixel_decision_options(serve)
     _add_device(serve)
 
     convert = commands.add_parser("convert", help="a checkpoint of the official MambaAD / Pyramid-Mamba code -> a calibrated run")
@@ -341,11 +353,12 @@ def _run_predict(args: argparse.Namespace) -> int:
     from ssmad.engine.prediction import predict_files
     from ssmad.loading import load
 
-    detector = load(args.run, args.device)
+    detector = load(args.run, args.device, args.pixel_threshold, args.min_area)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out_dir = Path(args.out) if args.out else run_dir / "predictions"
     summary = predict_files(
-        detector, args.paths, out_dir, class_name=args.class_name, overlays=not args.no_overlays, batch_size=args.batch_size
+        detector, args.paths, out_dir, class_name=args.class_name, overlays=not args.no_overlays, batch_size=args.batch_size,
+        masks=not args.no_masks,
     )
     for path, reason in summary.skipped:
         print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
@@ -395,7 +408,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     import ssmad
     from ssmad.serve import ServeSettings, run
 
-    detector = ssmad.load(args.run, args.device)
+    detector = ssmad.load(args.run, args.device, args.pixel_threshold, args.min_area)
     settings = ServeSettings(
         max_batch=args.max_batch, max_queue=args.max_queue, batch_wait_ms=args.batch_wait_ms,
         timeout_s=args.timeout, max_upload_mb=args.max_upload_mb, api_key=args.api_key or None,

@@ -20,7 +20,7 @@ def score_images(detector, images: list[Image.Image], classes: list[str | None])
 
 
 def overlay_png(image: Image.Image, heatmap: np.ndarray) -> str:
-    """Base64 PNG of image | heatmap over image, at the heatmap's size (the model's input size)."""
+    """Base64 PNG of image | heatmap over image, at the heatmap's size (the image's own size)."""
     height, width = heatmap.shape
     rgb = np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.float32) / 255.0
     buffer = io.BytesIO()
@@ -28,25 +28,52 @@ def overlay_png(image: Image.Image, heatmap: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def image_record(index: int, filename: str, image: Image.Image, scored: ImageResult, overlay: bool) -> dict:
-    """The JSON record of one scored image (docs/serving.md): ``ImageResult.record()`` with its place."""
+def mask_png(mask: np.ndarray) -> str:
+    """Base64 PNG of a defect mask (H, W) bool: 8-bit grayscale, 0 normal and 255 defect."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_record(
+    index: int, filename: str, image: Image.Image, scored: ImageResult, overlay: bool, mask: bool = False
+) -> dict:
+    """The JSON record of one scored image (docs/serving.md): ``ImageResult.record()`` with its
+    place, its size (``width``, ``height``: the pixels its regions' boxes count in), the overlay
+    PNG unless left out, and the defect mask PNG when asked for."""
+    height, width = scored.heatmap.shape
     return {
         "index": index,
         "filename": filename,
+        "width": width,
+        "height": height,
         **scored.record(),
         "overlay_png": overlay_png(image, scored.heatmap) if overlay else None,
+        "mask_png": mask_png(scored.mask) if mask else None,
     }
 
 
+def _pixel_threshold(detector, class_name: str | None) -> float:
+    """The pixel threshold the service makes ``class_name``'s masks with."""
+    if detector.pixel_threshold is not None:
+        return detector.pixel_threshold
+    return detector.calibration.for_class(class_name).pixel_threshold.value
+
+
 def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
-    """``GET /v1/model``: preset, classes, thresholds (per class and global), each class's input
-    size ("HxW") and the tiles, version."""
+    """``GET /v1/model``: preset, classes, image and pixel thresholds (per class and global; the
+    pixel ones as the service applies them, ``--pixel-threshold`` when given), the minimum region
+    area, each class's input size ("HxW") and the tiles, version."""
     calibration = detector.calibration
     return {
         "preset": detector.preset,
         "classes": list(detector.class_names),
         "thresholds": {name: calibration.for_class(name).threshold for name in detector.class_names},
         "global_threshold": calibration.overall.threshold,
+        "pixel_thresholds": {name: _pixel_threshold(detector, name) for name in detector.class_names},
+        "global_pixel_threshold": _pixel_threshold(detector, None),
+        "pixel_rule": calibration.pixel_rule.rule if detector.pixel_threshold is None else "given (--pixel-threshold)",
+        "min_area": detector.min_area,
         "target_fpr": calibration.target_fpr,
         "input_sizes": {name: str(geometry) for name, geometry in detector.geometries.items()},
         "tile": None if detector.tile is None else detector.tile.to_dict(),
