@@ -149,7 +149,7 @@ def test_predict_files_writes_rows_and_skips_unreadable_files(tiny_run, tmp_path
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert rows == summary.rows and len(rows) >= 7
     assert {row["class"] for row in rows} == {"nut", "wood"}
-    assert all(row["decision"] == ("anomalous" if row["score"] > row["threshold"] else "normal") for row in rows)
+    assert all(row["decision"] == ("anomalous" if row["score"] >= row["threshold"] else "normal") for row in rows)
     assert all((tmp_path / "out" / "overlays" / row["overlay"]).is_file() for row in rows)
     csv_lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
     assert csv_lines[0] == "path,class,score,normalized,threshold,decision,geometry,warnings,overlay" and len(csv_lines) == len(rows) + 1

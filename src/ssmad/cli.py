@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--class", dest="class_name", help="use this class's threshold for every image")
     predict.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
     predict.add_argument("--no-masks", action="store_true", help="do not write defect mask pictures")
+    predict.add_argument("--submission-root", help="MVTec AD 2: also write the benchmark server's form (anomaly_images/*.tiff, "
+                         "anomaly_images_thresholded/*.png) of the images below this dataset root (needs ssmad[mvtec2])")
     _add_pixel_decision_options(predict)
     predict.add_argument("--batch-size", type=_positive_int, default=SCORING_BATCH_SIZE, help=f"images per forward pass (default {SCORING_BATCH_SIZE})")
     _add_device(predict)
@@ -343,23 +345,23 @@ def _run_test(args: argparse.Namespace) -> int:
         extra={"checkpoint": str(args.run), "skipped": [{"path": p, "reason": r} for p, r in skipped]},
     )
     print(markdown_table(results))
-    print(f"reports: {out_dir}/metrics.md, metrics.json, metrics.csv; overlays: {out_dir}/overlays"
+    print((out_dir / "decisions.md").read_text(), end="")
+    print(f"reports: {out_dir}/metrics.md, decisions.md, metrics.json, metrics.csv; overlays: {out_dir}/overlays"
           + (f"; {len(skipped)} unusable test image(s) skipped (listed in metrics.json)" if skipped else ""))
     return 0
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from ssmad.data import printable
-    from ssmad.engine.prediction import predict_files
+    from ssmad.engine.prediction import PredictOutputs, predict_files
     from ssmad.loading import load
 
     detector = load(args.run, args.device, args.pixel_threshold, args.min_area)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out_dir = Path(args.out) if args.out else run_dir / "predictions"
-    summary = predict_files(
-        detector, args.paths, out_dir, class_name=args.class_name, overlays=not args.no_overlays, batch_size=args.batch_size,
-        masks=not args.no_masks,
-    )
+    root = None if args.submission_root is None else Path(args.submission_root).resolve()
+    outputs = PredictOutputs(overlays=not args.no_overlays, masks=not args.no_masks, submission_root=root)
+    summary = predict_files(detector, args.paths, out_dir, class_name=args.class_name, outputs=outputs, batch_size=args.batch_size)
     for path, reason in summary.skipped:
         print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
     flagged = sum(row["decision"] == "anomalous" for row in summary.rows)

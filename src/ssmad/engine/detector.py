@@ -90,6 +90,14 @@ class Detector:
         self.pixel_threshold = None if pixel_threshold is None else float(pixel_threshold)
         self.min_area = int(min_area)
 
+    def pixel_threshold_for(self, class_name: str | None) -> tuple[float, str]:
+        """(the pixel threshold masks of ``class_name`` (None: global) are made with, its rule:
+        "given" for one set by :meth:`set_pixel_decision`)."""
+        if self.pixel_threshold is not None:
+            return self.pixel_threshold, "given"
+        pixel = self.calibration.for_class(class_name).pixel_threshold
+        return pixel.value, pixel.rule
+
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = AUTO_DEVICE) -> Detector:
         """Load a finished run (folder or ``checkpoint.pt``) onto ``device`` (PyTorch engine)."""
@@ -224,10 +232,7 @@ class Detector:
         cals = [self.calibration.for_class(c) for c in classes]
         normalized = np.array([cal.normalize(s[None])[0] for cal, s in zip(cals, scores)], dtype=np.float64)
         thresholds = np.array([cal.threshold for cal in cals], dtype=np.float64)
-        pixel_thresholds = np.array(
-            [cal.pixel_threshold.value if self.pixel_threshold is None else self.pixel_threshold for cal in cals],
-            dtype=np.float64,
-        )
+        pixel_thresholds = np.array([self.pixel_threshold_for(c)[0] for c in classes], dtype=np.float64)
         decided = [pixel_decision(m, image_map, t, self.min_area) for m, image_map, t in zip(model_maps, maps, pixel_thresholds)]
         return PredictionResult(
             scores=scores,

@@ -14,7 +14,12 @@ Outputs in the chosen folder:
   written, with the reason (also printed);
 - ``overlays/*.png``: image | heatmap on the class's fixed scale;
 - ``masks/*.png``: the binary defect mask at the image's own size, 0 normal and 255 defect (the
-  same names as the overlays).
+  same names as the overlays);
+- with ``submission_root`` (``--submission-root``, MVTec AD 2's test_private and
+  test_private_mixed): ``anomaly_images/**/*.tiff`` (float16 maps) and
+  ``anomaly_images_thresholded/**/*.png`` (the masks) mirroring each image's path below that
+  dataset root, the form its benchmark server takes (``ssmad.engine.mvtec2_submission``, with its
+  assumptions).
 
 Rows are written (and flushed) batch by batch as they are scored, so an interrupt (Ctrl-C) or
 a failure keeps every row scored before it; the interrupt says how many rows were written. A
@@ -36,6 +41,7 @@ from PIL import Image
 
 from ssmad.engine.atomic_write import atomic_write_text
 from ssmad.engine.detector import Detector
+from ssmad.engine.mvtec2_submission import write_submission_image
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.visualize import save_overlay
 
@@ -43,6 +49,16 @@ CSV_FIELDS = (
     "path", "class", "score", "normalized", "threshold", "decision", "geometry", "warnings", "pixel_threshold",
     "regions", "largest_region_px", "largest_region_fraction", "overlay", "mask",
 )
+
+
+@dataclass(frozen=True)
+class PredictOutputs:
+    """Which files ``predict_files`` writes besides the rows: overlays, masks, and MVTec AD 2's
+    submission form for images below ``submission_root`` (None: not written)."""
+
+    overlays: bool = True
+    masks: bool = True
+    submission_root: Path | None = None
 
 
 @dataclass
@@ -77,9 +93,8 @@ def predict_files(
     inputs: list[str],
     out_dir: str | Path,
     class_name: str | None = None,
-    overlays: bool = True,
+    outputs: PredictOutputs = PredictOutputs(),
     batch_size: int = SCORING_BATCH_SIZE,
-    masks: bool = True,
 ) -> PredictSummary:
     """Score every image the inputs name; write the outputs described in the module docstring.
 
@@ -98,7 +113,7 @@ def predict_files(
         try:
             for start in range(0, len(files), batch_size):
                 rows = _score_batch(detector, files[start : start + batch_size], start, out_dir, class_name,
-                                    (overlays, masks), summary)
+                                    outputs, summary)
                 for row in rows:
                     jsonl.write(json.dumps(row) + "\n")
                     writer.writerow(csv_row(row))
@@ -126,10 +141,9 @@ def csv_row(row: dict) -> dict:
 
 def _score_batch(
     detector: Detector, files: list[Path], start: int, out_dir: Path, class_name: str | None,
-    pictures: tuple[bool, bool], summary: PredictSummary,
+    outputs: PredictOutputs, summary: PredictSummary,
 ) -> list[dict]:
-    """Rows of one batch of files (numbered from ``start``); unreadable files go to ``summary.skipped``.
-    ``pictures``: (write overlays, write masks)."""
+    """Rows of one batch of files (numbered from ``start``); unreadable files go to ``summary.skipped``."""
     from ssmad.data import ImageReadError, read_image
 
     images, paths = [], []
@@ -140,12 +154,13 @@ def _score_batch(
         except (ImageReadError, OSError) as error:
             summary.skipped.append((str(path), str(error)))
     result = detector.predict_decoded(images, paths, class_name=class_name, batch_size=len(files))
-    overlays, masks = pictures
     rows = []
     for i, image in enumerate(images):
         name = f"{start + i:05d}_{Path(paths[i]).stem}.png"
         written = {"overlay": "", "mask": ""}
-        for kind, wanted, folder in (("overlay", overlays, "overlays"), ("mask", masks, "masks")):
+        if outputs.submission_root is not None:
+            write_submission_image(out_dir, outputs.submission_root, Path(paths[i]).resolve(), result.maps[i], result.masks[i])
+        for kind, wanted, folder in (("overlay", outputs.overlays, "overlays"), ("mask", outputs.masks, "masks")):
             if not wanted:
                 continue
             try:

@@ -57,6 +57,7 @@ from ssmad.engine.distributed import (
     trainable_network,
 )
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source, cache_key, open_disk_cache
+from ssmad.engine.fpr_intervals import calibration_fpr_interval
 from ssmad.engine.interrupts import StopRequests
 from ssmad.engine.optimizer import build_optimizer
 from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
@@ -442,9 +443,11 @@ class Trainer:
                 self.model, self.val_set, self.device, self.batch_size, self.config.target_fpr, self.tile, self.pixel_rule
             )
         for name, cal in calibration.classes.items():
-            self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images), pixel threshold %.5f (rule %s)",
+            supported = calibration_fpr_interval(cal.num_images, calibration.target_fpr)
+            self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images), pixel threshold %.5f (rule %s); "
+                          "the realised FPR these normals support: %.3g-%.3g (95 %%), none below 1/(n+1) = %.3g",
                           name, cal.threshold, calibration.target_fpr, cal.num_images, cal.pixel_threshold.value,
-                          cal.pixel_threshold.rule)
+                          cal.pixel_threshold.rule, supported.low, supported.high, supported.smallest)
         warning = too_few_normals_warning(calibration)
         if warning:
             self.log.warning("calibration: %s", warning)

@@ -53,13 +53,6 @@ def image_record(
     }
 
 
-def _pixel_threshold(detector, class_name: str | None) -> float:
-    """The pixel threshold the service makes ``class_name``'s masks with."""
-    if detector.pixel_threshold is not None:
-        return detector.pixel_threshold
-    return detector.calibration.for_class(class_name).pixel_threshold.value
-
-
 def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
     """``GET /v1/model``: preset, classes, image and pixel thresholds (per class and global; the
     pixel ones as the service applies them, ``--pixel-threshold`` when given), the minimum region
@@ -70,9 +63,9 @@ def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
         "classes": list(detector.class_names),
         "thresholds": {name: calibration.for_class(name).threshold for name in detector.class_names},
         "global_threshold": calibration.overall.threshold,
-        "pixel_thresholds": {name: _pixel_threshold(detector, name) for name in detector.class_names},
-        "global_pixel_threshold": _pixel_threshold(detector, None),
-        "pixel_rule": calibration.pixel_rule.rule if detector.pixel_threshold is None else "given (--pixel-threshold)",
+        "pixel_thresholds": {name: detector.pixel_threshold_for(name)[0] for name in detector.class_names},
+        "global_pixel_threshold": detector.pixel_threshold_for(None)[0],
+        "pixel_rule": detector.pixel_threshold_for(None)[1],
         "min_area": detector.min_area,
         "target_fpr": calibration.target_fpr,
         "input_sizes": {name: str(geometry) for name, geometry in detector.geometries.items()},
