@@ -118,3 +118,9 @@ def test_calibrate_computes_pixel_thresholds_by_the_chosen_rule_from_the_validat
     assert wood.value == pytest.approx(maps.mean() + 2 * maps.std(), rel=1e-5)
     assert main(["calibrate", str(run), "--target-fpr", "0.05", "--device", "cpu"]) == 0  # keeps the run's rule
     assert Calibration.from_dict(load_checkpoint(run)["calibration"]).pixel_rule.rule == "mean_std"
+
+
+def test_calibrate_warns_naming_the_normals_the_model_was_trained_on(tiny_run_copy):
+    run = tiny_run_copy.run
+    with pytest.warns(UserWarning, match=r"calibrating on 10 normal\(s\) the model was trained on \(.*train/good.*and 7 more"):
+        assert main(["calibrate", str(run), "--all-normals", "--device", "cpu"]) == 0

@@ -8,11 +8,15 @@ val_fraction, seed)`` holds out, so given the data, fraction and seed a run was 
 reproduces the run's stored calibration.
 
 ``all_normals=True`` calibrates on every normal training image instead: for normals the model
-was not trained on (new images after a camera or lighting change).
+was not trained on (new images after a camera or lighting change). Given normals the run was
+trained on (e.g. ``--all-normals`` on the run's own data), :func:`calibrate_run` warns, naming
+them: their scores are low (the model learnt them), so thresholds set on them are too low and
+flag more new normals than the target rate.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -137,6 +141,29 @@ def too_few_normals_warning(calibration: Calibration) -> str | None:
     )
 
 
+def warn_trained_on(normals, trained: TrainConfig, geometries) -> list[str]:
+    """Warn (UserWarning) when calibration ``normals`` include images the run was trained on
+    (its training split, rebuilt from its data, validation fraction and seed); returns their paths."""
+    from ssmad.data import build_dataset
+
+    try:
+        training = build_dataset(trained.dataset, trained.data, "train", classes=trained.classes,
+                                 image_size=geometries, val_fraction=trained.val_fraction, seed=trained.seed)
+    except (FileNotFoundError, ValueError):  # the training data moved or changed: nothing to compare with
+        return []
+    seen = {str(Path(sample.path).resolve()) for sample in training.samples}
+    overlap = [str(sample.path) for sample in normals.samples if str(Path(sample.path).resolve()) in seen]
+    if overlap:
+        more = f" and {len(overlap) - 3} more" if len(overlap) > 3 else ""
+        warnings.warn(
+            f"calibrating on {len(overlap)} normal(s) the model was trained on ({', '.join(overlap[:3])}{more}): "
+            "their scores are low, so the thresholds will be too low and flag more new normals than the target "
+            "rate; calibrate on held-out normals (without --all-normals) or on new images (--data)",
+            UserWarning, stacklevel=2,
+        )
+    return overlap
+
+
 def calibrate_run(
     run: str | Path,
     data: str | Path | None = None,
@@ -192,6 +219,8 @@ def calibrate_run(
         trained.val_fraction if val_fraction is None else val_fraction,
         trained.seed if seed is None else seed, all_normals,
     )
+    if trained.data is not None:
+        warn_trained_on(normals, trained, stored_geometries(payload))
     new = calibrate_model(model, normals, resolve_device(device), batch_size or trained.batch_size or SCORING_BATCH_SIZE,
                           target_fpr, TileSettings.from_dict(payload["tile"]), rule)
     if partial:
