@@ -90,3 +90,26 @@ def test_a_truncated_checkpoint_is_named(tiny_run, tmp_path, capsys):
     truncated.write_bytes((tiny_run.run / "checkpoint.pt").read_bytes()[:1000])
     assert main(["test", str(truncated), "--device", "cpu"]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+def test_predict_writes_masks_and_regions_with_the_pixel_threshold_and_min_area_given(tiny_run, tmp_path):
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    data, run = tiny_run
+    out = tmp_path / "p"
+    threshold = json.loads((run / "test" / "metrics.json").read_text())["decision"]["wood"]["threshold"] * 0.9
+    assert main(["predict", str(run), str(data / "wood" / "test"), "--out", str(out), "--no-overlays",
+                 "--pixel-threshold", str(threshold), "--min-area", "3", "--device", "cpu"]) == 0
+    rows = [json.loads(r) for r in (out / "predictions.jsonl").read_text().splitlines()]
+    table = list(csv.DictReader((out / "predictions.csv").open()))
+    for row, line in zip(rows, table):
+        mask = np.asarray(Image.open(out / "masks" / row["mask"])) > 0
+        assert row["pixel_threshold"] == threshold and mask.sum() == sum(r["area_px"] for r in row["regions"])
+        assert all(region["area_px"] >= 3 for region in row["regions"])
+        assert int(line["regions"]) == len(row["regions"])
+        largest = max((r["area_px"] for r in row["regions"]), default="")
+        assert line["largest_region_px"] == str(largest)
+    assert any(row["regions"] for row in rows)

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from ssmad.engine.pixel_thresholds import PixelRule
 from ssmad.engine.thresholds import Calibration, calibrate, calibrate_class
 
 
@@ -43,3 +44,23 @@ def test_per_class_and_global_calibration_and_round_trip():
 def test_bad_target_fpr_is_an_error(fpr):
     with pytest.raises(ValueError, match="false-positive rate"):
         calibrate(["a"], np.array([1.0]), np.zeros((1, 2, 2)), target_fpr=fpr)
+
+
+def test_calibration_computes_each_class_pixel_threshold_by_the_rule_from_its_normals_maps():
+    rng = np.random.default_rng(0)
+    names = ["a"] * 4 + ["b"] * 3
+    scores = rng.random(7)
+    maps = [rng.random((5, 6)) * (1 + i) for i in range(7)]
+    default = calibrate(names, scores, maps, 0.1)
+    assert all(cal.pixel.rule == "image" and cal.pixel.value == cal.threshold for cal in default.classes.values())
+    by_mean_std = calibrate(names, scores, maps, 0.1, PixelRule("mean_std", num_std=2.0))
+    pixels_a = np.concatenate([m.ravel() for m in maps[:4]])
+    assert by_mean_std.classes["a"].pixel.value == pytest.approx(pixels_a.mean() + 2.0 * pixels_a.std())
+    assert by_mean_std.classes["a"].pixel.num_images == 4 and by_mean_std.classes["a"].pixel.num_pixels == 120
+    by_fpr = calibrate(names, scores, maps, 0.1, PixelRule("pixel_fpr", pixel_fpr=0.05))
+    all_pixels = np.concatenate([m.ravel() for m in maps])
+    assert np.mean(all_pixels >= by_fpr.overall.pixel.value) == pytest.approx(0.05, abs=1 / all_pixels.size)
+    assert by_fpr.pixel_rule == PixelRule("pixel_fpr", pixel_fpr=0.05)
+    assert Calibration.from_dict(by_fpr.to_dict()) == by_fpr
+    with pytest.raises(ValueError, match="unknown pixel threshold rule 'median'"):
+        PixelRule("median")

@@ -1,6 +1,7 @@
 """Schema versions: a run and an export written by ssmad 0.1.0 (checkpoint schema 1, export
-metadata format 1; ``tests/data``) still load and score as they did; newer ones are refused;
-added fields are tolerated."""
+metadata format 1; ``tests/data``) and by 0.2.0 before pixel thresholds (checkpoint schema 3,
+export metadata format 2) still load and score as they did, with the default pixel rule; newer
+ones are refused; added fields are tolerated."""
 
 import json
 import lzma
@@ -14,7 +15,7 @@ import ssmad
 from ssmad.engine import checkpoint as checkpoint_module
 from ssmad.engine.checkpoint import SCHEMA_VERSION, CheckpointError, load_checkpoint
 from ssmad.engine.thresholds import Calibration
-from ssmad.export.metadata import ExportedModelError, parse_metadata
+from ssmad.export.metadata import FORMAT, ExportedModelError, parse_metadata
 
 DATA = Path(__file__).parent / "data"
 EXPECTED = json.loads((DATA / "v1_expected_scores.json").read_text())
@@ -90,7 +91,7 @@ def test_format_1_export_metadata_loads_and_newer_is_refused():
     text = (DATA / "v1_export_metadata.json").read_text()
     metadata = parse_metadata(text, "model.onnx")
     assert metadata["class_names"] == ["nut", "wood"] and metadata["geometries"] == {"nut": [64, 64], "wood": [64, 64]}
-    assert metadata["format"] == 2 and metadata["tile"] is None and "image_size" not in metadata
+    assert metadata["format"] == FORMAT and metadata["tile"] is None and "image_size" not in metadata
     with_added = parse_metadata(json.dumps({**json.loads(text), "geometry": {"resize": "stretch"}}), "model.onnx")
     assert with_added["calibration"] == metadata["calibration"]
     with pytest.raises(ExportedModelError, match="model.onnx: ssmad metadata of format 99.*upgrade ssmad"):
@@ -106,3 +107,28 @@ def test_a_format_1_onnx_export_scores_as_its_run_did(tmp_path):
     detector = ssmad.load(model, "cpu")
     result = detector.predict(_images(), class_name=EXPECTED["class_name"])
     np.testing.assert_allclose(result.scores, EXPECTED["scores"], rtol=1e-4)
+
+
+def test_a_schema_3_run_loads_with_the_image_rule_pixel_thresholds_and_scores_as_it_did(tmp_path):
+    run = _unpack("v3_run_checkpoint.pt.xz", tmp_path / "run" / "checkpoint.pt").parent
+    expected = json.loads((DATA / "v3_expected_scores.json").read_text())
+    raw = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert raw["format_version"] == 3 and "pixel" not in raw["calibration"]["global"]
+    calibration = Calibration.from_dict(load_checkpoint(run)["calibration"])
+    for cal in [*calibration.classes.values(), calibration.overall]:
+        assert cal.pixel.rule == "image" and cal.pixel.value == cal.threshold
+    result = ssmad.load(run, "cpu").predict(_images(), class_name=expected["class_name"])
+    np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5)
+    assert result.decisions.tolist() == expected["decisions"]
+    assert result.thresholds.tolist() == expected["thresholds"] == result.pixel_thresholds.tolist()
+    assert [bool(regions) for regions in result.regions] == expected["decisions"]
+
+
+def test_format_2_export_metadata_loads_with_the_image_rule_pixel_thresholds():
+    stored = json.loads((DATA / "v2_export_metadata.json").read_text())
+    assert stored["format"] == 2 and "pixel" not in stored["calibration"]["global"]
+    metadata = parse_metadata(json.dumps(stored), "model.onnx")
+    assert metadata["format"] == FORMAT == 3
+    for name, record in [*metadata["calibration"]["classes"].items(), ("global", metadata["calibration"]["global"])]:
+        old = stored["calibration"]["classes"].get(name, stored["calibration"]["global"])
+        assert record["pixel"]["rule"] == "image" and record["pixel"]["value"] == old["threshold"]

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from ssmad.engine.prediction_result import PredictionResult
+from ssmad.metrics.defect_regions import DefectRegion
+
+REGION = DefectRegion(box=(1, 0, 3, 2), area_px=4, area_fraction=4 / 24, peak_score=0.9, mean_score=0.7, centroid=(1.5, 0.5))
 
 
 def _result() -> PredictionResult:
@@ -12,16 +15,21 @@ def _result() -> PredictionResult:
         maps=[np.zeros((4, 4)), np.zeros((4, 6))], heatmaps=[np.ones((4, 4)), np.ones((4, 6))],
         calibration_classes=["wood", None], paths=[None, None], thresholds=np.array([0.5, 0.6]),
         geometries=["64x64", "64x96"], warnings=[[], ["resized from 6x4 (W x H) to 96x64"]],
+        pixel_thresholds=np.array([0.5, 0.6]), masks=[np.zeros((4, 4), bool), np.zeros((4, 6), bool)],
+        regions=[[], [REGION]],
     )
 
 
 def test_each_image_has_one_record():
     result = _result()
     assert result.image(0).record() == {"class": "wood", "score": 0.2, "normalized": 0.3, "threshold": 0.5,
-                                        "decision": "normal", "geometry": "64x64", "warnings": []}
+                                        "decision": "normal", "geometry": "64x64", "warnings": [],
+                                        "pixel_threshold": 0.5, "regions": []}
     assert result.image(1).record() == {"class": None, "score": 0.9, "normalized": 0.8, "threshold": 0.6,
                                         "decision": "anomalous", "geometry": "64x96",
-                                        "warnings": ["resized from 6x4 (W x H) to 96x64"]}
+                                        "warnings": ["resized from 6x4 (W x H) to 96x64"], "pixel_threshold": 0.6,
+                                        "regions": [{"box": [1, 0, 3, 2], "area_px": 4, "area_fraction": 4 / 24,
+                                                     "peak_score": 0.9, "mean_score": 0.7, "centroid": [1.5, 0.5]}]}
     assert result.image(1).heatmap.shape == (4, 6)
 
 

@@ -119,7 +119,7 @@ def test_detector_predict_and_class_assignment(tiny_run):
     assert len(result) == 2 and result.calibration_classes == ["wood", "wood"]
     assert result.skipped[0][0].endswith("missing.png")
     threshold = detector.calibration.for_class("wood").threshold
-    assert np.array_equal(result.decisions, result.scores > threshold)
+    assert np.array_equal(result.decisions, result.scores >= threshold)
     assert np.allclose(result.normalized > 0.5, result.decisions)
     assert [m.shape for m in result.maps] == [(64, 64), (64, 64)] and result.geometries == ["64x64", "64x64"]
     assert all(0 <= h.min() <= h.max() <= 1 for h in result.heatmaps) and result.warnings == [[], []]
@@ -149,10 +149,11 @@ def test_predict_files_writes_rows_and_skips_unreadable_files(tiny_run, tmp_path
     rows = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert rows == summary.rows and len(rows) >= 7
     assert {row["class"] for row in rows} == {"nut", "wood"}
-    assert all(row["decision"] == ("anomalous" if row["score"] > row["threshold"] else "normal") for row in rows)
+    assert all(row["decision"] == ("anomalous" if row["score"] >= row["threshold"] else "normal") for row in rows)
     assert all((tmp_path / "out" / "overlays" / row["overlay"]).is_file() for row in rows)
     csv_lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
-    assert csv_lines[0] == "path,class,score,normalized,threshold,decision,geometry,warnings,overlay" and len(csv_lines) == len(rows) + 1
+    header = "path,class,score,normalized,threshold,decision,geometry,warnings,pixel_threshold,regions,largest_region_px,largest_region_fraction,overlay,mask"
+    assert csv_lines[0] == header and len(csv_lines) == len(rows) + 1
     skipped = (tmp_path / "out" / "skipped.csv").read_text()
     assert "broken.png" in skipped and "nowhere.png" in skipped
 

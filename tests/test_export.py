@@ -56,6 +56,23 @@ def test_onnxruntime_predicts_what_the_checkpoint_predicts(exported, images):
         assert result.thresholds.tolist() == torch_result.thresholds.tolist()
 
 
+def test_onnxruntime_gives_the_masks_and_regions_pytorch_gives(exported, images):
+    _, run, onnx_path = exported
+    metadata = read_onnx_metadata(onnx_path)
+    assert metadata["calibration"]["classes"]["wood"]["pixel"]["rule"] == "image"
+    torch_detector, onnx_detector = ssmad.load(run, device="cpu"), ssmad.load(onnx_path, device="cpu")
+    low = float(np.quantile(np.concatenate([m.ravel() for m in torch_detector.predict(images, class_name="wood").maps]), 0.9))
+    for pixel_threshold in (None, low):  # the calibrated one (small masks), and one that marks a tenth of the pixels
+        torch_detector.set_pixel_decision(pixel_threshold, 2)
+        onnx_detector.set_pixel_decision(pixel_threshold, 2)
+        expected = torch_detector.predict(images, class_name="wood")
+        result = onnx_detector.predict(images, class_name="wood")
+        assert result.pixel_thresholds.tolist() == expected.pixel_thresholds.tolist()
+        for mask, torch_mask in zip(result.masks, expected.masks):
+            np.testing.assert_array_equal(mask, torch_mask)
+        assert [[r.box for r in regions] for regions in result.regions] == [[r.box for r in regions] for regions in expected.regions]
+
+
 def test_tensors_are_taken_normalised_as_by_the_checkpoint_detector(exported, images):
     _, run, onnx_path = exported
     torch_detector, onnx_detector = ssmad.load(run, device="cpu"), ssmad.load(onnx_path, device="cpu")
@@ -186,7 +203,23 @@ def test_ssmad_test_evaluates_an_exported_model_as_its_run(exported, tmp_path):
     for name, values in torch_metrics["metrics"].items():
         for metric, value in values.items():
             assert exported_metrics["metrics"][name][metric] == pytest.approx(value, abs=1e-4), (name, metric)
-    assert exported_metrics["decision"] == torch_metrics["decision"]
+    assert_close(exported_metrics["decision"], torch_metrics["decision"])
+
+
+def assert_close(actual, expected, path="decision"):
+    """Equal structure and values: floats (metrics of maps that differ by float rounding) to 1e-4."""
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), path
+        for key in expected:
+            assert_close(actual[key], expected[key], f"{path}.{key}")
+    elif isinstance(expected, list):
+        assert len(actual) == len(expected), path
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_close(a, e, f"{path}[{i}]")
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, abs=1e-4, nan_ok=True), path
+    else:
+        assert actual == expected, path
 
 
 def test_int8_export_quantises_and_recalibrates_on_the_quantised_model(exported, images, tmp_path):

@@ -100,3 +100,27 @@ def test_calibrate_some_classes_on_new_normals_keeps_the_others(tiny_run_copy, c
     assert "keeps the other classes at target FPR" in capsys.readouterr().err
     assert main(["calibrate", str(run), "--classes", "grid"]) == 2
     assert "not in this run" in capsys.readouterr().err
+
+
+def test_calibrate_computes_pixel_thresholds_by_the_chosen_rule_from_the_validation_normals(tiny_run_copy, capsys):
+    from ssmad.data import build_dataset
+
+    run = tiny_run_copy.run
+    assert main(["calibrate", str(run), "--pixel-rule", "mean_std", "--pixel-num-std", "2", "--device", "cpu"]) == 0
+    assert "pixel threshold" in capsys.readouterr().out
+    calibration = Calibration.from_dict(load_checkpoint(run)["calibration"])
+    detector = ssmad.load(run, "cpu")
+    normals = build_dataset("mvtec", tiny_run_copy.data, "val", classes=["wood"], image_size=64,
+                            mean=detector.mean, std=detector.std, val_fraction=0.1, seed=0)
+    maps = np.stack(detector.predict(torch.stack([item["image"] for item in normals])).maps)
+    wood = calibration.classes["wood"].pixel
+    assert (wood.rule, wood.num_std, wood.num_images) == ("mean_std", 2.0, len(normals))
+    assert wood.value == pytest.approx(maps.mean() + 2 * maps.std(), rel=1e-5)
+    assert main(["calibrate", str(run), "--target-fpr", "0.05", "--device", "cpu"]) == 0  # keeps the run's rule
+    assert Calibration.from_dict(load_checkpoint(run)["calibration"]).pixel_rule.rule == "mean_std"
+
+
+def test_calibrate_warns_naming_the_normals_the_model_was_trained_on(tiny_run_copy):
+    run = tiny_run_copy.run
+    with pytest.warns(UserWarning, match=r"calibrating on 10 normal\(s\) the model was trained on \(.*train/good.*and 7 more"):
+        assert main(["calibrate", str(run), "--all-normals", "--device", "cpu"]) == 0

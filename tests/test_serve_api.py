@@ -228,3 +228,18 @@ def test_missing_extra_names_the_install_command(monkeypatch, capsys):
         require_serve_extra()
     assert main(["serve", "no-such-run"]) == 2
     assert 'pip install "ssmad[serve]"' in capsys.readouterr().err
+
+
+def test_predict_returns_the_regions_and_on_request_the_mask_png(client, detector):
+    files = image_field(png_bytes(80, seed=2), "two.png")
+    result = client.post("/v1/predict?mask=true", files=files, data={"class": "wood"}).json()["results"][0]
+    expected = detector.predict([Image.open(io.BytesIO(png_bytes(80, seed=2))).convert("RGB")], class_name="wood").image(0)
+    assert (result["width"], result["height"]) == (80, 80)
+    assert result["regions"] == [region.to_dict() for region in expected.regions]
+    assert result["pixel_threshold"] == expected.pixel_threshold == detector.calibration.classes["wood"].pixel_threshold.value
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(result["mask_png"]))))
+    np.testing.assert_array_equal(mask, np.where(expected.mask, 255, 0))
+    assert client.post("/v1/predict", files=files).json()["results"][0]["mask_png"] is None
+    info = client.get("/v1/model").json()
+    assert info["pixel_thresholds"]["wood"] == result["pixel_threshold"] and info["min_area"] == 1
+    assert "region-box" in client.get("/static/app.js").text

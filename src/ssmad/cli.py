@@ -24,11 +24,13 @@ from ssmad.data.roi import ROI_FORM, parse_roi_option
 from ssmad.engine.amp import AMP_CHOICES
 from ssmad.engine.device import AUTO_DEVICE, DEVICE_CHOICES
 from ssmad.engine.feature_cache import CACHE_CHOICES
+from ssmad.engine.pixel_thresholds import DEFAULT_NUM_STD, DEFAULT_PIXEL_FPR, DEFAULT_PIXEL_RULE, PIXEL_RULES
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
 from ssmad.engine.tile_dataset import TILE_CROPS
 from ssmad.engine.train_config import TrainConfig
+from ssmad.metrics.defect_regions import DEFAULT_MIN_AREA
 from ssmad.models.presets import DEFAULT_PRESET, PRESETS, get_preset
 from ssmad.modules.encoder import ENCODER_NAMES
 
@@ -136,11 +138,31 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=_positive_int, default=d["checkpoint_every"], help=f"epochs between checkpoints (default {d['checkpoint_every']})")
     parser.add_argument("--val-fraction", type=float, default=d["val_fraction"], help=f"normals held out for calibration (default {d['val_fraction']})")
     parser.add_argument("--target-fpr", type=float, default=d["target_fpr"], help=f"false-positive rate the threshold aims at on normals (default {d['target_fpr']})")
+    _add_pixel_rule_options(parser, d["pixel_rule"], d["pixel_num_std"], d["pixel_fpr"])
     parser.add_argument("--seed", type=int, default=d["seed"], help=f"random seed (default {d['seed']})")
     parser.add_argument("--deterministic", action="store_true", help="ask PyTorch for deterministic kernels")
     parser.add_argument("--workers", type=int, default=d["num_workers"], help=f"data-loading worker processes (default {d['num_workers']})")
     parser.add_argument("--set", dest="model_settings", action="append", type=_model_setting, default=[],
                         metavar="KEY=VALUE", help="override a ModelConfig field, e.g. --set scan_order=hilbert (repeatable)")
+
+
+def _add_pixel_rule_options(parser: argparse.ArgumentParser, rule: str | None, num_std: float | None, pixel_fpr: float | None) -> None:
+    """--pixel-rule and its parameters (``ssmad.engine.pixel_thresholds``); None: the run's own."""
+    def shown(value: Any) -> Any:
+        return "the run's" if value is None else value
+
+    parser.add_argument("--pixel-rule", choices=PIXEL_RULES, default=rule, help="how each class's pixel threshold (defect "
+                        f"masks) is calibrated: image = the image threshold, mean_std, pixel_fpr (default: {shown(rule)})")
+    parser.add_argument("--pixel-num-std", type=float, default=num_std, help=f"with --pixel-rule mean_std: mean + this many standard deviations of the normals' pixels (default: {shown(num_std)})")
+    parser.add_argument("--pixel-fpr", type=float, default=pixel_fpr, help=f"with --pixel-rule pixel_fpr: the fraction of normal pixels marked (default: {shown(pixel_fpr)})")
+
+
+def _add_pixel_decision_options(parser: argparse.ArgumentParser) -> None:
+    """--pixel-threshold and --min-area: how defect masks and regions are made at prediction time."""
+    parser.add_argument("--pixel-threshold", type=float, help="defect masks are the pixels at or above this anomaly score, "
+                        "for every class (default: each class's calibrated pixel threshold)")
+    parser.add_argument("--min-area", type=_positive_int, default=DEFAULT_MIN_AREA, help="smallest defect region kept, in "
+                        f"pixels of the original image (default {DEFAULT_MIN_AREA}: every region)")
 
 
 def _add_calibration_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
@@ -160,6 +182,7 @@ def _add_calibration_options(parser: argparse.ArgumentParser, defaults: bool) ->
     parser.add_argument("--seed", type=int, default=default(DEFAULT_SEED), help=f"seed of the held-out split (default: {shown(DEFAULT_SEED)})")
     parser.add_argument("--target-fpr", type=float, default=default(DEFAULT_TARGET_FPR), help=f"false-positive rate the threshold aims at (default: {shown(DEFAULT_TARGET_FPR)})")
     parser.add_argument("--all-normals", action="store_true", help="calibrate on every normal training image (normals the model was not trained on)")
+    _add_pixel_rule_options(parser, *((DEFAULT_PIXEL_RULE, DEFAULT_NUM_STD, DEFAULT_PIXEL_FPR) if defaults else (None, None, None)))
     parser.add_argument("--batch-size", type=_positive_int, default=default(SCORING_BATCH_SIZE), help=f"images per forward pass (default: {shown(SCORING_BATCH_SIZE)})")
 
 
@@ -205,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="output folder (default: RUN/predictions)")
     predict.add_argument("--class", dest="class_name", help="use this class's threshold for every image")
     predict.add_argument("--no-overlays", action="store_true", help="do not write overlay pictures")
+    predict.add_argument("--no-masks", action="store_true", help="do not write defect mask pictures")
+    predict.add_argument("--submission-root", help="MVTec AD 2: also write the benchmark server's form (anomaly_images/*.tiff, "
+                         "anomaly_images_thresholded/*.png) of the images below this dataset root (needs ssmad[mvtec2])")
+    _add_pixel_decision_options(predict)
     predict.add_argument("--batch-size", type=_positive_int, default=SCORING_BATCH_SIZE, help=f"images per forward pass (default {SCORING_BATCH_SIZE})")
     _add_device(predict)
 
@@ -227,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest request body in MB (default 20)")
     serve.add_argument("--api-key", default=os.environ.get("SSMAD_API_KEY"),
                        help="require this key on /v1/* (header X-API-Key; default: $SSMAD_API_KEY, else none)")
+    _add_pixel_decision_options(serve)
     _add_device(serve)
 
     convert = commands.add_parser("convert", help="a checkpoint of the official MambaAD / Pyramid-Mamba code -> a calibrated run")
@@ -275,7 +303,8 @@ def _run_train(args: argparse.Namespace) -> int:
             amp=args.amp, device=args.device, seed=args.seed, deterministic=args.deterministic, cache=args.cache,
             cache_dir=args.cache_dir,
             accumulate=args.accumulate, checkpoint_every=args.checkpoint_every, val_fraction=args.val_fraction,
-            target_fpr=args.target_fpr, num_workers=args.workers, max_steps=args.max_steps,
+            target_fpr=args.target_fpr, pixel_rule=args.pixel_rule, pixel_num_std=args.pixel_num_std,
+            pixel_fpr=args.pixel_fpr, num_workers=args.workers, max_steps=args.max_steps,
             model_overrides=dict(args.model_settings),
         )
     trainer = Trainer(config, resume=args.resume)
@@ -333,22 +362,23 @@ def _run_test(args: argparse.Namespace) -> int:
         extra={"checkpoint": str(args.run), "skipped": [{"path": p, "reason": r} for p, r in skipped]},
     )
     print(markdown_table(results))
-    print(f"reports: {out_dir}/metrics.md, metrics.json, metrics.csv; overlays: {out_dir}/overlays"
+    print((out_dir / "decisions.md").read_text(), end="")
+    print(f"reports: {out_dir}/metrics.md, decisions.md, metrics.json, metrics.csv; overlays: {out_dir}/overlays"
           + (f"; {len(skipped)} unusable test image(s) skipped (listed in metrics.json)" if skipped else ""))
     return 0
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from ssmad.data import printable
-    from ssmad.engine.prediction import predict_files
+    from ssmad.engine.prediction import PredictOutputs, predict_files
     from ssmad.loading import load
 
-    detector = load(args.run, args.device)
+    detector = load(args.run, args.device, args.pixel_threshold, args.min_area)
     run_dir = Path(args.run) if Path(args.run).is_dir() else Path(args.run).parent
     out_dir = Path(args.out) if args.out else run_dir / "predictions"
-    summary = predict_files(
-        detector, args.paths, out_dir, class_name=args.class_name, overlays=not args.no_overlays, batch_size=args.batch_size
-    )
+    root = None if args.submission_root is None else Path(args.submission_root).resolve()
+    outputs = PredictOutputs(overlays=not args.no_overlays, masks=not args.no_masks, submission_root=root)
+    summary = predict_files(detector, args.paths, out_dir, class_name=args.class_name, outputs=outputs, batch_size=args.batch_size)
     for path, reason in summary.skipped:
         print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
     flagged = sum(row["decision"] == "anomalous" for row in summary.rows)
@@ -397,7 +427,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     import ssmad
     from ssmad.serve import ServeSettings, run
 
-    detector = ssmad.load(args.run, args.device)
+    detector = ssmad.load(args.run, args.device, args.pixel_threshold, args.min_area)
     settings = ServeSettings(
         max_batch=args.max_batch, max_queue=args.max_queue, batch_wait_ms=args.batch_wait_ms,
         timeout_s=args.timeout, max_upload_mb=args.max_upload_mb, api_key=args.api_key or None,
@@ -410,13 +440,16 @@ def _print_calibration(calibration: Any) -> None:
     from ssmad.engine.calibrate_on_normals import too_few_normals_warning
 
     for name, cal in calibration.classes.items():
-        print(f"{name}: threshold {cal.threshold:.6g} ({cal.num_images} normals, target FPR {calibration.target_fpr:g})")
+        pixel = cal.pixel_threshold
+        print(f"{name}: threshold {cal.threshold:.6g} ({cal.num_images} normals, target FPR {calibration.target_fpr:g}); "
+              f"pixel threshold {pixel.value:.6g} (rule {pixel.rule})")
     warning = too_few_normals_warning(calibration)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    from ssmad.engine.pixel_thresholds import PixelRule
     from ssmad.official import convert, write_run
 
     model = convert(args.checkpoint, args.preset, encoder=args.encoder, weights=args.weights, **dict(args.model_settings))
@@ -424,6 +457,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         model, args.out, args.data, args.preset, args.checkpoint, dataset=args.dataset, classes=args.classes,
         val_fraction=args.val_fraction, seed=args.seed, target_fpr=args.target_fpr, all_normals=args.all_normals,
         device=args.device, batch_size=args.batch_size,
+        pixel_rule=PixelRule(args.pixel_rule, args.pixel_num_std, args.pixel_fpr),
     )
     _print_calibration(calibration)
     print(f"converted {args.checkpoint} ({args.preset}); run: {checkpoint}")
@@ -436,7 +470,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     calibration = calibrate_run(
         args.run, data=args.data, dataset=args.dataset, classes=args.classes, val_fraction=args.val_fraction,
         seed=args.seed, target_fpr=args.target_fpr, all_normals=args.all_normals, device=args.device,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, pixel_rule=args.pixel_rule, pixel_num_std=args.pixel_num_std, pixel_fpr=args.pixel_fpr,
     )
     _print_calibration(calibration)
     print(f"calibration written to {args.run}")

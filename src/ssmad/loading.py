@@ -8,14 +8,23 @@ from pathlib import Path
 EXPORTED_SUFFIXES = (".onnx", ".xml")  # ONNX (onnxruntime), OpenVINO IR
 
 
-def load(path: str | os.PathLike, device: str = "auto"):
+def load(path: str | os.PathLike, device: str = "auto", pixel_threshold: float | None = None, min_area: int | None = None):
     """A run folder or ``checkpoint.pt`` (PyTorch on ``device``), a ``.onnx`` file (onnxruntime;
     its CUDA provider when ``device`` is auto or cuda and it is installed) or an OpenVINO ``.xml``
-    (OpenVINO on CPU), as a Detector with the same ``predict``."""
+    (OpenVINO on CPU), as a Detector with the same ``predict``. ``pixel_threshold`` (None: each
+    class's calibrated one) and ``min_area`` (pixels of the original image; None: the default,
+    ``ssmad.metrics.defect_regions.DEFAULT_MIN_AREA``) make its defect masks and regions
+    (``Detector.set_pixel_decision``)."""
     if Path(path).suffix.lower() in EXPORTED_SUFFIXES:
         from ssmad.export import load_exported
 
-        return load_exported(path, device)
-    from ssmad.engine.detector import Detector
+        detector = load_exported(path, device)
+    else:
+        from ssmad.engine.detector import Detector
 
-    return Detector.from_checkpoint(path, device)
+        detector = Detector.from_checkpoint(path, device)
+    if min_area is None:
+        detector.set_pixel_decision(pixel_threshold)
+    else:
+        detector.set_pixel_decision(pixel_threshold, min_area)
+    return detector

@@ -38,7 +38,15 @@ from torch.utils.data import Dataset
 
 from ssmad.data.geometry import Geometry, SizeRule, median_aspect, parse_size_rule
 from ssmad.data.image_io import ImageReadError, image_size_wh, read_image, read_mask
-from ssmad.data.layouts import AUTO_KIND, DATASET_KINDS, Sample, detect_kind, read_class, resolve_classes
+from ssmad.data.layouts import (
+    AUTO_KIND,
+    DATASET_KINDS,
+    Sample,
+    detect_kind,
+    read_class,
+    read_mvtec2_class,
+    resolve_classes,
+)
 from ssmad.data.roi import Roi, RoiSpecs, class_rois
 from ssmad.data.transforms import (
     IMAGENET_MEAN,
@@ -244,7 +252,9 @@ def build_dataset(
             SizeRule (``"long:640"`` measures each class's median aspect ratio over all its
             normal images, so that train and val agree), or a stored {class: Geometry}.
         mean, std: the encoder's normalisation.
-        val_fraction: share of each class's training normals held out as "val" (seeded).
+        val_fraction: share of each class's training normals held out as "val" (seeded). An
+            MVTec AD 2 class has a validation split of its own: "val" is its ``validation/good``
+            images and "train" all of ``train/good``, whatever the fraction.
         missing_mask: what to do with an anomalous test image without mask: "error", or
             "full" (the whole image is anomalous; one warning with the count).
         mask_resolution: "model" (masks resized to the class geometry) or "original".
@@ -279,6 +289,8 @@ def build_dataset(
                 raise FileNotFoundError(f"class {class_name!r} has no test images in {class_dir}")
             _apply_missing_mask_policy(test, missing_mask, class_dir)
             samples.extend(test)
+        elif class_kind == "mvtec2":
+            samples.extend(normals if split == "train" else read_mvtec2_class(class_dir, class_name).validation)
         else:
             train, val = split_validation(normals, val_fraction, seed)
             samples.extend(train if split == "train" else val)

@@ -89,11 +89,11 @@ class Roi:
 
     def place(self, roi_map: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
         """A map (h, w) of the box's size -> float32 (H, W) of the full image: the map inside the box,
-        0 (the lowest anomaly score) outside."""
+        0 (the lowest anomaly score) outside; a bool mask stays bool, False outside."""
         if roi_map.shape != self.size_hw:
             raise ValueError(f"a map of shape {roi_map.shape} does not fit region of interest {self} ({self.size_hw})")
         self.check_fits((size_hw[1], size_hw[0]), f"an image of {size_hw[1]}x{size_hw[0]}")
-        canvas = np.zeros(size_hw, np.float32)
+        canvas = np.zeros(size_hw, bool if roi_map.dtype == bool else np.float32)
         canvas[self.top : self.bottom, self.left : self.right] = roi_map
         return canvas
 
@@ -143,6 +143,6 @@ def rois_to_lists(rois: Mapping[str, Roi]) -> dict[str, list[int]]:
     return {name: list(astuple(roi)) for name, roi in rois.items()}
 
 
-def rois_from_lists(stored: Mapping[str, list[int]] | None) -> dict[str, Roi]:
-    """Inverse of :func:`rois_to_lists`; None (a run without ROI, or of an earlier version) -> {}."""
-    return {name: Roi(*box) for name, box in (stored or {}).items()}
+def rois_from_lists(stored: Mapping[str, list[int]]) -> dict[str, Roi]:
+    """Inverse of :func:`rois_to_lists`."""
+    return {name: Roi(*box) for name, box in stored.items()}

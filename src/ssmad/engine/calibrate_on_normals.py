@@ -8,11 +8,16 @@ val_fraction, seed)`` holds out, so given the data, fraction and seed a run was 
 reproduces the run's stored calibration.
 
 ``all_normals=True`` calibrates on every normal training image instead: for normals the model
-was not trained on (new images after a camera or lighting change).
+was not trained on (new images after a camera or lighting change). Given normals the run was
+trained on (e.g. ``--all-normals`` on the run's own data), :func:`calibrate_run` warns, naming
+them: their scores are low (the model learnt them), so thresholds set on them are too low and
+flag more new normals than the target rate.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +38,7 @@ from ssmad.engine.checkpoint import (
 )
 from ssmad.engine.device import AUTO_DEVICE, resolve_device
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source
+from ssmad.engine.pixel_thresholds import PixelRule
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.scoring import SCORING_BATCH_SIZE, TorchEngine, score_feature_source
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR, Calibration, calibrate
@@ -73,16 +79,18 @@ def calibration_dataset(
 
 @torch.no_grad()
 def calibrate_features(
-    model: torch.nn.Module, source: FeatureSource, device: torch.device, batch_size: int, target_fpr: float
+    model: torch.nn.Module, source: FeatureSource, device: torch.device, batch_size: int, target_fpr: float,
+    pixel_rule: PixelRule = PixelRule(),
 ) -> Calibration:
     """Thresholds and heatmap scales of ``model`` (eval-mode maps) from the normals' features ``source``."""
     scored = score_feature_source(model, source, device, batch_size)
-    return calibrate(source.class_names, scored.scores, scored.maps, target_fpr)
+    return calibrate(source.class_names, scored.scores, scored.maps, target_fpr, pixel_rule)
 
 
 @torch.no_grad()
 def calibrate_tiled(
-    model: torch.nn.Module, normals, device: torch.device, batch_size: int, target_fpr: float, tile: TileSettings
+    model: torch.nn.Module, normals, device: torch.device, batch_size: int, target_fpr: float, tile: TileSettings,
+    pixel_rule: PixelRule = PixelRule(),
 ) -> Calibration:
     """Thresholds and heatmap scales of ``model`` from the dataset ``normals``, every image scored in
     ``tile`` tiles and its maps stitched (``ssmad.engine.tiling``), as prediction scores it."""
@@ -95,7 +103,7 @@ def calibrate_tiled(
         maps.append(image_map)
         scores.append(score)
     names = [sample.class_name for sample in normals.samples]
-    return calibrate(names, np.asarray(scores, np.float32), maps, target_fpr)
+    return calibrate(names, np.asarray(scores, np.float32), maps, target_fpr, pixel_rule)
 
 
 def calibrate_model(
@@ -105,14 +113,15 @@ def calibrate_model(
     batch_size: int = SCORING_BATCH_SIZE,
     target_fpr: float = DEFAULT_TARGET_FPR,
     tile: TileSettings | None = None,
+    pixel_rule: PixelRule = PixelRule(),
 ) -> Calibration:
-    """Thresholds and heatmap scales of ``model`` (put in eval mode) from the dataset ``normals``,
-    scored whole or, with ``tile``, in tiles."""
+    """Image and pixel thresholds and heatmap scales of ``model`` (put in eval mode) from the
+    dataset ``normals``, scored whole or, with ``tile``, in tiles."""
     model = model.to(device).eval()
     if tile is not None:
-        return calibrate_tiled(model, normals, device, batch_size, target_fpr, tile)
+        return calibrate_tiled(model, normals, device, batch_size, target_fpr, tile, pixel_rule)
     source = build_feature_source(model, normals, device, storage="memory", batch_size=batch_size)
-    return calibrate_features(model, source, device, batch_size, target_fpr)
+    return calibrate_features(model, source, device, batch_size, target_fpr, pixel_rule)
 
 
 def too_few_normals(calibration: Calibration) -> list[str]:
@@ -136,6 +145,29 @@ def too_few_normals_warning(calibration: Calibration) -> str | None:
     )
 
 
+def warn_trained_on(normals, trained: TrainConfig, geometries) -> list[str]:
+    """Warn (UserWarning) when calibration ``normals`` include images the run was trained on
+    (its training split, rebuilt from its data, validation fraction and seed); returns their paths."""
+    from ssmad.data import build_dataset
+
+    try:
+        training = build_dataset(trained.dataset, trained.data, "train", classes=trained.classes,
+                                 image_size=geometries, val_fraction=trained.val_fraction, seed=trained.seed)
+    except (FileNotFoundError, ValueError):  # the training data moved or changed: nothing to compare with
+        return []
+    seen = {str(Path(sample.path).resolve()) for sample in training.samples}
+    overlap = [str(sample.path) for sample in normals.samples if str(Path(sample.path).resolve()) in seen]
+    if overlap:
+        more = f" and {len(overlap) - 3} more" if len(overlap) > 3 else ""
+        warnings.warn(
+            f"calibrating on {len(overlap)} normal(s) the model was trained on ({', '.join(overlap[:3])}{more}): "
+            "their scores are low, so the thresholds will be too low and flag more new normals than the target "
+            "rate; calibrate on held-out normals (without --all-normals) or on new images (--data)",
+            UserWarning, stacklevel=2,
+        )
+    return overlap
+
+
 def calibrate_run(
     run: str | Path,
     data: str | Path | None = None,
@@ -147,13 +179,17 @@ def calibrate_run(
     all_normals: bool = False,
     device: str = AUTO_DEVICE,
     batch_size: int | None = None,
+    pixel_rule: str | None = None,
+    pixel_num_std: float | None = None,
+    pixel_fpr: float | None = None,
 ) -> Calibration:
     """Re-calibrate a finished run on normals and rewrite its checkpoint; returns the new calibration.
 
     Every ``None`` takes the run's own value (its training data, dataset kind, classes,
-    validation fraction, seed, target false-positive rate and batch size). Recalibrating some
-    of the run's classes replaces theirs and keeps the other classes' and the global
-    calibration (needs the run's target rate); recalibrating all of them replaces everything.
+    validation fraction, seed, target false-positive rate, pixel rule and its parameters, and
+    batch size). Recalibrating some of the run's classes replaces theirs and keeps the other
+    classes' and the global calibration (needs the run's target rate and pixel rule);
+    recalibrating all of them replaces everything.
     """
     payload = load_checkpoint(run)
     if payload["calibration"] is None:
@@ -166,11 +202,18 @@ def calibrate_run(
     if unknown:
         raise ValueError(f"class(es) {', '.join(unknown)} are not in this run; it knows {', '.join(run_classes)}")
     target_fpr = old.target_fpr if target_fpr is None else target_fpr
+    given = {"rule": pixel_rule, "num_std": pixel_num_std, "pixel_fpr": pixel_fpr}
+    rule = replace(old.pixel_rule, **{key: value for key, value in given.items() if value is not None})
     partial = set(classes) != set(run_classes)
     if partial and target_fpr != old.target_fpr:
         raise ValueError(
             f"recalibrating only {', '.join(classes)} keeps the other classes at target FPR {old.target_fpr}: "
             f"use --target-fpr {old.target_fpr}, or recalibrate every class"
+        )
+    if partial and rule != old.pixel_rule:
+        raise ValueError(
+            f"recalibrating only {', '.join(classes)} keeps the other classes' pixel rule {old.pixel_rule.rule!r}: "
+            "leave --pixel-rule and its parameter out, or recalibrate every class"
         )
     if data is None and trained.data is None:
         raise ValueError(f"{run} does not record its data: pass --data ROOT")
@@ -180,8 +223,10 @@ def calibrate_run(
         trained.val_fraction if val_fraction is None else val_fraction,
         trained.seed if seed is None else seed, all_normals, stored_rois(payload),
     )
+    if trained.data is not None:
+        warn_trained_on(normals, trained, stored_geometries(payload))
     new = calibrate_model(model, normals, resolve_device(device), batch_size or trained.batch_size or SCORING_BATCH_SIZE,
-                          target_fpr, TileSettings.from_dict(payload["tile"]))
+                          target_fpr, TileSettings.from_dict(payload["tile"]), rule)
     if partial:
         new = Calibration(target_fpr, {**old.classes, **new.classes}, old.overall)
     payload["calibration"] = new.to_dict()

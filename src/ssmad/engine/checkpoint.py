@@ -2,7 +2,7 @@
 migrated reads, and the model it holds.
 
 A checkpoint is one ``torch.save`` file of plain Python values and tensors (it loads with
-``weights_only=True``). Schema version 3 (``format_version``):
+``weights_only=True``). Schema version 4 (``format_version``):
 
 - ``format`` (``"ssmad-checkpoint"``), ``format_version``, ``ssmad_version``: what wrote it;
 - ``preset`` and ``model_config`` (``ModelConfig.to_dict()``);
@@ -13,12 +13,12 @@ A checkpoint is one ``torch.save`` file of plain Python values and tensors (it l
 - ``class_names``, ``normalization`` (mean, std);
 - ``geometries``: ``{class: [H, W]}``, the input size of each class (``ssmad.data.geometry``), and
   ``size_rule``: the ``--image-size`` text they came from (``"256"``, ``"1248x512"``, ``"long:640"``);
-- ``rois`` (optional, read with ``.get``; absent or ``{}``: no region of interest):
-  ``{class: [left, top, right, bottom]}``, the box of the original image each class's images are
-  cropped to (``ssmad.data.roi``);
+- ``rois``: ``{class: [left, top, right, bottom]}``, the box of the original image each class's
+  images are cropped to (``ssmad.data.roi``; ``{}``: no region of interest);
 - ``tile``: ``{"size": T, "overlap": O}`` when the classes' images are scored in tiles, else ``None``;
-- ``calibration``: thresholds and heatmap scales (``Calibration.to_dict()``; ``None`` until
-  training has finished);
+- ``calibration``: image and pixel thresholds and heatmap scales (``Calibration.to_dict()``;
+  every class's, and the global, record carries its ``pixel`` threshold; ``None`` until training
+  has finished);
 - ``train_config`` (``TrainConfig.to_dict()``), ``progress`` (epoch, step_in_epoch,
   global_step, epoch_losses, step_losses, finished, world_size);
 - ``data_files``: the usable and rejected training files (``None`` for a converted model);
@@ -37,6 +37,9 @@ Version 1 -> 2: a finished run drops ``optimizer``, ``scaler`` and ``rng``; ``da
 ``converted_from`` are present in every checkpoint (``None`` where they do not apply).
 Version 2 -> 3: the square ``image_size`` (also in ``model_config``) becomes one geometry per
 class, ``size_rule`` its text, ``tile`` None.
+Version 3 -> 4: each calibration record gains its ``pixel`` threshold, of the default rule
+``image`` (the image threshold) for a run calibrated before pixel thresholds existed; ``rois``
+is ``{}``.
 """
 
 from __future__ import annotations
@@ -55,9 +58,10 @@ import ssmad
 from ssmad.data.geometry import Geometry
 from ssmad.data.roi import Roi, rois_from_lists, rois_to_lists
 from ssmad.engine.atomic_write import atomic_write_bytes
+from ssmad.engine.thresholds import with_image_pixel_thresholds
 
 FORMAT = "ssmad-checkpoint"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CHECKPOINT_NAME = "checkpoint.pt"  # the checkpoint file inside a run folder
 RESUME_KEYS = ("optimizer", "scaler", "rng")  # what only an unfinished run carries
 
@@ -167,7 +171,13 @@ def _v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "model_config": model_config, "geometries": geometries, "size_rule": str(side), "tile": None}
 
 
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(payload: dict[str, Any]) -> dict[str, Any]:
+    """Schema 3 -> 4: every calibration record gets the ``image`` rule's pixel threshold; no
+    region of interest."""
+    return {**payload, "calibration": with_image_pixel_thresholds(payload["calibration"]), "rois": {}}
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def stored_geometries(payload: dict[str, Any]) -> dict[str, Geometry]:
@@ -176,8 +186,8 @@ def stored_geometries(payload: dict[str, Any]) -> dict[str, Geometry]:
 
 
 def stored_rois(payload: dict[str, Any]) -> dict[str, Roi]:
-    """``{class: Roi}`` of a loaded checkpoint (or export metadata); none when it has no ``rois``."""
-    return rois_from_lists(payload.get("rois"))
+    """``{class: Roi}`` of a loaded checkpoint (or export metadata)."""
+    return rois_from_lists(payload["rois"])
 
 
 def migrate(payload: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -7,6 +7,12 @@ Which threshold an image gets (the model itself is multi-class and never sees cl
    (``.../bottle/test/crack/001.png`` -> ``bottle``);
 3. else, if the model was trained on one class, that class;
 4. else the global calibration over the validation normals of all classes (``class`` None).
+
+An image is anomalous when its score is at or above its class's threshold. Its defect mask and
+regions (``ssmad.engine.pixel_decision``) come from its class's calibrated pixel threshold, or the
+one given to :meth:`Detector.set_pixel_decision` (``--pixel-threshold``, one value for every
+class), and keep the components of at least ``min_area`` pixels of the original image
+(``--min-area``, default ``ssmad.metrics.defect_regions.DEFAULT_MIN_AREA``).
 """
 
 from __future__ import annotations
@@ -31,10 +37,12 @@ from ssmad.engine.checkpoint import (
     stored_rois,
 )
 from ssmad.engine.device import AUTO_DEVICE, resolve_device
+from ssmad.engine.pixel_decision import pixel_decision
 from ssmad.engine.prediction_result import PredictionResult
 from ssmad.engine.scoring import SCORING_BATCH_SIZE, ScoreFn, TorchEngine, score_batches
 from ssmad.engine.thresholds import Calibration
 from ssmad.engine.tiling import TileGrid, TileSettings, score_tiled
+from ssmad.metrics.defect_regions import DEFAULT_MIN_AREA
 
 ImageInput = Union[str, os.PathLike, Image.Image]
 
@@ -84,6 +92,25 @@ class Detector:
         self.tile = tile
         self.rois = dict(rois or {})
         self.transforms = {g: ImageTransform(g.hw, self.mean, self.std) for g in set(self.geometries.values())}
+        self.set_pixel_decision()
+
+    def set_pixel_decision(self, pixel_threshold: float | None = None, min_area: int = DEFAULT_MIN_AREA) -> None:
+        """How masks are made from now on: ``pixel_threshold`` for every class instead of the
+        calibrated ones (None: the calibrated ones), regions of at least ``min_area`` pixels."""
+        if min_area < 1:
+            raise ValueError(f"--min-area is a number of pixels of the original image >= 1, got {min_area}")
+        if pixel_threshold is not None and not np.isfinite(pixel_threshold):
+            raise ValueError(f"--pixel-threshold must be a finite number, got {pixel_threshold}")
+        self.pixel_threshold = None if pixel_threshold is None else float(pixel_threshold)
+        self.min_area = int(min_area)
+
+    def pixel_threshold_for(self, class_name: str | None) -> tuple[float, str]:
+        """(the pixel threshold masks of ``class_name`` (None: global) are made with, its rule:
+        "given" for one set by :meth:`set_pixel_decision`)."""
+        if self.pixel_threshold is not None:
+            return self.pixel_threshold, "given"
+        pixel = self.calibration.for_class(class_name).pixel_threshold
+        return pixel.value, pixel.rule
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = AUTO_DEVICE) -> Detector:
@@ -171,8 +198,8 @@ class Detector:
             maps, scores = self.score_images(images, batch_size)
             paths = [None] * len(images)
             geometry = str(Geometry(*images.shape[-2:]))
-            return self._result(maps, scores, self._classes(class_name, paths), paths, [], [geometry] * len(images),
-                                [[] for _ in paths])
+            return self._result(maps, maps, scores, self._classes(class_name, paths), paths, [],
+                                [geometry] * len(images), [[] for _ in paths])
         decoded, paths, skipped = [], [], []
         for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
             if isinstance(item, Image.Image):
@@ -215,8 +242,8 @@ class Detector:
             for i, image_map, score in zip(indices, maps, group_scores):
                 model_maps[i], scores[i] = image_map, score
         maps = [map_at_image_size(m, (image.height, image.width), roi) for m, image, roi in zip(model_maps, images, rois)]
-        return self._result(maps, scores, classes, paths, list(skipped or []), [str(g) for g, _ in placed],
-                            [notes for _, notes in placed])
+        return self._result(model_maps, maps, scores, classes, paths, list(skipped or []), [str(g) for g, _ in placed],
+                            [notes for _, notes in placed], rois)
 
     def _classes(self, class_name: str | None | Sequence[str | None], paths: list[str | None]) -> list[str | None]:
         """The calibration class of each image: the one given, else rules 2-4 of the module docstring."""
@@ -226,17 +253,25 @@ class Detector:
         return [name or self.class_for_path(p) for name, p in zip(given, paths)]
 
     def _result(
-        self, maps: list[np.ndarray], scores: np.ndarray, classes: list[str | None], paths: list[str | None],
-        skipped: list[tuple[str, str]], geometries: list[str], notes: list[list[str]],
+        self, model_maps: list[np.ndarray], maps: list[np.ndarray], scores: np.ndarray, classes: list[str | None],
+        paths: list[str | None], skipped: list[tuple[str, str]], geometries: list[str], notes: list[list[str]],
+        rois: list[Roi | None] | None = None,
     ) -> PredictionResult:
-        """Attach each image's calibration to its map (H_i, W_i) and score."""
+        """Attach each image's calibration to its map (H_i, W_i) and score, and make its mask and
+        regions from its map at the model's resolution (h_i, w_i), placed into its region of
+        interest where ``rois`` gives one."""
         cals = [self.calibration.for_class(c) for c in classes]
         normalized = np.array([cal.normalize(s[None])[0] for cal, s in zip(cals, scores)], dtype=np.float64)
         thresholds = np.array([cal.threshold for cal in cals], dtype=np.float64)
+        pixel_thresholds = np.array([self.pixel_threshold_for(c)[0] for c in classes], dtype=np.float64)
+        decided = [
+            pixel_decision(m, image_map, t, self.min_area, roi)
+            for m, image_map, t, roi in zip(model_maps, maps, pixel_thresholds, rois or [None] * len(maps))
+        ]
         return PredictionResult(
             scores=scores,
             normalized=normalized,
-            decisions=scores > thresholds,
+            decisions=np.array([cal.is_anomalous(s) for cal, s in zip(cals, scores)], dtype=bool),
             maps=maps,
             heatmaps=[cal.heatmap(m) for cal, m in zip(cals, maps)],
             calibration_classes=classes,
@@ -245,6 +280,9 @@ class Detector:
             skipped=skipped,
             geometries=geometries,
             warnings=notes,
+            pixel_thresholds=pixel_thresholds,
+            masks=[mask for mask, _ in decided],
+            regions=[regions for _, regions in decided],
         )
 
     def _check_tensor(self, images: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,9 @@ epochs. Pixel metrics compare maps and masks at each image's original resolution
 protocol, for comparison with published tables; every report says which. Outputs in the chosen folder:
 ``metrics.md`` (markdown table, percent), ``metrics.json`` and ``metrics.csv`` (fractions),
 ``overlays/<class>/*.png`` (image | ground truth | heatmap on the class's fixed scale) and, when
-matplotlib is installed, ``curves.png`` (image-level ROC and PR curves per class).
+matplotlib is installed, ``curves.png`` (image-level ROC and PR curves per class). ``decisions.md``
+and ``metrics.json``'s ``decision``: what the calibrated image and pixel decisions did per class,
+with MVTec AD 2's SegF1 and AU-PRO@0.05 beside AU-PRO@0.3 (``ssmad.engine.decision_report``).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ssmad.engine.atomic_write import atomic_write_text
 from ssmad.data.geometry import aspect_mismatch
 from ssmad.data.image_io import read_image
+from ssmad.engine.atomic_write import atomic_write_text
+from ssmad.engine.decision_report import class_decisions, decisions_table
 from ssmad.engine.detector import Detector, map_at_image_size
+from ssmad.engine.pixel_decision import pixel_decision
 from ssmad.engine.prediction import display_image
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.visualize import save_overlay
@@ -39,9 +43,9 @@ METRIC_TITLES = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AU
 
 @dataclass
 class TestOutputs:
-    """Predictions on a test set, in dataset order: labels/scores (N,), masks (H_i, W_i) uint8 and
-    maps (H_i, W_i) at the masks' resolution, the input geometry each image was scored at, and
-    how many images were resized with a changed aspect ratio."""
+    """Predictions on a test set, in dataset order: labels/scores (N,), masks (H_i, W_i) uint8,
+    maps (H_i, W_i) and predicted defect masks (H_i, W_i) bool at the masks' resolution, the input
+    geometry each image was scored at, and how many images were resized with a changed aspect ratio."""
 
     class_names: list[str]
     labels: np.ndarray
@@ -49,6 +53,7 @@ class TestOutputs:
     masks: list[np.ndarray]
     maps: list[np.ndarray]
     geometries: list[str]
+    predicted_masks: list[np.ndarray]
     stretched: int = 0
 
 
@@ -65,7 +70,7 @@ def predict_test_set(detector: Detector, dataset, batch_size: int = SCORING_BATC
     batches = dataset.geometry_batches(batch_size)
     loader = DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, collate_fn=_items)
     count = len(dataset)
-    masks, maps = [None] * count, [None] * count
+    masks, maps, predicted = [None] * count, [None] * count, [None] * count
     scores = np.zeros(count, np.float32)
     stretched = 0
     for indices, items in zip(batches, tqdm(loader, desc="testing", leave=False, total=len(batches))):
@@ -75,27 +80,28 @@ def predict_test_set(detector: Detector, dataset, batch_size: int = SCORING_BATC
             roi = dataset.rois.get(item["class_name"])
             placed = roi if dataset.mask_resolution == "original" else None
             masks[index], maps[index], scores[index] = mask, map_at_image_size(image_map, mask.shape, placed), score
+            threshold, _ = detector.pixel_threshold_for(dataset.samples[index].class_name)
+            predicted[index] = pixel_decision(image_map, maps[index], threshold, detector.min_area, placed)[0]
             seen_aspect = roi.aspect if roi is not None else item["width"] / item["height"]
             stretched += aspect_mismatch(seen_aspect, dataset.geometry(index))
     names = [sample.class_name for sample in dataset.samples]
     geometries = [str(dataset.geometry(i)) for i in range(count)]
-    return TestOutputs(names, np.asarray(dataset.labels), scores, masks, maps, geometries, stretched)
+    return TestOutputs(names, np.asarray(dataset.labels), scores, masks, maps, geometries, predicted, stretched)
 
 
-def threshold_rates(outputs: TestOutputs, detector: Detector) -> dict[str, dict[str, float]]:
-    """Per class: test false-positive and true-positive rates of the calibrated decision."""
+def decision_report(outputs: TestOutputs, detector: Detector) -> dict[str, dict]:
+    """Per class: the decision report of ``ssmad.engine.decision_report``."""
     names = np.asarray(outputs.class_names)
-    rates = {}
+    report = {}
     for name in sorted(set(outputs.class_names)):
-        selected = names == name
-        decisions = outputs.scores[selected] > detector.calibration.for_class(name).threshold
-        labels = outputs.labels[selected]
-        rates[name] = {
-            "threshold": detector.calibration.for_class(name).threshold,
-            "test_fpr": float(decisions[labels == 0].mean()) if (labels == 0).any() else float("nan"),
-            "test_tpr": float(decisions[labels == 1].mean()) if (labels == 1).any() else float("nan"),
-        }
-    return rates
+        chosen = np.flatnonzero(names == name)
+        threshold, rule = detector.pixel_threshold_for(name)
+        report[name] = class_decisions(
+            detector.calibration, name, outputs.labels[chosen], outputs.scores[chosen],
+            [outputs.masks[i] for i in chosen], [outputs.maps[i] for i in chosen],
+            [outputs.predicted_masks[i] for i in chosen], threshold, rule, detector.min_area,
+        )
+    return report
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
@@ -190,15 +196,17 @@ def evaluate_run(
         outputs.class_names, outputs.labels, outputs.scores, outputs.masks, outputs.maps, protocol=protocol
     )
     results = {name: {k: float(v) for k, v in metrics.items()} for name, metrics in results.items()}
+    decisions = decision_report(outputs, detector)
     info = {
         "protocol": protocol, "mask_resolution": dataset.mask_resolution, "num_images": len(outputs.labels),
         "geometries": {name: str(geometry) for name, geometry in dataset.geometries.items()},
         "rois": {name: str(roi) for name, roi in dataset.rois.items()},
         "tile": None if detector.tile is None else detector.tile.to_dict(),
         "images_resized_with_another_aspect_ratio": outputs.stretched,
-        "decision": threshold_rates(outputs, detector),
+        "decision": decisions,
     }
     write_reports(results, out_dir, {**(extra or {}), **info})
+    atomic_write_text(out_dir / "decisions.md", decisions_table(decisions) + "\n")
     if overlays_per_class > 0:
         write_overlays(detector, dataset, outputs, out_dir, overlays_per_class)
     write_curves(outputs, out_dir)

@@ -17,6 +17,11 @@ not trained on (the calibration normals; MVTec AD 2's validation split):
   as the image threshold's quantile), so about a fraction ``pixel_fpr`` (default 0.001) of normal
   pixels is marked.
 
+Calibration (``ssmad.engine.thresholds.calibrate``) computes every class's threshold, and the
+global one, by one :class:`PixelRule` (``--pixel-rule`` and its parameter ``--pixel-num-std`` /
+``--pixel-fpr`` of ``ssmad train`` and ``ssmad calibrate``), from the calibration normals' maps at
+the model's resolution: the maps the masks are taken from (``ssmad.engine.detector``).
+
 Maps are (N, H, W) arrays or N (H_i, W_i) arrays (each image at its own resolution): every pixel
 counts once, so a large image weighs more than a small one.
 """
@@ -125,3 +130,31 @@ def calibrate_pixel_threshold(
                               num_images=num_images, num_pixels=num_pixels)
     return PixelThreshold("pixel_fpr", pixel_fpr_threshold(normal_maps, pixel_fpr), pixel_fpr=pixel_fpr,
                           num_images=num_images, num_pixels=num_pixels)
+
+
+@dataclass(frozen=True)
+class PixelRule:
+    """The rule calibration computes each class's :class:`PixelThreshold` by, with its parameters
+    (``num_std`` used by ``mean_std``, ``pixel_fpr`` by ``pixel_fpr``)."""
+
+    rule: str = DEFAULT_PIXEL_RULE
+    num_std: float = DEFAULT_NUM_STD
+    pixel_fpr: float = DEFAULT_PIXEL_FPR
+
+    def __post_init__(self) -> None:
+        if self.rule not in PIXEL_RULES:
+            raise ValueError(f"unknown pixel threshold rule {self.rule!r}; use one of {', '.join(PIXEL_RULES)}")
+        if not 0.0 < self.pixel_fpr < 1.0:
+            raise ValueError(f"pixel false-positive rate (--pixel-fpr) must be in (0, 1), got {self.pixel_fpr}")
+
+    @classmethod
+    def of(cls, threshold: PixelThreshold) -> PixelRule:
+        """The rule a stored threshold was computed by (defaults for the parameters it lacks)."""
+        return cls(threshold.rule, threshold.num_std if threshold.num_std is not None else DEFAULT_NUM_STD,
+                   threshold.pixel_fpr if threshold.pixel_fpr is not None else DEFAULT_PIXEL_FPR)
+
+    def threshold(
+        self, image_threshold: float, normal_maps: np.ndarray | Sequence[np.ndarray] | None = None
+    ) -> PixelThreshold:
+        """One class's threshold by this rule (see :func:`calibrate_pixel_threshold`)."""
+        return calibrate_pixel_threshold(self.rule, image_threshold, normal_maps, self.num_std, self.pixel_fpr)

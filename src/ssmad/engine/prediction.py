@@ -3,11 +3,23 @@
 Outputs in the chosen folder:
 - ``predictions.jsonl`` and ``predictions.csv``: one row per scored image with ``path``,
   ``class`` (the calibration used; empty/null = global), ``score`` (raw), ``normalized``
-  (0.5 at the threshold), ``threshold`` and ``decision`` (``anomalous`` or ``normal``), and
-  ``overlay`` (the picture's file name, when written);
+  (0.5 at the threshold), ``threshold`` and ``decision`` (``anomalous`` or ``normal``),
+  ``pixel_threshold`` (the threshold the mask was made with), ``overlay`` and ``mask`` (the
+  pictures' file names, when written). The JSON Lines rows carry the defect ``regions`` (box
+  ``[left, top, right, bottom]`` right/bottom exclusive, ``area_px``, ``area_fraction``,
+  ``peak_score``, ``mean_score``, ``centroid`` ``[x, y]``, in pixels of the original image,
+  highest peak first); the CSV rows their count (``regions``) and the largest one's area
+  (``largest_region_px``, ``largest_region_fraction``; empty without a region);
 - ``skipped.csv``: inputs that were missing or unreadable, and overlays that could not be
   written, with the reason (also printed);
-- ``overlays/*.png``: image | heatmap on the class's fixed scale.
+- ``overlays/*.png``: image | heatmap on the class's fixed scale;
+- ``masks/*.png``: the binary defect mask at the image's own size, 0 normal and 255 defect (the
+  same names as the overlays);
+- with ``submission_root`` (``--submission-root``, MVTec AD 2's test_private and
+  test_private_mixed): ``anomaly_images/**/*.tiff`` (float16 maps) and
+  ``anomaly_images_thresholded/**/*.png`` (the masks) mirroring each image's path below that
+  dataset root, the form its benchmark server takes (``ssmad.engine.mvtec2_submission``, with its
+  assumptions).
 
 Rows are written (and flushed) batch by batch as they are scored, so an interrupt (Ctrl-C) or
 a failure keeps every row scored before it; the interrupt says how many rows were written. A
@@ -29,10 +41,24 @@ from PIL import Image
 
 from ssmad.engine.atomic_write import atomic_write_text
 from ssmad.engine.detector import Detector
+from ssmad.engine.mvtec2_submission import write_submission_image
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.visualize import save_overlay
 
-CSV_FIELDS = ("path", "class", "score", "normalized", "threshold", "decision", "geometry", "warnings", "overlay")
+CSV_FIELDS = (
+    "path", "class", "score", "normalized", "threshold", "decision", "geometry", "warnings", "pixel_threshold",
+    "regions", "largest_region_px", "largest_region_fraction", "overlay", "mask",
+)
+
+
+@dataclass(frozen=True)
+class PredictOutputs:
+    """Which files ``predict_files`` writes besides the rows: overlays, masks, and MVTec AD 2's
+    submission form for images below ``submission_root`` (None: not written)."""
+
+    overlays: bool = True
+    masks: bool = True
+    submission_root: Path | None = None
 
 
 @dataclass
@@ -67,7 +93,7 @@ def predict_files(
     inputs: list[str],
     out_dir: str | Path,
     class_name: str | None = None,
-    overlays: bool = True,
+    outputs: PredictOutputs = PredictOutputs(),
     batch_size: int = SCORING_BATCH_SIZE,
 ) -> PredictSummary:
     """Score every image the inputs name; write the outputs described in the module docstring.
@@ -86,10 +112,11 @@ def predict_files(
         writer.writeheader()
         try:
             for start in range(0, len(files), batch_size):
-                rows = _score_batch(detector, files[start : start + batch_size], start, out_dir, class_name, overlays, summary)
+                rows = _score_batch(detector, files[start : start + batch_size], start, out_dir, class_name,
+                                    outputs, summary)
                 for row in rows:
                     jsonl.write(json.dumps(row) + "\n")
-                    writer.writerow({**row, "class": row["class"] or "", "warnings": "; ".join(row["warnings"])})
+                    writer.writerow(csv_row(row))
                 jsonl.flush()
                 table.flush()
                 summary.rows.extend(rows)
@@ -102,9 +129,19 @@ def predict_files(
     return summary
 
 
+def csv_row(row: dict) -> dict:
+    """A JSON Lines row -> its CSV row: the regions' count and the largest region's area."""
+    largest = max(row["regions"], key=lambda region: region["area_px"], default=None)
+    return {
+        **row, "class": row["class"] or "", "warnings": "; ".join(row["warnings"]), "regions": len(row["regions"]),
+        "largest_region_px": "" if largest is None else largest["area_px"],
+        "largest_region_fraction": "" if largest is None else largest["area_fraction"],
+    }
+
+
 def _score_batch(
     detector: Detector, files: list[Path], start: int, out_dir: Path, class_name: str | None,
-    overlays: bool, summary: PredictSummary,
+    outputs: PredictOutputs, summary: PredictSummary,
 ) -> list[dict]:
     """Rows of one batch of files (numbered from ``start``); unreadable files go to ``summary.skipped``."""
     from ssmad.data import ImageReadError, read_image
@@ -119,16 +156,29 @@ def _score_batch(
     result = detector.predict_decoded(images, paths, class_name=class_name, batch_size=len(files))
     rows = []
     for i, image in enumerate(images):
-        overlay = ""
-        if overlays:
-            name = f"{start + i:05d}_{Path(paths[i]).stem}.png"
+        name = f"{start + i:05d}_{Path(paths[i]).stem}.png"
+        written = {"overlay": "", "mask": ""}
+        if outputs.submission_root is not None:
+            write_submission_image(out_dir, outputs.submission_root, Path(paths[i]).resolve(), result.maps[i], result.masks[i])
+        for kind, wanted, folder in (("overlay", outputs.overlays, "overlays"), ("mask", outputs.masks, "masks")):
+            if not wanted:
+                continue
             try:
-                save_overlay(out_dir / "overlays" / name, display_image(image, result.heatmaps[i].shape), result.heatmaps[i])
-                overlay = name
+                if kind == "overlay":
+                    save_overlay(out_dir / folder / name, display_image(image, result.heatmaps[i].shape), result.heatmaps[i])
+                else:
+                    save_mask(out_dir / folder / name, result.masks[i])
+                written[kind] = name
             except OSError as error:
-                summary.skipped.append((paths[i], f"overlay not written: {error}"))
-        rows.append({"path": paths[i], **result.image(i).record(), "overlay": overlay})
+                summary.skipped.append((paths[i], f"{kind} not written: {error}"))
+        rows.append({"path": paths[i], **result.image(i).record(), **written})
     return rows
+
+
+def save_mask(path: Path, mask: np.ndarray) -> None:
+    """A defect mask (H, W) bool as an 8-bit PNG, 0 normal and 255 defect."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(path)
 
 
 def _write_skipped(out_dir: Path, skipped: list[tuple[str, str]]) -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ssmad.metrics.defect_regions import DefectRegion
+
 
 @dataclass
 class ImageResult:
@@ -24,11 +26,15 @@ class ImageResult:
     heatmap: np.ndarray
     geometry: str = ""  # the model input size it was scored at, "HxW"
     warnings: list[str] = field(default_factory=list)
+    pixel_threshold: float = float("nan")
+    mask: np.ndarray | None = None  # (H, W) bool, the defect mask at the image's own size
+    regions: list[DefectRegion] = field(default_factory=list)
 
     def record(self) -> dict:
         """``class`` (None = global), ``score`` (raw), ``normalized`` (0.5 at the threshold),
         ``threshold``, ``decision`` ("anomalous" or "normal"), ``geometry`` (the input size it was
-        scored at) and ``warnings`` (e.g. a changed aspect ratio), as JSON-ready values."""
+        scored at), ``warnings`` (e.g. a changed aspect ratio), ``pixel_threshold`` and
+        ``regions`` (``DefectRegion.to_dict()`` each, highest peak first), as JSON-ready values."""
         return {
             "class": self.calibration_class,
             "score": self.score,
@@ -37,6 +43,8 @@ class ImageResult:
             "decision": "anomalous" if self.anomalous else "normal",
             "geometry": self.geometry,
             "warnings": list(self.warnings),
+            "pixel_threshold": self.pixel_threshold,
+            "regions": [region.to_dict() for region in self.regions],
         }
 
 
@@ -50,7 +58,9 @@ class PredictionResult:
     (B,) the class whose calibration each image got (None = global); paths (B,) source files (None
     for in-memory images); thresholds (B,); geometries (B,) the model input size each image was
     scored at ("HxW"); warnings (B,) each image's notes (a borrowed geometry, a changed aspect
-    ratio); skipped: (path, reason) of inputs that could not be read.
+    ratio); skipped: (path, reason) of inputs that could not be read; pixel_thresholds (B,) the
+    threshold each mask was made with; masks: B defect masks (H_i, W_i) bool, at each image's own
+    size; regions: each image's defect regions (``ssmad.engine.pixel_decision``).
     """
 
     scores: np.ndarray
@@ -64,6 +74,9 @@ class PredictionResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     geometries: list[str] = field(default_factory=list)
     warnings: list[list[str]] = field(default_factory=list)
+    pixel_thresholds: np.ndarray | None = None
+    masks: list[np.ndarray] = field(default_factory=list)
+    regions: list[list[DefectRegion]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -88,4 +101,7 @@ class PredictionResult:
             heatmap=self.heatmaps[index],
             geometry=self.geometries[index] if self.geometries else "",
             warnings=self.warnings[index] if self.warnings else [],
+            pixel_threshold=float(self.pixel_thresholds[index]) if self.pixel_thresholds is not None else float("nan"),
+            mask=self.masks[index] if self.masks else None,
+            regions=self.regions[index] if self.regions else [],
         )

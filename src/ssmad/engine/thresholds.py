@@ -6,13 +6,19 @@ For each class (and once over all classes, ``global``), from the image scores ``
 anomaly maps of the held-out normal images:
 
 - ``threshold`` = the ``1 - target_fpr`` quantile of ``s`` (linear interpolation), so about a
-  fraction ``target_fpr`` of normal images is flagged;
+  fraction ``target_fpr`` of normal images is flagged. An image is anomalous when its score is
+  *at or above* the threshold (``>=``, as a pixel is in the defect mask when its value is at or
+  above the pixel threshold: so the default pixel rule's mask is non-empty exactly for the images
+  decided anomalous);
 - ``scale`` = the standard deviation of ``s`` (floored), and the normalised score
   ``sigmoid((score - threshold) / scale)``: 0.5 at the threshold, towards 1 above it;
 - ``map_low`` = the median pixel value of the validation maps and ``map_high`` = ``threshold``:
   heatmaps are shown as ``clip((map - map_low) / (map_high - map_low), 0, 1)``, one fixed scale
   per class, so a pixel at full colour means "above the image decision threshold" and a normal
-  image never looks alarming because of per-image min-max normalisation.
+  image never looks alarming because of per-image min-max normalisation;
+- ``pixel``: the pixel threshold (``ssmad.engine.pixel_thresholds``) by the calibration's
+  :class:`~ssmad.engine.pixel_thresholds.PixelRule`. A record without one (written before pixel
+  thresholds existed) has the default rule ``image``: the pixel threshold is ``threshold``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
+
+from ssmad.engine.pixel_thresholds import PixelRule, PixelThreshold
 
 GLOBAL = "global"
 DEFAULT_TARGET_FPR = 0.01  # the false-positive rate on normals a threshold aims at
@@ -36,6 +44,16 @@ class ClassCalibration:
     map_low: float
     map_high: float
     num_images: int
+    pixel: PixelThreshold | None = None  # None: the ``image`` rule (see :attr:`pixel_threshold`)
+
+    @property
+    def pixel_threshold(self) -> PixelThreshold:
+        """The pixel threshold: the stored one, else the ``image`` rule's (the image threshold)."""
+        return self.pixel if self.pixel is not None else PixelRule("image").threshold(self.threshold)
+
+    def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
+        """Image decisions (N,) bool of raw scores (N,): score >= threshold."""
+        return np.asarray(scores) >= self.threshold
 
     def normalize(self, scores: np.ndarray) -> np.ndarray:
         """Raw scores (N,) -> normalised scores (N,) in (0, 1), 0.5 at the threshold."""
@@ -58,6 +76,8 @@ class ClassCalibration:
                 values[spec.name] = data[spec.name]
             elif spec.default is MISSING and spec.default_factory is MISSING:
                 raise ValueError(f"calibration record without its '{spec.name}' field: {sorted(data)}")
+        if values.get("pixel") is not None:
+            values["pixel"] = PixelThreshold.from_dict(values["pixel"])
         return cls(**values)
 
 
@@ -72,6 +92,11 @@ class Calibration:
     def for_class(self, class_name: str | None) -> ClassCalibration:
         """The class's calibration, or the global one for ``None``."""
         return self.overall if class_name is None else self.classes[class_name]
+
+    @property
+    def pixel_rule(self) -> PixelRule:
+        """The rule the pixel thresholds were computed by (the global one's)."""
+        return PixelRule.of(self.overall.pixel_threshold)
 
     def to_dict(self) -> dict:
         return {
@@ -90,28 +115,51 @@ class Calibration:
         )
 
 
-def calibrate_class(scores: np.ndarray, maps: np.ndarray | list[np.ndarray], target_fpr: float) -> ClassCalibration:
-    """Scores (N,) and maps (N, H, W) (or N maps of their own sizes) of normal images -> their
-    :class:`ClassCalibration`."""
+def with_image_pixel_thresholds(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored calibration record (``Calibration.to_dict``) of a version without pixel thresholds
+    -> the same with every class's (and the global) ``pixel`` record of the ``image`` rule: the
+    migration of checkpoints (schema 3 -> 4) and export metadata (layout 2 -> 3). None stays None."""
+    if calibration is None:
+        return None
+
+    def filled(record: dict[str, Any]) -> dict[str, Any]:
+        pixel = PixelRule("image").threshold(record["threshold"]).to_dict()
+        return {**record, "pixel": record.get("pixel") or pixel}
+
+    return {**calibration, "classes": {name: filled(cal) for name, cal in calibration["classes"].items()},
+            GLOBAL: filled(calibration[GLOBAL])}
+
+
+def calibrate_class(
+    scores: np.ndarray, maps: np.ndarray | list[np.ndarray], target_fpr: float, pixel_rule: PixelRule = PixelRule()
+) -> ClassCalibration:
+    """Scores (N,) and maps (N, H, W) (or N maps of their own sizes, at the model's resolution) of
+    normal images -> their :class:`ClassCalibration`, its pixel threshold by ``pixel_rule``."""
     scores = np.asarray(scores, dtype=np.float64)
     threshold = float(np.quantile(scores, 1.0 - target_fpr))
     scale = max(float(scores.std()), _MIN_SCALE * max(abs(threshold), 1.0))
     map_low = float(np.median(np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in maps])))
-    return ClassCalibration(threshold, scale, min(map_low, threshold), threshold, len(scores))
+    return ClassCalibration(threshold, scale, min(map_low, threshold), threshold, len(scores),
+                            pixel_rule.threshold(threshold, maps))
 
 
 def calibrate(
-    class_names: list[str], scores: np.ndarray, maps: np.ndarray | list[np.ndarray], target_fpr: float = DEFAULT_TARGET_FPR
+    class_names: list[str],
+    scores: np.ndarray,
+    maps: np.ndarray | list[np.ndarray],
+    target_fpr: float = DEFAULT_TARGET_FPR,
+    pixel_rule: PixelRule = PixelRule(),
 ) -> Calibration:
     """Validation normals -> :class:`Calibration`.
 
-    class_names: class of each image (N,); scores (N,); maps (N, H, W), or N maps of their own sizes.
+    class_names: class of each image (N,); scores (N,); maps (N, H, W), or N maps of their own
+    sizes, at the model's resolution; pixel_rule: how the pixel thresholds are computed.
     """
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"target false-positive rate must be in (0, 1), got {target_fpr}")
     names = np.asarray(class_names)
     classes = {
-        name: calibrate_class(scores[names == name], [maps[i] for i in np.flatnonzero(names == name)], target_fpr)
+        name: calibrate_class(scores[names == name], [maps[i] for i in np.flatnonzero(names == name)], target_fpr, pixel_rule)
         for name in sorted(set(class_names))
     }
-    return Calibration(target_fpr, classes, calibrate_class(scores, maps, target_fpr))
+    return Calibration(target_fpr, classes, calibrate_class(scores, maps, target_fpr, pixel_rule))

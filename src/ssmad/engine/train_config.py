@@ -10,6 +10,7 @@ from ssmad.data.geometry import DEFAULT_SIZE_RULE
 from ssmad.data.layouts import AUTO_KIND
 from ssmad.engine.amp import NO_AMP
 from ssmad.engine.device import AUTO_DEVICE
+from ssmad.engine.pixel_thresholds import DEFAULT_NUM_STD, DEFAULT_PIXEL_FPR, DEFAULT_PIXEL_RULE, PixelRule
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
 from ssmad.models.presets import DEFAULT_PRESET
@@ -46,6 +47,9 @@ class TrainConfig:
     checkpoint_every: int = 10
     val_fraction: float = DEFAULT_VAL_FRACTION
     target_fpr: float = DEFAULT_TARGET_FPR
+    pixel_rule: str = DEFAULT_PIXEL_RULE  # --pixel-rule (ssmad.engine.pixel_thresholds)
+    pixel_num_std: float = DEFAULT_NUM_STD
+    pixel_fpr: float = DEFAULT_PIXEL_FPR
     num_workers: int = 0
     max_steps: int | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +65,11 @@ class TrainConfig:
         if "image_size" in values:  # runs before 0.2.0 stored the square side as an int
             values["image_size"] = str(values["image_size"])
         return cls(**values)
+
+    @property
+    def pixel(self) -> PixelRule:
+        """The pixel threshold rule calibration uses."""
+        return PixelRule(self.pixel_rule, self.pixel_num_std, self.pixel_fpr)
 
     @property
     def roots(self) -> list[str]:

@@ -58,6 +58,7 @@ from ssmad.engine.distributed import (
     trainable_network,
 )
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source, cache_key, open_disk_cache
+from ssmad.engine.fpr_intervals import calibration_fpr_interval
 from ssmad.engine.interrupts import StopRequests
 from ssmad.engine.optimizer import build_optimizer
 from ssmad.engine.preflight import check_cache, check_data, check_out_folder, check_settings, feature_bytes
@@ -106,6 +107,7 @@ class Trainer:
         self.config = config
         self.resume = resume
         check_settings(config.val_fraction, config.target_fpr)
+        self.pixel_rule = config.pixel  # refuses an unknown pixel rule before any work
         self.recipe = get_preset(config.preset).recipe
         device = resolve_device(config.device)
         self.context = context or init_distributed(device)
@@ -447,13 +449,19 @@ class Trainer:
         """Thresholds and heatmap scales from the validation normals (every process computes them):
         their cached features, or with tiles their whole images scored tile by tile as prediction does."""
         if self.tile is None:
-            calibration = calibrate_features(self.model, source, self.device, self.batch_size, self.config.target_fpr)
+            calibration = calibrate_features(
+                self.model, source, self.device, self.batch_size, self.config.target_fpr, self.pixel_rule
+            )
         else:
             calibration = calibrate_tiled(
-                self.model, self.val_set, self.device, self.batch_size, self.config.target_fpr, self.tile
+                self.model, self.val_set, self.device, self.batch_size, self.config.target_fpr, self.tile, self.pixel_rule
             )
         for name, cal in calibration.classes.items():
-            self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images)", name, cal.threshold, calibration.target_fpr, cal.num_images)
+            supported = calibration_fpr_interval(cal.num_images, calibration.target_fpr)
+            self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images), pixel threshold %.5f (rule %s); "
+                          "the realised FPR these normals support: %.3g-%.3g (95 %%), none below 1/(n+1) = %.3g",
+                          name, cal.threshold, calibration.target_fpr, cal.num_images, cal.pixel_threshold.value,
+                          cal.pixel_threshold.rule, supported.low, supported.high, supported.smallest)
         warning = too_few_normals_warning(calibration)
         if warning:
             self.log.warning("calibration: %s", warning)

@@ -70,7 +70,7 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     scores = np.concatenate([result[compiled.output(OUTPUT_NAMES[1])] for result in results])
     old = Calibration.from_dict(payload["calibration"])
     metadata = read_onnx_metadata(onnx_path)
-    metadata["calibration"] = calibrate(names, scores, maps, old.target_fpr).to_dict()
+    metadata["calibration"] = calibrate(names, scores, maps, old.target_fpr, old.pixel_rule).to_dict()
     metadata["int8"] = True
     return save_openvino(quantized, metadata, library, Path(out))
 

@@ -1,15 +1,14 @@
 """What an exported model carries besides its graph: one JSON document under the key ``ssmad``
 (ONNX ``metadata_props``; OpenVINO ``rt_info``), so re-calibrating rewrites no graph.
 
-Fields (layout version 2): ``format`` (the layout's version), ``ssmad_version``, ``preset``,
+Fields (layout version 3): ``format`` (the layout's version), ``ssmad_version``, ``preset``,
 ``model_config``, ``class_names``, ``geometries`` (``{class: [H, W]}``, the input size of each
-class; a graph is traced at one of them), ``rois`` (optional, read with ``.get``; absent or ``{}``:
-none; ``{class: [left, top, right, bottom]}``, the box of the original image each class's images are
-cropped to, ``ssmad.data.roi``), ``tile`` (``{"size", "overlap"}`` or None), ``mean``/``std`` (the encoder's
+class; a graph is traced at one of them), ``rois`` (``{class: [left, top, right, bottom]}``, the box
+of the original image each class's images are cropped to, ``ssmad.data.roi``; ``{}``: none), ``tile`` (``{"size", "overlap"}`` or None), ``mean``/``std`` (the encoder's
 normalisation, done inside the graph; kept to preprocess tensors the way a checkpoint's
 detector does), ``openvino_extension`` (an OpenVINO IR holding the fused scan: the library's file name, kept beside
 the IR; else None or absent), ``int8`` (True on an NNCF-quantised IR),
-``calibration`` (thresholds, normalisation constants, heatmap scales;
+``calibration`` (image and pixel thresholds, normalisation constants, heatmap scales;
 ``Calibration.to_dict``), ``inputs`` and ``outputs`` (the graph's tensor names).
 
 Versions, as for checkpoints (``ssmad.engine.checkpoint``): a change of the layout bumps
@@ -17,7 +16,9 @@ Versions, as for checkpoints (``ssmad.engine.checkpoint``): a change of the layo
 ``_MIGRATIONS``, applied in turn by :func:`parse_metadata`; a newer layout than this ssmad
 reads is refused, naming the file and the fix (upgrade ssmad). Readers take what they need by
 key and ignore keys they do not know. Layout 1 -> 2: the square ``image_size`` becomes every
-class's geometry, ``tile`` None.
+class's geometry, ``tile`` None. Layout 2 -> 3: each calibration record gains its ``pixel``
+threshold, of the default rule ``image`` for an export calibrated before pixel thresholds existed;
+``rois`` is ``{}``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from collections.abc import Callable
 from typing import Any
 
 import ssmad
+from ssmad.engine.thresholds import with_image_pixel_thresholds
 
 METADATA_KEY = "ssmad"
-FORMAT = 2
+FORMAT = 3
 INPUT_NAME = "image"  # (B, 3, H, W) RGB in [0, 1]
 OUTPUT_NAMES = ("anomaly_map", "score")  # (B, H, W) raw blurred map, (B,) its maximum
+
+
 def _v1_to_v2(metadata: dict[str, Any]) -> dict[str, Any]:
     """Layout 1 -> 2: ``image_size`` (square) -> ``geometries``; ``tile`` None."""
     side = int(metadata["image_size"])
@@ -39,7 +43,13 @@ def _v1_to_v2(metadata: dict[str, Any]) -> dict[str, Any]:
     return {**rest, "geometries": {name: [side, side] for name in metadata["class_names"]}, "tile": None}
 
 
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Layout 2 -> 3: every calibration record gets the ``image`` rule's pixel threshold; no
+    region of interest."""
+    return {**metadata, "calibration": with_image_pixel_thresholds(metadata["calibration"]), "rois": {}}
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 class ExportedModelError(ValueError):
@@ -55,7 +65,7 @@ def build_metadata(payload: dict[str, Any]) -> dict[str, Any]:
         "model_config": payload["model_config"],
         "class_names": list(payload["class_names"]),
         "geometries": payload["geometries"],
-        "rois": payload.get("rois") or {},
+        "rois": payload["rois"],
         "tile": payload["tile"],
         "mean": list(payload["normalization"]["mean"]),
         "std": list(payload["normalization"]["std"]),

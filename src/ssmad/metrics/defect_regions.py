@@ -49,6 +49,15 @@ class DefectRegion:
         return record
 
 
+def _one_map(anomaly_map: np.ndarray) -> np.ndarray:
+    values = np.asarray(anomaly_map)
+    if values.ndim == 3 and values.shape[0] == 1:
+        values = values[0]
+    if values.ndim != 2:
+        raise ValueError(f"anomaly_map must be one (H, W) map, got shape {values.shape}")
+    return values
+
+
 def defect_regions(
     anomaly_map: np.ndarray, threshold: float, min_area: int = DEFAULT_MIN_AREA
 ) -> tuple[np.ndarray, list[DefectRegion]]:
@@ -60,14 +69,22 @@ def defect_regions(
         min_area: the smallest region kept, in pixels (>= 1).
     Returns (mask (H, W) bool, the union of the kept regions; regions, highest peak first).
     """
+    values = _one_map(anomaly_map)
+    return mask_regions(values >= threshold, values, min_area)
+
+
+def mask_regions(
+    mask: np.ndarray, anomaly_map: np.ndarray, min_area: int = DEFAULT_MIN_AREA
+) -> tuple[np.ndarray, list[DefectRegion]]:
+    """The regions of a given defect mask (H, W) bool, scored on ``anomaly_map`` (H, W): as
+    :func:`defect_regions`, for a mask made otherwise (e.g. at another resolution and resized).
+    Returns (the mask less its components below ``min_area``; regions, highest peak first)."""
     if min_area < 1:
         raise ValueError(f"min_area is a number of pixels >= 1, got {min_area}")
-    values = np.asarray(anomaly_map)
-    if values.ndim == 3 and values.shape[0] == 1:
-        values = values[0]
-    if values.ndim != 2:
-        raise ValueError(f"anomaly_map must be one (H, W) map, got shape {values.shape}")
-    labelled, count = ndimage.label(values >= threshold, structure=EIGHT_CONNECTED)
+    values = _one_map(anomaly_map)
+    if np.shape(mask) != values.shape:
+        raise ValueError(f"the mask {np.shape(mask)} and the anomaly map {values.shape} must have one shape")
+    labelled, count = ndimage.label(np.asarray(mask, dtype=bool), structure=EIGHT_CONNECTED)
     if count == 0:
         return np.zeros(values.shape, dtype=bool), []
     flat_labels = labelled.reshape(-1)

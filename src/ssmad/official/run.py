@@ -13,6 +13,7 @@ from pathlib import Path
 from ssmad.data.dataset import DEFAULT_VAL_FRACTION
 from ssmad.data.layouts import AUTO_KIND
 from ssmad.engine.calibrate_on_normals import calibrate_model, calibration_dataset
+from ssmad.engine.pixel_thresholds import PixelRule
 from ssmad.engine.checkpoint import CHECKPOINT_NAME, CheckpointError, build_payload, progress_record, save_checkpoint
 from ssmad.engine.device import AUTO_DEVICE, resolve_device
 from ssmad.engine.rng import DEFAULT_SEED
@@ -39,6 +40,7 @@ def write_run(
     device: str = AUTO_DEVICE,
     batch_size: int = SCORING_BATCH_SIZE,
     image_size: str = DEFAULT_SIZE_RULE,
+    pixel_rule: PixelRule = PixelRule(),
 ) -> tuple[Path, Calibration]:
     """Calibrate ``model`` on the normals of ``data`` and write ``out/checkpoint.pt``.
 
@@ -51,12 +53,13 @@ def write_run(
     if checkpoint.exists():
         raise CheckpointError(f"{checkpoint} already exists: choose another --out")
     normals = calibration_dataset(model, data, image_size, dataset, classes, val_fraction, seed, all_normals)
-    calibration = calibrate_model(model, normals, resolve_device(device), batch_size, target_fpr)
+    calibration = calibrate_model(model, normals, resolve_device(device), batch_size, target_fpr, pixel_rule=pixel_rule)
     config = model.config
     settings = TrainConfig(
         data=str(data), out=str(out), preset=preset, dataset=dataset, classes=classes, image_size=image_size,
         encoder=config.encoder, weights=model.encoder.weights_source, batch_size=batch_size, seed=seed,
-        val_fraction=val_fraction, target_fpr=target_fpr, device=device, model_overrides={},
+        val_fraction=val_fraction, target_fpr=target_fpr, pixel_rule=pixel_rule.rule, pixel_num_std=pixel_rule.num_std,
+        pixel_fpr=pixel_rule.pixel_fpr, device=device, model_overrides={},
     )
     payload = build_payload(
         model, preset, list(normals.class_names), settings.to_dict(), progress_record(finished=True),

@@ -120,9 +120,10 @@ def create_app(detector, settings: ServeSettings = ServeSettings()) -> FastAPI:
         return model_info(detector, settings.max_batch, settings.max_upload_mb)
 
     @app.post("/v1/predict", dependencies=[Depends(check_key)], openapi_extra={"requestBody": PREDICT_BODY},
-              summary="score images: score, normalised score, threshold, decision, class, overlay PNG")
-    async def predict(request: Request, overlay: bool = True) -> dict:
-        """One record per image, in upload order. ``overlay=false`` leaves ``overlay_png`` null.
+              summary="score images: score, normalised score, threshold, decision, class, defect regions, overlay PNG")
+    async def predict(request: Request, overlay: bool = True, mask: bool = False) -> dict:
+        """One record per image, in upload order, with its defect regions. ``overlay=false`` leaves
+        ``overlay_png`` null; ``mask=true`` adds the defect mask as a base64 PNG (``mask_png``).
 
         A bad image (undecodable, or not holding its class's region of interest) fails the whole
         request (400, naming it); nothing of it is scored.
@@ -148,7 +149,7 @@ def create_app(detector, settings: ServeSettings = ServeSettings()) -> FastAPI:
             raise HTTPException(504, f"not scored within {settings.timeout_s:g} s (server overloaded): "
                                 "retry later, or start the server with a larger --timeout") from timeout
         records = await run_in_threadpool(
-            lambda: [image_record(i, name, image, s, overlay) for i, ((name, _), image, s) in enumerate(zip(uploads, images, scored))]
+            lambda: [image_record(i, name, image, s, overlay, mask) for i, ((name, _), image, s) in enumerate(zip(uploads, images, scored))]
         )
         return {"results": records}
 

@@ -20,7 +20,7 @@ def score_images(detector, images: list[Image.Image], classes: list[str | None])
 
 
 def overlay_png(image: Image.Image, heatmap: np.ndarray) -> str:
-    """Base64 PNG of image | heatmap over image, at the heatmap's size (the model's input size)."""
+    """Base64 PNG of image | heatmap over image, at the heatmap's size (the image's own size)."""
     height, width = heatmap.shape
     rgb = np.asarray(image.resize((width, height), Image.BILINEAR), dtype=np.float32) / 255.0
     buffer = io.BytesIO()
@@ -28,25 +28,46 @@ def overlay_png(image: Image.Image, heatmap: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def image_record(index: int, filename: str, image: Image.Image, scored: ImageResult, overlay: bool) -> dict:
-    """The JSON record of one scored image (docs/serving.md): ``ImageResult.record()`` with its place."""
+def mask_png(mask: np.ndarray) -> str:
+    """Base64 PNG of a defect mask (H, W) bool: 8-bit grayscale, 0 normal and 255 defect."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def image_record(
+    index: int, filename: str, image: Image.Image, scored: ImageResult, overlay: bool, mask: bool = False
+) -> dict:
+    """The JSON record of one scored image (docs/serving.md): ``ImageResult.record()`` with its
+    place, its size (``width``, ``height``: the pixels its regions' boxes count in), the overlay
+    PNG unless left out, and the defect mask PNG when asked for."""
+    height, width = scored.heatmap.shape
     return {
         "index": index,
         "filename": filename,
+        "width": width,
+        "height": height,
         **scored.record(),
         "overlay_png": overlay_png(image, scored.heatmap) if overlay else None,
+        "mask_png": mask_png(scored.mask) if mask else None,
     }
 
 
 def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
-    """``GET /v1/model``: preset, classes, thresholds (per class and global), each class's input
-    size ("HxW"), region of interest ("L,T,R,B", classes that have one) and the tiles, version."""
+    """``GET /v1/model``: preset, classes, image and pixel thresholds (per class and global; the
+    pixel ones as the service applies them, ``--pixel-threshold`` when given), the minimum region
+    area, each class's input size ("HxW"), region of interest ("L,T,R,B", classes that have one),
+    the tiles, version."""
     calibration = detector.calibration
     return {
         "preset": detector.preset,
         "classes": list(detector.class_names),
         "thresholds": {name: calibration.for_class(name).threshold for name in detector.class_names},
         "global_threshold": calibration.overall.threshold,
+        "pixel_thresholds": {name: detector.pixel_threshold_for(name)[0] for name in detector.class_names},
+        "global_pixel_threshold": detector.pixel_threshold_for(None)[0],
+        "pixel_rule": detector.pixel_threshold_for(None)[1],
+        "min_area": detector.min_area,
         "target_fpr": calibration.target_fpr,
         "input_sizes": {name: str(geometry) for name, geometry in detector.geometries.items()},
         "rois": {name: str(roi) for name, roi in detector.rois.items()},

@@ -61,11 +61,35 @@ function classSelect(current, onChange) {
   return select;
 }
 
-function renderCard(card, file, result) {
-  card.replaceChildren();
+// The overlay is two panels (image | heatmap), each result.width x result.height pixels: every
+// region's box is drawn on both, in percent of the picture, so it follows the picture's display size.
+function overlayWithBoxes(result) {
+  const frame = document.createElement("div");
+  frame.className = "overlay";
   const image = document.createElement("img");
   image.alt = `overlay of ${result.filename}`;
   image.src = `data:image/png;base64,${result.overlay_png}`;
+  frame.append(image);
+  for (const region of result.regions) {
+    const [left, top, right, bottom] = region.box;
+    for (const panel of [0, 1]) {
+      const box = document.createElement("div");
+      box.className = "region-box";
+      box.title = `${region.area_px} px, peak ${region.peak_score.toFixed(4)}`;
+      box.style.left = `${(100 * (left + panel * result.width)) / (2 * result.width)}%`;
+      box.style.width = `${(100 * (right - left)) / (2 * result.width)}%`;
+      box.style.top = `${(100 * top) / result.height}%`;
+      box.style.height = `${(100 * (bottom - top)) / result.height}%`;
+      frame.append(box);
+    }
+  }
+  return frame;
+}
+
+function renderCard(card, file, result) {
+  card.replaceChildren();
+  const image = overlayWithBoxes(result);
+  const largest = Math.max(0, ...result.regions.map((region) => region.area_px));
   const facts = document.createElement("dl");
   const rows = [
     ["file", result.filename],
@@ -73,6 +97,8 @@ function renderCard(card, file, result) {
     ["normalised", result.normalized.toFixed(4)],
     ["threshold", result.threshold.toFixed(6)],
     ["decision", result.decision],
+    ["defect regions", result.regions.length ? `${result.regions.length} (largest ${largest} px)` : "none"],
+    ["pixel threshold", result.pixel_threshold.toFixed(6)],
     ["class", result["class"] || "global (unknown class)"],
   ];
   for (const [name, value] of rows) {
