@@ -25,6 +25,7 @@ from ssmad.engine.device import AUTO_DEVICE, DEVICE_CHOICES
 from ssmad.engine.feature_cache import CACHE_CHOICES
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
+from ssmad.engine.tensorboard_log import LOGGERS
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
 from ssmad.engine.train_config import TrainConfig
 from ssmad.models.presets import DEFAULT_PRESET, PRESETS, get_preset
@@ -77,6 +78,16 @@ def _size_rule(text: str) -> str:
     """``--image-size``: N, HxW or long:N (``ssmad.data.geometry``), checked and written canonically."""
     try:
         return str(parse_size_rule(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _duration(text: str) -> float:
+    """``--time-budget``: 20m, 1h30m, 90s -> seconds (``ssmad.engine.time_budget``)."""
+    from ssmad.engine.time_budget import parse_duration
+
+    try:
+        return parse_duration(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -163,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder (checkpoint.pt, train.log, test/)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its own settings")
     train.add_argument("--max-steps", type=_positive_int, help="stop (with a checkpoint) after this many optimiser steps")
+    train.add_argument("--time-budget", type=_duration, metavar="DURATION",
+                       help="train for the wall time given (20m, 1h30m, 90s), start-up, caching and calibration "
+                       "included: the steps are planned and re-planned every epoch (not with --epochs or --max-steps)")
+    train.add_argument("--val-data", metavar="DIR", help="a labelled validation root of the training data's layout (not the "
+                       "training root: its test split is the test set); its test split's I-AUROC and P-AP every epoch")
+    train.add_argument("--log", choices=LOGGERS, help="also log to TensorBoard (RUN/tensorboard; needs ssmad[tensorboard])")
     train.add_argument("--test", action="store_true", help="evaluate on the test split after training (writes RUN/test)")
     _add_train_options(train)
     _add_device(train)
@@ -259,6 +276,7 @@ def _run_train(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             accumulate=args.accumulate, checkpoint_every=args.checkpoint_every, val_fraction=args.val_fraction,
             target_fpr=args.target_fpr, num_workers=args.workers, max_steps=args.max_steps,
+            time_budget=args.time_budget, val_data=args.val_data, log=args.log,
             model_overrides=dict(args.model_settings),
         )
     trainer = Trainer(config, resume=args.resume)

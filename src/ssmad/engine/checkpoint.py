@@ -20,6 +20,9 @@ A checkpoint is one ``torch.save`` file of plain Python values and tensors (it l
   global_step, epoch_losses, step_losses, finished, world_size);
 - ``data_files``: the usable and rejected training files (``None`` for a converted model);
 - ``converted_from``: the official file a converted model came from (``None`` for a trained run);
+- ``budget``: a ``--time-budget`` run's budget, the time spent, its plans and the realised steps
+  and epochs (``BudgetPlanner.record``); ``None`` otherwise. Optional: checkpoints written before
+  it lack the key, so readers take it with ``payload.get("budget")`` and no schema bump was needed;
 - ``optimizer``, ``scaler``, ``rng`` (one state per process): only in an UNFINISHED run, which
   ``ssmad train --resume`` continues. A finished run leaves them out (schema 1 kept them: the
   AdamW moments alone are twice the trainable weights).
@@ -96,6 +99,7 @@ def build_payload(
     resume_state: dict[str, Any] | None = None,
     data_files: dict[str, Any] | None = None,
     converted_from: dict[str, Any] | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint of ``model`` (an ``AnomalyModel``), as the module docstring lays it out.
 
@@ -127,6 +131,7 @@ def build_payload(
         "progress": progress,
         "data_files": data_files,
         "converted_from": converted_from,
+        "budget": budget,
     }
     if not finished:
         payload.update({key: resume_state[key] for key in RESUME_KEYS})
