@@ -5,6 +5,7 @@ train_curves.png and TensorBoard's event file (real clock, the command line)."""
 import json
 import os
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -166,3 +167,11 @@ def test_tensorboard_event_file_holds_the_step_losses_and_heatmaps(budget_run):
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(losses, rel=1e-6)
     assert {"val/val_score_mean", "val/val_loss", "val/val_image_auroc"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Images("val_heatmap/0")] == [0]  # step 0; the next at epoch 5
+
+
+def test_log_tensorboard_without_its_extra_names_the_extra(monkeypatch):
+    from ssmad.engine.tensorboard_log import require_tensorboard
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    with pytest.raises(ImportError, match=r"--log tensorboard needs the tensorboard package: pip install 'ssmad\[tensorboard\]'"):
+        require_tensorboard()

@@ -263,6 +263,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from ssmad.engine.trainer import Trainer, resume_config
 
     if args.resume:
+        if args.time_budget is not None:
+            raise ValueError("--resume continues the run's own time budget with what is left of it: leave out --time-budget")
         config = resume_config(args.out, device=args.device, max_steps=args.max_steps)
     else:
         if args.data is None:

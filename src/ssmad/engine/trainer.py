@@ -371,7 +371,7 @@ class Trainer:
         start = time.perf_counter()
         if self.planner is None:
             self.log.info("%s", self.recipe.describe(self.lr, self._total_steps()))
-        elif budget_record is not None:
+        elif self.planner.plan is not None:
             self.log.info("resumed with %s of the time budget spent; plan kept until this process has timed its steps: %s",
                           format_duration(self.planner.spent_before), self.planner.plan.describe(cfg.time_budget, self.steps_per_epoch))
         try:
