@@ -27,6 +27,7 @@ from ssmad.engine.feature_cache import CACHE_CHOICES
 from ssmad.engine.pixel_thresholds import DEFAULT_NUM_STD, DEFAULT_PIXEL_FPR, DEFAULT_PIXEL_RULE, PIXEL_RULES
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
+from ssmad.engine.tensorboard_log import LOGGERS
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR
 from ssmad.engine.tile_dataset import TILE_CROPS
 from ssmad.engine.train_config import TrainConfig
@@ -92,6 +93,16 @@ def _roi_option(text: str) -> str:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return f"{name}={roi}" if name else str(roi)
+
+
+def _duration(text: str) -> float:
+    """``--time-budget``: 20m, 1h30m, 90s -> seconds (``ssmad.engine.time_budget``)."""
+    from ssmad.engine.time_budget import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -203,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run folder (checkpoint.pt, train.log, test/)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --out with its own settings")
     train.add_argument("--max-steps", type=_positive_int, help="stop (with a checkpoint) after this many optimiser steps")
+    train.add_argument("--time-budget", type=_duration, metavar="DURATION",
+                       help="train for the wall time given (20m, 1h30m, 90s), start-up, caching and calibration "
+                       "included: the steps are planned and re-planned every epoch (not with --epochs or --max-steps)")
+    train.add_argument("--val-data", metavar="DIR", help="a labelled validation root of the training data's layout (not the "
+                       "training root: its test split is the test set); its test split's I-AUROC and P-AP every epoch")
+    train.add_argument("--log", choices=LOGGERS, help="also log to TensorBoard (RUN/tensorboard; needs ssmad[tensorboard])")
     train.add_argument("--test", action="store_true", help="evaluate on the test split after training (writes RUN/test)")
     _add_train_options(train)
     _add_device(train)
@@ -291,6 +308,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from ssmad.engine.trainer import Trainer, resume_config
 
     if args.resume:
+        if args.time_budget is not None:
+            raise ValueError("--resume continues the run's own time budget with what is left of it: leave out --time-budget")
         config = resume_config(args.out, device=args.device, max_steps=args.max_steps)
     else:
         if args.data is None:
@@ -305,6 +324,7 @@ def _run_train(args: argparse.Namespace) -> int:
             accumulate=args.accumulate, checkpoint_every=args.checkpoint_every, val_fraction=args.val_fraction,
             target_fpr=args.target_fpr, pixel_rule=args.pixel_rule, pixel_num_std=args.pixel_num_std,
             pixel_fpr=args.pixel_fpr, num_workers=args.workers, max_steps=args.max_steps,
+            time_budget=args.time_budget, val_data=args.val_data, log=args.log,
             model_overrides=dict(args.model_settings),
         )
     trainer = Trainer(config, resume=args.resume)

@@ -23,6 +23,8 @@ A checkpoint is one ``torch.save`` file of plain Python values and tensors (it l
   global_step, epoch_losses, step_losses, finished, world_size);
 - ``data_files``: the usable and rejected training files (``None`` for a converted model);
 - ``converted_from``: the official file a converted model came from (``None`` for a trained run);
+- ``budget``: a ``--time-budget`` run's budget, the time spent, its plans and the realised steps
+  and epochs (``BudgetPlanner.record``); ``None`` otherwise;
 - ``optimizer``, ``scaler``, ``rng`` (one state per process): only in an UNFINISHED run, which
   ``ssmad train --resume`` continues. A finished run leaves them out (schema 1 kept them: the
   AdamW moments alone are twice the trainable weights).
@@ -39,7 +41,7 @@ Version 2 -> 3: the square ``image_size`` (also in ``model_config``) becomes one
 class, ``size_rule`` its text, ``tile`` None.
 Version 3 -> 4: each calibration record gains its ``pixel`` threshold, of the default rule
 ``image`` (the image threshold) for a run calibrated before pixel thresholds existed; ``rois``
-is ``{}``.
+is ``{}`` and ``budget`` None.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def build_payload(
     data_files: dict[str, Any] | None = None,
     converted_from: dict[str, Any] | None = None,
     rois: Mapping[str, Roi] | None = None,
+    budget: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint of ``model`` (an ``AnomalyModel``), as the module docstring lays it out.
 
@@ -137,6 +140,7 @@ def build_payload(
         "progress": progress,
         "data_files": data_files,
         "converted_from": converted_from,
+        "budget": budget,
     }
     if not finished:
         payload.update({key: resume_state[key] for key in RESUME_KEYS})
@@ -173,8 +177,8 @@ def _v2_to_v3(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _v3_to_v4(payload: dict[str, Any]) -> dict[str, Any]:
     """Schema 3 -> 4: every calibration record gets the ``image`` rule's pixel threshold; no
-    region of interest."""
-    return {**payload, "calibration": with_image_pixel_thresholds(payload["calibration"]), "rois": {}}
+    region of interest, no time budget."""
+    return {**payload, "calibration": with_image_pixel_thresholds(payload["calibration"]), "rois": {}, "budget": None}
 
 
 _MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}

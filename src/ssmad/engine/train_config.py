@@ -52,6 +52,9 @@ class TrainConfig:
     pixel_fpr: float = DEFAULT_PIXEL_FPR
     num_workers: int = 0
     max_steps: int | None = None
+    time_budget: float | None = None  # --time-budget, in seconds (ssmad.engine.time_budget)
+    val_data: str | None = None  # --val-data: a labelled validation root (ssmad.engine.validation)
+    log: str | None = None  # --log tensorboard (ssmad.engine.tensorboard_log)
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
