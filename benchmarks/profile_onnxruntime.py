@@ -81,7 +81,7 @@ def main() -> None:
                 scan = sum(value for op, value in totals.items() if op.startswith("scan:"))
                 per_image = 1e-3 / (args.repeats * batch)
                 print(f"| {preset} | {batch} | all nodes | 100 % | {whole * per_image:.0f} |")
-                print(f"| {preset} | {batch} | routed scan (function + Scan) | {100 * scan / whole:.0f} % | {scan * per_image:.0f} |")
+                print(f"| {preset} | {batch} | routed scan (function + Scan body) | {100 * scan / whole:.0f} % | {scan * per_image:.0f} |")
                 for op, value in sorted(totals.items(), key=lambda item: -item[1])[: args.top]:
                     print(f"| {preset} | {batch} | {op} | {100 * value / whole:.1f} % | {value * per_image:.1f} |", flush=True)
 
