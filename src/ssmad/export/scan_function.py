@@ -12,7 +12,7 @@ Output y (b, L, D).
    Everything computed from index, keep and weight is constant-folded by the runtimes.
 3. A ``Scan`` over the blocks carries the state h (G, R, b, D, N); its body writes the block's T
    steps out: decay = exp(dt A) keep and drive = dt u B for the block at once, then
-   h_t = decay_t h_{t-1} + drive_t and y_t = sum_n h_t C_t step by step.
+   h_t = decay_t h_{t-1} + drive_t and y_t = h_t C_t (one MatMul over N) step by step.
 4. Back to raster order through the inverse orders, weighted sum over (G, R), plus u sum_g Dskip_g.
 
 Formulations measured against each other in one run (onnxruntime 1.32, one thread, CPU time of
@@ -21,6 +21,11 @@ blocks of 8, 16 or 32 steps; y read per step (kept) or from the block's stacked 
 drive computed per step or per block; graph optimisation levels basic, extended, all. All were
 within 3 % of each other (the node is bound by its element-wise passes over the (G, R, b, D, N)
 state), 10 to 15 times the fused scan's time (numba's or OpenVINO's), hence the extension.
+2026-12-05 (``benchmarks/bench_scan_onnx.py``, whole SS2D layers, median of 3 interleaved rounds on
+a shared, loaded 2-vCPU machine, so +-30 % noise): reading y_t by one MatMul instead of Mul +
+ReduceSum was 4-32 % faster in every setting (kept); blocks of 8 were 3-19 % faster than 16 and
+32/64 slower at batch 1 (within noise: 16 kept); Loop instead of Scan, optimisation levels and
+2 intra- or inter-op threads gave no consistent gain. See docs/export.md.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ class _Nodes:
         return self("Constant", [], name, value=self.helper.make_tensor(name, dtype, [], [value]))
 
 
-def _block_body(helper, tensor_proto, block: int):
+def block_body(helper, tensor_proto, block: int):
     """The Scan's body: states h (1, G, R, b, D, N) and A (G, 1, 1, D, N), then one block of
     dt, u (T, G, R, b, D), B, C (T, G, R, b, N), keep (T, G, R, 1, 1, 1) -> h, A, y (T, G, R, b, D)."""
     op = _Nodes(helper, tensor_proto)
@@ -59,7 +64,7 @@ def _block_body(helper, tensor_proto, block: int):
     dt, u, B, C, keep = (f"{name}_i" for name in SCANNED)
     decay = op("Mul", [op("Exp", [op("Mul", [op("Unsqueeze", [dt, last], "dt_e"), "A_in"], "dtA")], "e"), keep], "decay")
     drive = op("Mul", [op("Unsqueeze", [op("Mul", [dt, u], "dtu"), last], "dtu_e"), op("Unsqueeze", [B, before_last], "B_e")], "drive")
-    C_e = op("Unsqueeze", [C, before_last], "C_e")
+    C_e = op("Unsqueeze", [C, last], "C_e")  # (T, G, R, b, N, 1)
     ones = op.ints("ones", [1] * block)
     decays, drives, reads = ([f"{kind}_{t}" for t in range(block)] for kind in ("decay", "drive", "C"))
     op.nodes.append(helper.make_node("Split", [decay, ones], decays, axis=0))
@@ -68,7 +73,7 @@ def _block_body(helper, tensor_proto, block: int):
     state, outputs = "h_in", []
     for t in range(block):
         state = op("Add", [op("Mul", [decays[t], state], f"carried_{t}"), drives[t]], f"h_{t}")
-        outputs.append(op("ReduceSum", [op("Mul", [state, reads[t]], f"read_{t}"), last], f"y_{t}", keepdims=0))
+        outputs.append(op("Squeeze", [op("MatMul", [state, reads[t]], f"col_{t}"), last], f"y_{t}"))  # y_t = h_t C_t
     op("Concat", outputs, "y_block", axis=0)
     op("Identity", [state], "h_out")
     op("Identity", ["A_in"], "A_out")
@@ -82,8 +87,10 @@ def _block_body(helper, tensor_proto, block: int):
     )
 
 
-def routed_scan_function(opset: int, block: int = BLOCK):
-    """The FunctionProto of ``ssmad::RoutedScan`` with blocks of ``block`` steps, in ONNX ``opset`` (>= 13)."""
+def routed_scan_function(opset: int, block: int = BLOCK, body=block_body):
+    """The FunctionProto of ``ssmad::RoutedScan`` with blocks of ``block`` steps, in ONNX ``opset``
+    (>= 13); ``body(helper, TensorProto, block)`` builds the Scan's body (``block_body``'s inputs
+    and outputs; ``benchmarks/bench_scan_onnx.py`` passes other formulations)."""
     onnx = require("onnx")
     helper, TP = onnx.helper, onnx.TensorProto
     op = _Nodes(helper, TP)
@@ -136,7 +143,7 @@ def routed_scan_function(opset: int, block: int = BLOCK):
     h0 = op("ConstantOfShape", [op("Concat", [one, G, R, b, D, N], "h0_shape", axis=0)], "h0", value=helper.make_tensor("zero_f", TP.FLOAT, [1], [0.0]))
     op.nodes.append(helper.make_node(
         "Scan", [h0, A_r, dt_r, u_r, B_r, C_r, keep_r], ["h_final", "A_final", "y_r"],
-        body=_block_body(helper, TP, block), num_scan_inputs=len(SCANNED),
+        body=body(helper, TP, block), num_scan_inputs=len(SCANNED),
     ))
 
     # 4. raster order: the step at which route (g, r) visits position l, as a row of y_r
