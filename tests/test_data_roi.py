@@ -116,11 +116,12 @@ def test_a_dataset_image_smaller_than_the_box_is_refused_before_anything_runs(da
         build_dataset("mvtec", data, "test", rois=["nut=0,0,64,65"], image_size=64)
 
 
-def test_stored_boxes_round_trip_and_a_payload_without_them_has_none():
+def test_stored_boxes_round_trip_and_a_run_without_them_has_none():
     from ssmad.data.roi import rois_from_lists, rois_to_lists
     from ssmad.engine.checkpoint import stored_rois
 
     rois = {"nut": Roi(16, 0, 48, 64), "wood": Roi(0, 1, 2, 3)}
     assert rois_to_lists(rois) == {"nut": [16, 0, 48, 64], "wood": [0, 1, 2, 3]}
     assert rois_from_lists(rois_to_lists(rois)) == rois
-    assert stored_rois({"geometries": {"nut": [64, 64]}}) == {} == stored_rois({"rois": {}})  # runs before --roi
+    assert stored_rois({"rois": rois_to_lists(rois)}) == rois
+    assert stored_rois({"rois": {}}) == {}  # a run without --roi (and one of schema 3, migrated)

@@ -109,12 +109,15 @@ def test_a_format_1_onnx_export_scores_as_its_run_did(tmp_path):
     np.testing.assert_allclose(result.scores, EXPECTED["scores"], rtol=1e-4)
 
 
-def test_a_schema_3_run_loads_with_the_image_rule_pixel_thresholds_and_scores_as_it_did(tmp_path):
+def test_a_schema_3_run_loads_with_the_image_rule_pixel_thresholds_no_roi_no_budget_and_scores_as_it_did(tmp_path):
     run = _unpack("v3_run_checkpoint.pt.xz", tmp_path / "run" / "checkpoint.pt").parent
     expected = json.loads((DATA / "v3_expected_scores.json").read_text())
     raw = torch.load(run / "checkpoint.pt", weights_only=True)
     assert raw["format_version"] == 3 and "pixel" not in raw["calibration"]["global"]
-    calibration = Calibration.from_dict(load_checkpoint(run)["calibration"])
+    assert "rois" not in raw and "budget" not in raw
+    migrated = load_checkpoint(run)
+    assert migrated["rois"] == {} and migrated["budget"] is None
+    calibration = Calibration.from_dict(migrated["calibration"])
     for cal in [*calibration.classes.values(), calibration.overall]:
         assert cal.pixel.rule == "image" and cal.pixel.value == cal.threshold
     result = ssmad.load(run, "cpu").predict(_images(), class_name=expected["class_name"])
@@ -124,11 +127,12 @@ def test_a_schema_3_run_loads_with_the_image_rule_pixel_thresholds_and_scores_as
     assert [bool(regions) for regions in result.regions] == expected["decisions"]
 
 
-def test_format_2_export_metadata_loads_with_the_image_rule_pixel_thresholds():
+def test_format_2_export_metadata_loads_with_the_image_rule_pixel_thresholds_and_no_roi():
     stored = json.loads((DATA / "v2_export_metadata.json").read_text())
     assert stored["format"] == 2 and "pixel" not in stored["calibration"]["global"]
     metadata = parse_metadata(json.dumps(stored), "model.onnx")
     assert metadata["format"] == FORMAT == 3
+    assert "rois" not in stored and metadata["rois"] == {}
     for name, record in [*metadata["calibration"]["classes"].items(), ("global", metadata["calibration"]["global"])]:
         old = stored["calibration"]["classes"].get(name, stored["calibration"]["global"])
         assert record["pixel"]["rule"] == "image" and record["pixel"]["value"] == old["threshold"]
