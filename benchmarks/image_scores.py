@@ -10,7 +10,7 @@ class, ranks the images by:
 
 It prints each score's I-AUROC and I-AP, and where the normal images' maxima lie (the share inside
 the border band), then writes the defective test images that the calibrated decision misses
-(score at or below the class threshold) as overlays, image | ground truth | heatmap, with a white
+(score below the class threshold) as overlays, image | ground truth | heatmap, with a white
 cross on the map's maximum: ``OUT/missed/<class>/``.
 
     python benchmarks/image_scores.py RUN [--data ROOT] [--out DIR] [--device cpu]
@@ -109,7 +109,7 @@ def main() -> None:
         normal_maps = [m for m, label in zip(maps, labels) if label == 0]
         peaks_in_band = {f"{100 * band:g}%": float(np.mean([in_band(m, band) for m in normal_maps])) for band in BANDS}
         calibration = detector.calibration.for_class(name)
-        missed = [i for i, label in zip(index, labels) if label == 1 and outputs.scores[i] <= calibration.threshold]
+        missed = [i for i, label in zip(index, labels) if label == 1 and not calibration.is_anomalous(outputs.scores[i])]
         for i in missed:
             source = Path(dataset.samples[i].path)
             heat = calibration.heatmap(outputs.maps[i])

@@ -3,7 +3,8 @@
 Rows: training loss (every step, and each epoch's mean), learning rate, the held-out normals'
 reconstruction loss, their image scores (mean and 99th percentile), and with ``--val-data`` the
 validation I-AUROC and P-AP. Left column against optimiser steps, right column against wall time.
-Needs matplotlib (extra ``plots``); without it nothing is drawn.
+The losses are drawn on a log scale: they fall by orders of magnitude in the first epoch, and
+whether the model is still learning shows in the tail. Needs matplotlib (extra ``plots``); without it nothing is drawn.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from ssmad.engine.training_metrics import read_metrics
 
 CURVES_NAME = "train_curves.png"
+LOG_SCALE_ROWS = ("training loss", "validation normals: loss")
 _ROWS = (
     ("training loss", (("loss", "step", "per step"), ("loss", "epoch", "epoch mean"))),
     ("learning rate", (("lr", "step", "lr"),)),
@@ -53,6 +55,9 @@ def write_train_curves(run_dir: str | Path) -> Path | None:
             for axis, x_key in zip(row, ("step", "wall_seconds")):
                 axis.plot([r[x_key] for r in points], [r[key] for r in points], marker="." if kind == "epoch" else None, label=label)
         row[0].set(ylabel=title)
+        if title in LOG_SCALE_ROWS and all(r[key] > 0 for key, _, _ in lines for r in records if r.get(key) is not None):
+            for axis in row:
+                axis.set_yscale("log")
         for axis in row:
             axis.legend(fontsize=7)
     axes[-1][0].set(xlabel="optimiser step")
