@@ -5,8 +5,9 @@ For each class and split s (seeded): the class's training normals are shuffled; 
 train a model (a run of its own); the others form a pool. For each of ``--resamples`` draws, ``-n``
 pool normals calibrate (today's rule, ``ssmad.engine.thresholds.calibrate_class``: the
 ``1 - target`` quantile of their scores) and the rest of the pool counts the false alarms
-(score > threshold, as ``Detector.predict`` decides). Reported per target: the realised rate's mean
-and standard deviation over every split and draw, the interval n calibration normals support
+(score >= threshold: ``ClassCalibration.is_anomalous``, as ``Detector.predict`` decides).
+Reported per target: the realised rate's mean and standard deviation over every split and draw,
+the interval n calibration normals support
 (``ssmad.engine.fpr_intervals.calibration_fpr_interval``), the share of realised rates inside it,
 and the Clopper-Pearson interval of the pooled count. A draw's realised rate is itself measured
 on a few held-out normals (binomial noise on top of the threshold's own spread), so the share
@@ -47,7 +48,7 @@ def realised_rates(
     pool_scores: np.ndarray, num_calibration: int, targets: tuple[float, ...], resamples: int, seed: int
 ) -> dict[float, list[tuple[int, int]]]:
     """For each target, one (false alarms, held-out normals) pair per draw: ``num_calibration`` of
-    ``pool_scores`` (M,) set today's threshold, the other M - n are counted (score > threshold)."""
+    ``pool_scores`` (M,) set today's threshold, the other M - n are counted (score >= threshold)."""
     if not 0 < num_calibration < pool_scores.size:
         raise ValueError(f"-n must leave held-out normals: 0 < {num_calibration} < {pool_scores.size}")
     rng = np.random.default_rng(seed)
@@ -56,8 +57,8 @@ def realised_rates(
         order = rng.permutation(pool_scores.size)
         calibration, held_out = pool_scores[order[:num_calibration]], pool_scores[order[num_calibration:]]
         for target in targets:
-            threshold = calibrate_class(calibration, np.zeros((num_calibration, 1, 1)), target).threshold
-            counts[target].append((int(np.count_nonzero(held_out > threshold)), held_out.size))
+            decide = calibrate_class(calibration, np.zeros((num_calibration, 1, 1)), target).is_anomalous
+            counts[target].append((int(np.count_nonzero(decide(held_out))), held_out.size))
     return counts
 
 
@@ -140,7 +141,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="write the rows as JSON here")
+    parser.add_argument("--out", help="write the rows and each split's pool scores as JSON here")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: a synthetic class, a tiny random-weight model, 1 epoch, 2 splits")
     args = parser.parse_args()
@@ -164,13 +165,16 @@ def main() -> None:
         for class_name in args.classes or sorted(classes):
             normals = [sample.path for sample in read_class(kind, classes[class_name], class_name)[0]]
             counts: dict[float, list[tuple[int, int]]] = {target: [] for target in args.targets}
+            pools = []
             for split in range(args.splits):
                 pool = _pool_scores(args, class_name, normals, split, work / class_name)
+                pools.append(pool.tolist())
                 for target, pairs in realised_rates(pool, args.calibration, tuple(args.targets), args.resamples,
                                                     args.seed + split).items():
                     counts[target].extend(pairs)
-            report[class_name] = summarise(counts, args.calibration)
-            print(markdown(class_name, report[class_name]), flush=True)
+            rows = summarise(counts, args.calibration)
+            report[class_name] = {"rows": rows, "pool_scores": pools}
+            print(markdown(class_name, rows), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
 
