@@ -119,7 +119,7 @@ def test_a_schema_3_run_loads_with_the_image_rule_pixel_thresholds_no_roi_no_bud
     assert migrated["rois"] == {} and migrated["budget"] is None
     calibration = Calibration.from_dict(migrated["calibration"])
     for cal in [*calibration.classes.values(), calibration.overall]:
-        assert cal.pixel.rule == "image" and cal.pixel.value == cal.threshold
+        assert cal.pixel.rule == "image" and cal.pixel.value == cal.threshold and cal.threshold_rule == "quantile"
     result = ssmad.load(run, "cpu").predict(_images(), class_name=expected["class_name"])
     np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5)
     assert result.decisions.tolist() == expected["decisions"]
@@ -136,3 +136,4 @@ def test_format_2_export_metadata_loads_with_the_image_rule_pixel_thresholds_and
     for name, record in [*metadata["calibration"]["classes"].items(), ("global", metadata["calibration"]["global"])]:
         old = stored["calibration"]["classes"].get(name, stored["calibration"]["global"])
         assert record["pixel"]["rule"] == "image" and record["pixel"]["value"] == old["threshold"]
+        assert record["threshold_rule"] == "quantile" and record["threshold"] == old["threshold"]

@@ -461,8 +461,8 @@ def _print_calibration(calibration: Any) -> None:
 
     for name, cal in calibration.classes.items():
         pixel = cal.pixel_threshold
-        print(f"{name}: threshold {cal.threshold:.6g} ({cal.num_images} normals, target FPR {calibration.target_fpr:g}); "
-              f"pixel threshold {pixel.value:.6g} (rule {pixel.rule})")
+        print(f"{name}: threshold {cal.threshold:.6g} ({cal.num_images} normals, target FPR {calibration.target_fpr:g}, "
+              f"rule {cal.threshold_rule}); pixel threshold {pixel.value:.6g} (rule {pixel.rule})")
     warning = too_few_normals_warning(calibration)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

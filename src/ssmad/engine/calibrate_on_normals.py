@@ -38,6 +38,7 @@ from ssmad.engine.checkpoint import (
 )
 from ssmad.engine.device import AUTO_DEVICE, resolve_device
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source
+from ssmad.engine.fpr_intervals import calibration_fpr_interval
 from ssmad.engine.pixel_thresholds import PixelRule
 from ssmad.engine.rng import DEFAULT_SEED
 from ssmad.engine.scoring import SCORING_BATCH_SIZE, TorchEngine, score_feature_source
@@ -125,11 +126,14 @@ def calibrate_model(
 
 
 def too_few_normals(calibration: Calibration) -> list[str]:
-    """"class count" of each class with fewer normals than 1 / target_fpr (a weak threshold)."""
+    """"class count" of each class whose threshold is expected to flag more new normals than the
+    target (``ssmad.engine.fpr_intervals.calibration_fpr_interval``): by the ``conformal`` rule,
+    fewer than 1 / target_fpr - 1 normals."""
     return [
         f"{name} {cal.num_images}"
         for name, cal in calibration.classes.items()
-        if cal.num_images * calibration.target_fpr < 1
+        if calibration_fpr_interval(cal.num_images, calibration.target_fpr, cal.threshold_rule).expected
+        > calibration.target_fpr + 1e-12
     ]
 
 
@@ -140,7 +144,7 @@ def too_few_normals_warning(calibration: Calibration) -> str | None:
         return None
     return (
         f"too few calibration normals ({', '.join(too_few)}) to show a {calibration.target_fpr:g} false-positive "
-        "rate: thresholds are about the largest normal score, so new normal images will be flagged more often "
+        "rate: thresholds are the largest normal score, so new normal images will be flagged more often "
         "(hold out more normals with --val-fraction, use --all-normals, or aim at a larger --target-fpr)"
     )
 

@@ -40,8 +40,9 @@ Version 1 -> 2: a finished run drops ``optimizer``, ``scaler`` and ``rng``; ``da
 Version 2 -> 3: the square ``image_size`` (also in ``model_config``) becomes one geometry per
 class, ``size_rule`` its text, ``tile`` None.
 Version 3 -> 4: each calibration record gains its ``pixel`` threshold, of the default rule
-``image`` (the image threshold) for a run calibrated before pixel thresholds existed; ``rois``
-is ``{}`` and ``budget`` None.
+``image`` (the image threshold) for a run calibrated before pixel thresholds existed, and its
+``threshold_rule``, ``quantile`` (the image threshold rule before ``conformal``); ``rois`` is
+``{}`` and ``budget`` None.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ did on the test split, and how far the image threshold's false-positive rate can
 
 Per class (``decision`` in ``metrics.json``, ``decisions.md``):
 
-- the image decision table: the threshold and target FPR; the test normals flagged (the realised
+- the image decision table: the threshold, the rule that set it (``threshold_rule``,
+  ``ssmad.engine.thresholds``) and the target FPR; the test normals flagged (the realised
   test FPR, with its exact Clopper-Pearson 95 % interval, ``ssmad.engine.fpr_intervals``) and the
   anomalous images found (TPR, with its interval); the interval of the realised FPR that the
   ``calibration_normals`` normals the threshold was set on support (``supported_fpr``: the
@@ -61,7 +62,7 @@ def class_decisions(
     false_alarms, found = int(decisions[good].sum()), int(decisions[bad].sum())
     test_fpr, test_fpr_interval = _rate(false_alarms, int(good.sum()))
     test_tpr, test_tpr_interval = _rate(found, int(bad.sum()))
-    supported = calibration_fpr_interval(cal.num_images, calibration.target_fpr)
+    supported = calibration_fpr_interval(cal.num_images, calibration.target_fpr, cal.threshold_rule)
     meets = bool(test_fpr_interval[0] <= supported.high and supported.low <= test_fpr_interval[1]) if good.any() else None
     predicted = [np.asarray(mask, dtype=np.float32) for mask in predicted_masks]
     pixel_metrics = {"seg_f1": seg_f1(truth_masks, predicted, 0.5)}
@@ -69,6 +70,7 @@ def class_decisions(
     return {
         "threshold": cal.threshold,
         "target_fpr": calibration.target_fpr,
+        "threshold_rule": cal.threshold_rule,
         "calibration_normals": cal.num_images,
         "test_good": int(good.sum()),
         "test_bad": int(bad.sum()),
@@ -96,7 +98,7 @@ def _percent(value: float) -> str:
 def decisions_table(report: dict[str, dict]) -> str:
     """The per-class report as a markdown table (rates in percent)."""
     lines = [
-        "| class | threshold | test FPR % (95 % CI) | supported FPR % (n normals) | TPR % | pixel threshold (rule) "
+        "| class | threshold (rule) | test FPR % (95 % CI) | supported FPR % (n normals) | TPR % | pixel threshold (rule) "
         "| SegF1 | AU-PRO@0.05 | AU-PRO@0.3 | defects found / missed (mean IoU) | false regions per good image |",
         "|---" * 11 + "|",
     ]
@@ -104,7 +106,7 @@ def decisions_table(report: dict[str, dict]) -> str:
         low, high = row["test_fpr_interval"]
         regions = row["regions"]
         lines.append(
-            f"| {name} | {row['threshold']:.5g} | {_percent(row['test_fpr'])} ({_percent(low)}–{_percent(high)}) "
+            f"| {name} | {row['threshold']:.5g} ({row['threshold_rule']}) | {_percent(row['test_fpr'])} ({_percent(low)}–{_percent(high)}) "
             f"| {_percent(row['supported_fpr'][0])}–{_percent(row['supported_fpr'][1])} ({row['calibration_normals']}) "
             f"| {_percent(row['test_tpr'])} | {row['pixel_threshold']:.5g} ({row['pixel_rule']}) "
             f"| {_percent(row['seg_f1'])} | {_percent(row['aupro@0.05'])} | {_percent(row['aupro@0.3'])} "

@@ -8,9 +8,10 @@ calibration set: for continuous scores of exchangeable normals it follows Beta(r
 promises a rate below about 1 / (n + 1) (r = 1: the largest normal score), and a 1 % target needs
 about 100 normals before the interval even contains rates near it.
 
-Today's image threshold (``ssmad.engine.thresholds``) is the ``1 - target`` quantile with linear
-interpolation: it lies between two neighbouring order statistics, and
-:func:`calibration_fpr_interval` takes the outer bounds of their two intervals.
+The image threshold (``ssmad.engine.thresholds``) is, by the ``conformal`` rule, one order
+statistic (the interval of its rank); by the earlier ``quantile`` rule (linear interpolation) it
+lies between two neighbouring order statistics, and :func:`calibration_fpr_interval` takes the
+outer bounds of their two intervals.
 
 :func:`clopper_pearson_interval` is the exact binomial interval of a rate measured as k false
 alarms among m held-out normals (the benchmark's measurement).
@@ -76,20 +77,35 @@ class FprInterval:
         return self.low <= rate <= self.high
 
 
+def conformal_index(num_normals: int, target_fpr: float) -> int:
+    """k = min(ceil((n + 1) (1 - target_fpr)), n): the ``conformal`` threshold is the k-th smallest
+    (1-based) of n normal scores (the rounding keeps float error from adding one)."""
+    return min(math.ceil(round((num_normals + 1) * (1.0 - target_fpr), 9)), num_normals)
+
+
 def smallest_supported_fpr(num_normals: int) -> float:
     """1 / (n + 1): the expected false-positive rate of the largest of n normal scores."""
     return 1.0 / (num_normals + 1)
 
 
 def calibration_fpr_interval(
-    num_normals: int, target_fpr: float, confidence: float = DEFAULT_CONFIDENCE
+    num_normals: int, target_fpr: float, rule: str = "conformal", confidence: float = DEFAULT_CONFIDENCE
 ) -> FprInterval:
-    """The interval of the realised false-positive rate of today's image threshold rule (the
-    ``1 - target_fpr`` quantile of ``num_normals`` scores, linear interpolation)."""
+    """The interval of the realised false-positive rate of an image threshold set from
+    ``num_normals`` scores by ``rule`` (``ssmad.engine.thresholds.image_threshold``): ``conformal``,
+    the k-th smallest, k = min(ceil((n + 1) (1 - target_fpr)), n); ``quantile``, the
+    ``1 - target_fpr`` quantile with linear interpolation."""
     if num_normals < 1:
         raise ValueError(f"need at least one calibration normal, got {num_normals}")
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"target false-positive rate must be in (0, 1), got {target_fpr}")
+    if rule == "conformal":
+        rank = num_normals + 1 - conformal_index(num_normals, target_fpr)  # from the top
+        low, high = order_statistic_fpr_interval(rank, num_normals, confidence)
+        return FprInterval(target_fpr, num_normals, confidence, low, high, rank / (num_normals + 1),
+                           smallest_supported_fpr(num_normals))
+    if rule != "quantile":
+        raise ValueError(f"unknown threshold rule {rule!r}: conformal or quantile")
     position = (num_normals - 1) * (1.0 - target_fpr)  # 0-based, ascending, as numpy's "linear"
     below, above = math.floor(position), math.ceil(position)
     rank_of_below, rank_of_above = num_normals - below, num_normals - above  # ranks from the top

@@ -5,11 +5,19 @@ gets those from a model and a dataset).
 For each class (and once over all classes, ``global``), from the image scores ``s`` and the
 anomaly maps of the held-out normal images:
 
-- ``threshold`` = the ``1 - target_fpr`` quantile of ``s`` (linear interpolation), so about a
-  fraction ``target_fpr`` of normal images is flagged. An image is anomalous when its score is
-  *at or above* the threshold (``>=``, as a pixel is in the defect mask when its value is at or
-  above the pixel threshold: so the default pixel rule's mask is non-empty exactly for the images
-  decided anomalous);
+- ``threshold`` by the record's ``threshold_rule`` (:func:`image_threshold`): ``conformal``
+  (the default), the k-th smallest of the n scores with k = ceil((n + 1) (1 - target_fpr)), at most
+  n; or ``quantile`` (the rule before it, and that of a record calibrated before it), the
+  ``1 - target_fpr`` quantile of ``s`` with linear interpolation. An image is anomalous when its
+  score is *at or above* the threshold (``>=``, as a pixel is in the defect mask when its value is
+  at or above the pixel threshold: so the default pixel rule's mask is non-empty exactly for the
+  images decided anomalous). Why ``conformal``: for exchangeable normal scores the rate at which a
+  new normal reaches the k-th smallest of n is (n + 1 - k) / (n + 1), so it is at most
+  ``target_fpr`` whenever n + 1 >= 1 / target_fpr, where the interpolated quantile of few normals
+  sits between the two largest scores and flags about twice the target (measured on held-out
+  normals: ``benchmarks/bench_thresholds.py``, docs/decisions.md). With fewer normals no threshold
+  from them can promise the target: ``conformal`` then takes the largest score (rate 1 / (n + 1)),
+  and train.log and the report say so;
 - ``scale`` = the standard deviation of ``s`` (floored), and the normalised score
   ``sigmoid((score - threshold) / scale)``: 0.5 at the threshold, towards 1 above it;
 - ``map_low`` = the median pixel value of the validation maps and ``map_high`` = ``threshold``:
@@ -28,11 +36,27 @@ from typing import Any
 
 import numpy as np
 
+from ssmad.engine.fpr_intervals import conformal_index
 from ssmad.engine.pixel_thresholds import PixelRule, PixelThreshold
 
 GLOBAL = "global"
 DEFAULT_TARGET_FPR = 0.01  # the false-positive rate on normals a threshold aims at
+THRESHOLD_RULES = ("conformal", "quantile")
+DEFAULT_THRESHOLD_RULE = "conformal"
+LEGACY_THRESHOLD_RULE = "quantile"  # the rule of a record that names none (calibrated before ``conformal``)
 _MIN_SCALE = 1e-8
+
+
+def image_threshold(scores: np.ndarray, target_fpr: float, rule: str = DEFAULT_THRESHOLD_RULE) -> float:
+    """The image threshold of normal scores (N,) aiming at ``target_fpr`` false positives, by
+    ``rule`` (see the module docstring): ``conformal``, the k-th smallest with
+    k = min(ceil((N + 1) (1 - target_fpr)), N); ``quantile``, numpy's linear quantile."""
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    if rule == "quantile":
+        return float(np.quantile(scores, 1.0 - target_fpr))
+    if rule != "conformal":
+        raise ValueError(f"unknown threshold rule {rule!r}: one of {', '.join(THRESHOLD_RULES)}")
+    return float(scores[conformal_index(scores.size, target_fpr) - 1])
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,7 @@ class ClassCalibration:
     map_high: float
     num_images: int
     pixel: PixelThreshold | None = None  # None: the ``image`` rule (see :attr:`pixel_threshold`)
+    threshold_rule: str = LEGACY_THRESHOLD_RULE  # how ``threshold`` followed from the scores
 
     @property
     def pixel_threshold(self) -> PixelThreshold:
@@ -117,30 +142,37 @@ class Calibration:
 
 def with_image_pixel_thresholds(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
     """A stored calibration record (``Calibration.to_dict``) of a version without pixel thresholds
-    -> the same with every class's (and the global) ``pixel`` record of the ``image`` rule: the
-    migration of checkpoints (schema 3 -> 4) and export metadata (layout 2 -> 3). None stays None."""
+    -> the same with every class's (and the global) ``pixel`` record of the ``image`` rule and its
+    ``threshold_rule`` ``quantile``: the migration of checkpoints (schema 3 -> 4) and export
+    metadata (layout 2 -> 3). None stays None."""
     if calibration is None:
         return None
 
     def filled(record: dict[str, Any]) -> dict[str, Any]:
         pixel = PixelRule("image").threshold(record["threshold"]).to_dict()
-        return {**record, "pixel": record.get("pixel") or pixel}
+        return {**record, "pixel": record.get("pixel") or pixel,
+                "threshold_rule": record.get("threshold_rule", LEGACY_THRESHOLD_RULE)}
 
     return {**calibration, "classes": {name: filled(cal) for name, cal in calibration["classes"].items()},
             GLOBAL: filled(calibration[GLOBAL])}
 
 
 def calibrate_class(
-    scores: np.ndarray, maps: np.ndarray | list[np.ndarray], target_fpr: float, pixel_rule: PixelRule = PixelRule()
+    scores: np.ndarray,
+    maps: np.ndarray | list[np.ndarray],
+    target_fpr: float,
+    pixel_rule: PixelRule = PixelRule(),
+    threshold_rule: str = DEFAULT_THRESHOLD_RULE,
 ) -> ClassCalibration:
     """Scores (N,) and maps (N, H, W) (or N maps of their own sizes, at the model's resolution) of
-    normal images -> their :class:`ClassCalibration`, its pixel threshold by ``pixel_rule``."""
+    normal images -> their :class:`ClassCalibration`: the image threshold by ``threshold_rule``,
+    the pixel threshold by ``pixel_rule``."""
     scores = np.asarray(scores, dtype=np.float64)
-    threshold = float(np.quantile(scores, 1.0 - target_fpr))
+    threshold = image_threshold(scores, target_fpr, threshold_rule)
     scale = max(float(scores.std()), _MIN_SCALE * max(abs(threshold), 1.0))
     map_low = float(np.median(np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in maps])))
     return ClassCalibration(threshold, scale, min(map_low, threshold), threshold, len(scores),
-                            pixel_rule.threshold(threshold, maps))
+                            pixel_rule.threshold(threshold, maps), threshold_rule)
 
 
 def calibrate(
@@ -149,17 +181,20 @@ def calibrate(
     maps: np.ndarray | list[np.ndarray],
     target_fpr: float = DEFAULT_TARGET_FPR,
     pixel_rule: PixelRule = PixelRule(),
+    threshold_rule: str = DEFAULT_THRESHOLD_RULE,
 ) -> Calibration:
     """Validation normals -> :class:`Calibration`.
 
     class_names: class of each image (N,); scores (N,); maps (N, H, W), or N maps of their own
-    sizes, at the model's resolution; pixel_rule: how the pixel thresholds are computed.
+    sizes, at the model's resolution; pixel_rule / threshold_rule: how the pixel and image
+    thresholds are computed.
     """
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"target false-positive rate must be in (0, 1), got {target_fpr}")
     names = np.asarray(class_names)
     classes = {
-        name: calibrate_class(scores[names == name], [maps[i] for i in np.flatnonzero(names == name)], target_fpr, pixel_rule)
+        name: calibrate_class(scores[names == name], [maps[i] for i in np.flatnonzero(names == name)], target_fpr,
+                              pixel_rule, threshold_rule)
         for name in sorted(set(class_names))
     }
-    return Calibration(target_fpr, classes, calibrate_class(scores, maps, target_fpr, pixel_rule))
+    return Calibration(target_fpr, classes, calibrate_class(scores, maps, target_fpr, pixel_rule, threshold_rule))

@@ -674,11 +674,13 @@ class Trainer:
                 self.model, self.val_set, self.device, self.batch_size, self.config.target_fpr, self.tile, self.pixel_rule
             )
         for name, cal in calibration.classes.items():
-            supported = calibration_fpr_interval(cal.num_images, calibration.target_fpr)
-            self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images), pixel threshold %.5f (rule %s); "
-                          "the realised FPR these normals support: %.3g-%.3g (95 %%), none below 1/(n+1) = %.3g",
-                          name, cal.threshold, calibration.target_fpr, cal.num_images, cal.pixel_threshold.value,
-                          cal.pixel_threshold.rule, supported.low, supported.high, supported.smallest)
+            supported = calibration_fpr_interval(cal.num_images, calibration.target_fpr, cal.threshold_rule)
+            self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images, rule %s), pixel threshold %.5f "
+                          "(rule %s); the realised FPR these normals support: %.3g-%.3g (95 %%), expected %.3g, "
+                          "none below 1/(n+1) = %.3g",
+                          name, cal.threshold, calibration.target_fpr, cal.num_images, cal.threshold_rule,
+                          cal.pixel_threshold.value, cal.pixel_threshold.rule, supported.low, supported.high,
+                          supported.expected, supported.smallest)
         warning = too_few_normals_warning(calibration)
         if warning:
             self.log.warning("calibration: %s", warning)

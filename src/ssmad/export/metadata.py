@@ -17,8 +17,8 @@ Versions, as for checkpoints (``ssmad.engine.checkpoint``): a change of the layo
 reads is refused, naming the file and the fix (upgrade ssmad). Readers take what they need by
 key and ignore keys they do not know. Layout 1 -> 2: the square ``image_size`` becomes every
 class's geometry, ``tile`` None. Layout 2 -> 3: each calibration record gains its ``pixel``
-threshold, of the default rule ``image`` for an export calibrated before pixel thresholds existed;
-``rois`` is ``{}``.
+threshold, of the default rule ``image`` for an export calibrated before pixel thresholds existed,
+and its ``threshold_rule``, ``quantile``; ``rois`` is ``{}``.
 """
 
 from __future__ import annotations
