@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ssmad.engine.fpr_intervals import calibration_fpr_interval, clopper_pearson_interval
-from ssmad.engine.thresholds import THRESHOLD_RULES, calibrate_class
+from ssmad.engine.fpr_intervals import THRESHOLD_RULES, calibration_fpr_interval, clopper_pearson_interval
+from ssmad.engine.thresholds import calibrate_class
 
 DEFAULT_TARGETS = (0.005, 0.01, 0.02, 0.05, 0.1)
 

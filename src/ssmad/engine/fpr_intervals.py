@@ -77,6 +77,16 @@ class FprInterval:
         return self.low <= rate <= self.high
 
 
+THRESHOLD_RULES = ("conformal", "quantile")  # how an image threshold follows from normal scores
+
+
+def check_threshold_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`THRESHOLD_RULES`, else a ValueError naming them."""
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}: one of {', '.join(THRESHOLD_RULES)}")
+    return rule
+
+
 def conformal_index(num_normals: int, target_fpr: float) -> int:
     """k = min(ceil((n + 1) (1 - target_fpr)), n): the ``conformal`` threshold is the k-th smallest
     (1-based) of n normal scores (the rounding keeps float error from adding one)."""
@@ -89,7 +99,7 @@ def smallest_supported_fpr(num_normals: int) -> float:
 
 
 def calibration_fpr_interval(
-    num_normals: int, target_fpr: float, rule: str = "conformal", confidence: float = DEFAULT_CONFIDENCE
+    num_normals: int, target_fpr: float, rule: str, confidence: float = DEFAULT_CONFIDENCE
 ) -> FprInterval:
     """The interval of the realised false-positive rate of an image threshold set from
     ``num_normals`` scores by ``rule`` (``ssmad.engine.thresholds.image_threshold``): ``conformal``,
@@ -99,13 +109,11 @@ def calibration_fpr_interval(
         raise ValueError(f"need at least one calibration normal, got {num_normals}")
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"target false-positive rate must be in (0, 1), got {target_fpr}")
-    if rule == "conformal":
+    if check_threshold_rule(rule) == "conformal":
         rank = num_normals + 1 - conformal_index(num_normals, target_fpr)  # from the top
         low, high = order_statistic_fpr_interval(rank, num_normals, confidence)
         return FprInterval(target_fpr, num_normals, confidence, low, high, rank / (num_normals + 1),
                            smallest_supported_fpr(num_normals))
-    if rule != "quantile":
-        raise ValueError(f"unknown threshold rule {rule!r}: conformal or quantile")
     position = (num_normals - 1) * (1.0 - target_fpr)  # 0-based, ascending, as numpy's "linear"
     below, above = math.floor(position), math.ceil(position)
     rank_of_below, rank_of_above = num_normals - below, num_normals - above  # ranks from the top

@@ -36,12 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from ssmad.engine.fpr_intervals import conformal_index
+from ssmad.engine.fpr_intervals import check_threshold_rule, conformal_index
 from ssmad.engine.pixel_thresholds import PixelRule, PixelThreshold
 
 GLOBAL = "global"
 DEFAULT_TARGET_FPR = 0.01  # the false-positive rate on normals a threshold aims at
-THRESHOLD_RULES = ("conformal", "quantile")
 DEFAULT_THRESHOLD_RULE = "conformal"
 LEGACY_THRESHOLD_RULE = "quantile"  # the rule of a record that names none (calibrated before ``conformal``)
 _MIN_SCALE = 1e-8
@@ -51,12 +50,10 @@ def image_threshold(scores: np.ndarray, target_fpr: float, rule: str = DEFAULT_T
     """The image threshold of normal scores (N,) aiming at ``target_fpr`` false positives, by
     ``rule`` (see the module docstring): ``conformal``, the k-th smallest with
     k = min(ceil((N + 1) (1 - target_fpr)), N); ``quantile``, numpy's linear quantile."""
-    scores = np.sort(np.asarray(scores, dtype=np.float64))
-    if rule == "quantile":
+    scores = np.asarray(scores, dtype=np.float64)
+    if check_threshold_rule(rule) == "quantile":
         return float(np.quantile(scores, 1.0 - target_fpr))
-    if rule != "conformal":
-        raise ValueError(f"unknown threshold rule {rule!r}: one of {', '.join(THRESHOLD_RULES)}")
-    return float(scores[conformal_index(scores.size, target_fpr) - 1])
+    return float(np.sort(scores)[conformal_index(scores.size, target_fpr) - 1])
 
 
 @dataclass(frozen=True)
