@@ -81,8 +81,8 @@ def exported_models(run: Path, folder: Path, rows: list) -> dict[str, Path]:
 def train_runs(data: str, class_name: str, steps: int, weights: str | None, out: Path) -> list[Path]:
     """A short 256-px run of each preset on one class (for speed and parity, not accuracy): ``steps``
     optimiser steps, then calibrated on the run's validation normals as training would at its end."""
-    from ssmad.engine.calibrate_run import calibration_dataset, calibrate_model
-    from ssmad.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+    from ssmad.engine.calibrate_on_normals import calibrate_model, calibration_dataset
+    from ssmad.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, stored_geometries
     from ssmad.engine.detector import model_from_checkpoint
     from ssmad.engine.trainer import TrainConfig, train
 
@@ -95,7 +95,7 @@ def train_runs(data: str, class_name: str, steps: int, weights: str | None, out:
         payload = load_checkpoint(run)
         if payload["calibration"] is None:  # stopped by max_steps
             model = model_from_checkpoint(payload)
-            normals = calibration_dataset(model, data, "auto", [class_name])
+            normals = calibration_dataset(model, data, stored_geometries(payload), classes=[class_name])
             payload["calibration"] = calibrate_model(model, normals, torch.device("cpu")).to_dict()
             save_checkpoint(payload, run / CHECKPOINT_NAME)
         runs.append(run)
@@ -131,7 +131,10 @@ def main() -> None:
             detector = ssmad.load(path, device="cpu")
             parity_rows.append((name, engine, *parity(expected, detector.predict(paths, batch_size=8))))
             print(name, engine, "parity (map, score, decisions):", *parity_rows[-1][2:], flush=True)
-        tensors = torch.stack([reference.transform(read_image(p)) for p in paths[: args.speed_images]])
+        if len(reference.transforms) != 1:
+            raise SystemExit(f"{run}: timing stacks images of one geometry; this run has {len(reference.transforms)}")
+        transform = next(iter(reference.transforms.values()))
+        tensors = torch.stack([transform(read_image(p)) for p in paths[: args.speed_images]])
         for threads in args.threads:
             torch.set_num_threads(threads)
             detectors = {"pytorch": ssmad.load(run, device="cpu")}
