@@ -85,7 +85,7 @@ def measure(kind: str, preset: str, size: tuple[int, int], args: argparse.Namesp
         image = torch.randn(3, *size)
 
         def run() -> None:
-            score_tiled(engine, image, grid, args.tile_batch)
+            score_tiled(engine, image, grid, args.tile_batch, model.config.image_score)
     baseline = _memory_kb("VmRSS")
     seconds = _median_seconds(run, args.repeats)
     peak = _memory_kb("VmHWM") - baseline

@@ -131,9 +131,37 @@ def test_format_2_export_metadata_loads_with_the_image_rule_pixel_thresholds_and
     stored = json.loads((DATA / "v2_export_metadata.json").read_text())
     assert stored["format"] == 2 and "pixel" not in stored["calibration"]["global"]
     metadata = parse_metadata(json.dumps(stored), "model.onnx")
-    assert metadata["format"] == FORMAT == 3
+    assert metadata["format"] == FORMAT == 4 and metadata["model_config"]["image_score"] == "max"
     assert "rois" not in stored and metadata["rois"] == {}
     for name, record in [*metadata["calibration"]["classes"].items(), ("global", metadata["calibration"]["global"])]:
         old = stored["calibration"]["classes"].get(name, stored["calibration"]["global"])
         assert record["pixel"]["rule"] == "image" and record["pixel"]["value"] == old["threshold"]
         assert record["threshold_rule"] == "quantile" and record["threshold"] == old["threshold"]
+
+
+def test_a_schema_4_run_keeps_the_maximum_as_image_score_has_no_prototypes_and_scores_as_it_did(tmp_path):
+    run = _unpack("v4_run_checkpoint.pt.xz", tmp_path / "run" / "checkpoint.pt").parent
+    expected = json.loads((DATA / "v4_expected_scores.json").read_text())
+    raw = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert raw["format_version"] == 4 and "image_score" not in raw["model_config"]
+    assert "prototypes" not in raw["calibration"]
+    migrated = load_checkpoint(run)
+    assert migrated["model_config"]["image_score"] == "max"
+    detector = ssmad.load(run, "cpu")
+    assert "no class prototypes" in detector.class_inference_unavailable()
+    result = detector.predict(_images(), class_name=expected["class_name"])
+    np.testing.assert_allclose(result.scores, expected["scores"], rtol=1e-5)
+    assert result.decisions.tolist() == expected["decisions"]
+    assert result.thresholds.tolist() == expected["thresholds"]
+    unlabelled = detector.predict(_images())  # two classes and no folder: the global threshold, saying why
+    assert unlabelled.class_sources == ["global"] * 3
+    assert all("no class prototypes" in " ".join(notes) for notes in unlabelled.warnings)
+
+
+def test_format_3_export_metadata_loads_with_the_maximum_as_image_score_and_no_prototypes():
+    stored = json.loads((DATA / "v3_export_metadata.json").read_text())
+    assert stored["format"] == 3 and "image_score" not in stored["model_config"]
+    metadata = parse_metadata(json.dumps(stored), "model.onnx")
+    assert metadata["format"] == FORMAT == 4 and metadata["model_config"]["image_score"] == "max"
+    assert Calibration.from_dict(metadata["calibration"]).prototypes == {}
+    assert metadata["calibration"]["classes"] == stored["calibration"]["classes"]

@@ -77,10 +77,13 @@ def test_score_tiled_runs_the_scorer_per_tile_in_batches():
         seen.append(len(batch))
         return batch[:, 0].numpy(), batch[:, 0].flatten(1).amax(1).numpy()
 
-    stitched, top = score_tiled(score, image, grid, batch_size=4)
+    stitched, top = score_tiled(score, image, grid, batch_size=4, image_score="max")
     assert sum(seen) == len(grid) and max(seen) <= 4
     np.testing.assert_allclose(stitched, image[0].numpy(), rtol=1e-6)  # tiles of one map blend back to it
     assert top == pytest.approx(float(image[0].max()))
+    _, top_mean = score_tiled(score, image, grid, batch_size=4, image_score="top_mean:0.01")
+    count = round(0.01 * 96 * 160)
+    assert top_mean == pytest.approx(float(np.sort(image[0].numpy().ravel())[-count:].mean()), rel=1e-6)
 
 
 @pytest.mark.parametrize("tile,overlap,message", [(48, 0, "multiple of 32"), (32, 0, "at least 64"), (64, 40, "tile-overlap")])

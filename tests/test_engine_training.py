@@ -152,7 +152,7 @@ def test_predict_files_writes_rows_and_skips_unreadable_files(tiny_run, tmp_path
     assert all(row["decision"] == ("anomalous" if row["score"] >= row["threshold"] else "normal") for row in rows)
     assert all((tmp_path / "out" / "overlays" / row["overlay"]).is_file() for row in rows)
     csv_lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
-    header = "path,class,score,normalized,threshold,decision,geometry,warnings,pixel_threshold,regions,largest_region_px,largest_region_fraction,overlay,mask"
+    header = "path,class,class_source,inferred_class,class_confidence,score,normalized,threshold,decision,geometry,warnings,pixel_threshold,regions,largest_region_px,largest_region_fraction,overlay,mask"
     assert csv_lines[0] == header and len(csv_lines) == len(rows) + 1
     skipped = (tmp_path / "out" / "skipped.csv").read_text()
     assert "broken.png" in skipped and "nowhere.png" in skipped

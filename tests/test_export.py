@@ -90,16 +90,17 @@ def test_graph_outputs_the_raw_map_and_score_of_rgb_in_zero_one(exported):
     _, _, onnx_path = exported
     model = onnx.load(str(onnx_path))
     assert [i.name for i in model.graph.input] == ["image"]
-    assert [o.name for o in model.graph.output] == ["anomaly_map", "score"]
+    assert [o.name for o in model.graph.output] == ["anomaly_map", "score", "embedding"]
     ops = [node.op_type for node in model.graph.node]
     assert ops.count("RoutedScan") == 4 and "Loop" not in ops  # one scan per SS2D layer (depths 1, 1, 1, 1)
     [function] = model.functions  # the scan's body: standard operators, one Scan over blocks of steps
     assert [node.op_type for node in function.node].count("Scan") == 1
     assert {entry.domain for entry in function.opset_import} <= {"", "ai.onnx"}
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    maps, scores = session.run(None, {"image": np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)})
-    assert maps.shape == (2, 64, 64) and scores.shape == (2,)
-    np.testing.assert_allclose(scores, maps.reshape(2, -1).max(1))
+    maps, scores, embeddings = session.run(None, {"image": np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)})
+    assert maps.shape == (2, 64, 64) and scores.shape == (2,) and embeddings.shape[0] == 2
+    top = np.sort(maps.reshape(2, -1), axis=1)[:, -41:]  # the top 1 % of 64 x 64 pixels: 41
+    np.testing.assert_allclose(scores, top.mean(1), rtol=1e-5)
 
 
 def test_metadata_round_trip(exported):

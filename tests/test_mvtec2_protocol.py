@@ -39,7 +39,9 @@ def test_the_miniature_tree_trains_calibrates_on_validation_tests_and_writes_bot
         assert (row["test_good"], row["test_bad"], row["calibration_normals"]) == (2, 2, 3)
         assert set(row) >= {"seg_f1", "aupro@0.05", "aupro@0.3", "supported_fpr", "test_fpr_interval", "regions"}
         assert 0.0 <= row["seg_f1"] <= 1.0 and row["regions"]["found"] + row["regions"]["missed"] == 2
-    assert "AU-PRO@0.05" in (run / "test" / "decisions.md").read_text()
+    decisions_md = (run / "test" / "decisions.md").read_text()
+    assert "AU-PRO@0.05" in decisions_md and decisions_md.startswith("image score: top_mean:0.01 (the mean of the highest 1 %")
+    assert report["image_score"] == "top_mean:0.01"
 
     out = tmp_path / "submission"
     private = [str(tree / name / split) for name in TINY_CLASSES for split in ("test_private", "test_private_mixed")]

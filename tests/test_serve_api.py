@@ -57,6 +57,7 @@ def test_health_model_page_and_docs(client, detector):
     assert info["thresholds"] == {name: detector.calibration.classes[name].threshold for name in detector.class_names}
     assert (info["preset"], info["ssmad_version"]) == ("pyramid_mamba", ssmad.__version__)
     assert info["input_sizes"] == {"nut": "64x64", "wood": "64x64"} and info["tile"] is None
+    assert info["class_inference"] is None and info["min_class_confidence"] == 0.05
     page = client.get("/")
     assert page.status_code == 200 and "drop-zone" in page.text and "https://" not in page.text
     assert "fetch(\"/v1/predict\"" in client.get("/static/app.js").text
@@ -83,6 +84,32 @@ def test_without_class_a_multi_class_model_uses_the_global_threshold_and_overlay
     result = client.post("/v1/predict?overlay=false", files=image_field(png_bytes())).json()["results"][0]
     assert result["class"] is None and result["threshold"] == detector.calibration.overall.threshold
     assert result["overlay_png"] is None
+    # random noise is like neither class: a class is guessed, with no confidence, and not used (said why)
+    assert result["class_source"] == "global" and result["inferred_class"] in ("nut", "wood")
+    assert result["class_confidence"] == 0.0 and "below 0.05" in result["warnings"][0]
+
+
+def test_an_upload_without_class_gets_its_inferred_class_and_confidence(tiny_run_copy):
+    from ssmad.cli import main
+
+    with pytest.warns(UserWarning, match="the model was trained on"):  # prototypes of all six normals per class
+        assert main(["calibrate", str(tiny_run_copy.run), "--all-normals", "--device", "cpu"]) == 0
+    detector = ssmad.load(tiny_run_copy.run, device="cpu")
+    paths = sorted((tiny_run_copy.data / "wood" / "test").rglob("*.png")) + sorted((tiny_run_copy.data / "nut" / "test").rglob("*.png"))
+    files = [("image", (f"upload{i}.png", path.read_bytes(), "image/png")) for i, path in enumerate(paths)]
+    client = ready_client(create_app(detector, ServeSettings(max_batch=8, max_upload_mb=1)))
+    try:
+        assert client.get("/v1/model").json()["class_inference"] is None
+        results = client.post("/v1/predict?overlay=false", files=files).json()["results"]
+    finally:
+        client.__exit__(None, None, None)
+    expected = detector.predict([Image.open(path).convert("RGB") for path in paths])
+    assert [r["inferred_class"] for r in results] == [guess.name for guess in expected.class_guesses]
+    np.testing.assert_allclose([r["class_confidence"] for r in results], [g.confidence for g in expected.class_guesses], atol=1e-6)
+    assert [r["class_source"] for r in results] == expected.class_sources
+    assert "inferred" in expected.class_sources
+    for record in results:
+        assert record["class"] == (record["inferred_class"] if record["class_source"] == "inferred" else None)
 
 
 def test_one_batch_keeps_each_images_class(detector):

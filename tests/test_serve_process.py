@@ -90,9 +90,13 @@ def test_page_shows_the_apis_score_and_rescoring_as_another_class(server, browse
     card = browser.find_element(By.CSS_SELECTOR, ".card")
     assert card.find_element(By.CSS_SELECTOR, "dd[data-field=decision]").text == expected["decision"]
     assert card.find_element(By.TAG_NAME, "img").get_attribute("src").startswith("data:image/png;base64,")
+    guess = f"inferred {expected['inferred_class']}, confidence {expected['class_confidence']:.2f}"
+    assert expected["class_source"] == "global"  # random noise is like neither class: no confident class
+    assert card.find_element(By.CSS_SELECTOR, "dd[data-field='class from']").text == f"global threshold: {guess}, below 0.05"
 
     card.find_element(By.CSS_SELECTOR, "select.card-class option[value=wood]").click()
     wait.until(lambda d: d.find_element(By.CSS_SELECTOR, ".card dd[data-field=class]").text == "wood")
+    assert browser.find_element(By.CSS_SELECTOR, ".card dd[data-field='class from']").text == "given"
     as_wood = api_score(url, image, "wood")
     assert browser.find_element(By.CSS_SELECTOR, ".card dd[data-field=threshold]").text == f"{as_wood['threshold']:.6f}"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#history tbody tr")) == 2

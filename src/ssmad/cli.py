@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser("calibrate", help="new thresholds for a run from normal images, without retraining")
     calibrate.add_argument("run", help="run folder or checkpoint.pt")
     _add_calibration_options(calibrate, defaults=False)
+    calibrate.add_argument("--image-score", help="switch the run's image score: 'top_mean:F' (the mean of the top fraction F "
+                           "of the map, default of new runs top_mean:0.01) or 'max' (the papers'); default: the run's")
     _add_device(calibrate)
 
     demo = commands.add_parser("demo", help="synthetic data -> train -> test, in minutes, no download")
@@ -486,12 +488,16 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 def _run_calibrate(args: argparse.Namespace) -> int:
     from ssmad.engine.calibrate_on_normals import calibrate_run
+    from ssmad.engine.checkpoint import load_checkpoint
+    from ssmad.models.image_score import describe_image_score
 
     calibration = calibrate_run(
         args.run, data=args.data, dataset=args.dataset, classes=args.classes, val_fraction=args.val_fraction,
         seed=args.seed, target_fpr=args.target_fpr, all_normals=args.all_normals, device=args.device,
         batch_size=args.batch_size, pixel_rule=args.pixel_rule, pixel_num_std=args.pixel_num_std, pixel_fpr=args.pixel_fpr,
+        image_score=args.image_score,
     )
+    print(describe_image_score(load_checkpoint(args.run)["model_config"]["image_score"]))
     _print_calibration(calibration)
     print(f"calibration written to {args.run}")
     return 0

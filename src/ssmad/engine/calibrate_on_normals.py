@@ -45,6 +45,7 @@ from ssmad.engine.scoring import SCORING_BATCH_SIZE, TorchEngine, score_feature_
 from ssmad.engine.thresholds import DEFAULT_TARGET_FPR, Calibration, calibrate
 from ssmad.engine.tiling import TileGrid, TileSettings, score_tiled
 from ssmad.engine.train_config import TrainConfig
+from ssmad.models.image_score import parse_image_score
 
 
 def calibration_dataset(
@@ -85,7 +86,7 @@ def calibrate_features(
 ) -> Calibration:
     """Thresholds and heatmap scales of ``model`` (eval-mode maps) from the normals' features ``source``."""
     scored = score_feature_source(model, source, device, batch_size)
-    return calibrate(source.class_names, scored.scores, scored.maps, target_fpr, pixel_rule)
+    return calibrate(source.class_names, scored.scores, scored.maps, target_fpr, pixel_rule, embeddings=scored.embeddings)
 
 
 @torch.no_grad()
@@ -94,17 +95,20 @@ def calibrate_tiled(
     pixel_rule: PixelRule = PixelRule(),
 ) -> Calibration:
     """Thresholds and heatmap scales of ``model`` from the dataset ``normals``, every image scored in
-    ``tile`` tiles and its maps stitched (``ssmad.engine.tiling``), as prediction scores it."""
+    ``tile`` tiles and its maps stitched (``ssmad.engine.tiling``), as prediction scores it; its
+    embedding (class prototypes) from the whole image, as prediction infers a class."""
     engine = TorchEngine(model, device)
-    maps, scores = [], []
+    maps, scores, embeddings = [], [], []
     for index in range(len(normals)):
         image = normals[index]["image"]
         grid = TileGrid(*image.shape[-2:], tile.size, tile.overlap)
-        image_map, score = score_tiled(engine, image, grid, batch_size)
+        image_map, score = score_tiled(engine, image, grid, batch_size, model.config.image_score)
         maps.append(image_map)
         scores.append(score)
+        embeddings.append(engine.embed(image[None]).cpu().numpy())
     names = [sample.class_name for sample in normals.samples]
-    return calibrate(names, np.asarray(scores, np.float32), maps, target_fpr, pixel_rule)
+    return calibrate(names, np.asarray(scores, np.float32), maps, target_fpr, pixel_rule,
+                     embeddings=np.concatenate(embeddings) if embeddings else None)
 
 
 def calibrate_model(
@@ -186,14 +190,17 @@ def calibrate_run(
     pixel_rule: str | None = None,
     pixel_num_std: float | None = None,
     pixel_fpr: float | None = None,
+    image_score: str | None = None,
 ) -> Calibration:
     """Re-calibrate a finished run on normals and rewrite its checkpoint; returns the new calibration.
 
     Every ``None`` takes the run's own value (its training data, dataset kind, classes,
-    validation fraction, seed, target false-positive rate, pixel rule and its parameters, and
-    batch size). Recalibrating some of the run's classes replaces theirs and keeps the other
-    classes' and the global calibration (needs the run's target rate and pixel rule);
-    recalibrating all of them replaces everything.
+    validation fraction, seed, target false-positive rate, pixel rule and its parameters, image
+    score rule and batch size). ``image_score`` switches the run to another image score
+    (``ssmad.models.image_score``; e.g. a run written before top-1 % means were the default keeps
+    the maximum until recalibrated with ``"top_mean:0.01"``). Recalibrating some of the run's
+    classes replaces theirs and keeps the other classes' and the global calibration (needs the
+    run's target rate, pixel rule and image score); recalibrating all of them replaces everything.
     """
     payload = load_checkpoint(run)
     if payload["calibration"] is None:
@@ -219,6 +226,14 @@ def calibrate_run(
             f"recalibrating only {', '.join(classes)} keeps the other classes' pixel rule {old.pixel_rule.rule!r}: "
             "leave --pixel-rule and its parameter out, or recalibrate every class"
         )
+    score_rule = payload["model_config"]["image_score"] if image_score is None else image_score
+    parse_image_score(score_rule)
+    if partial and score_rule != payload["model_config"]["image_score"]:
+        raise ValueError(
+            f"recalibrating only {', '.join(classes)} keeps the other classes' thresholds on image score "
+            f"{payload['model_config']['image_score']!r}: leave --image-score out, or recalibrate every class"
+        )
+    payload["model_config"] = {**payload["model_config"], "image_score": score_rule}
     if data is None and trained.data is None:
         raise ValueError(f"{run} does not record its data: pass --data ROOT")
     model = model_from_checkpoint(payload)
@@ -232,7 +247,7 @@ def calibrate_run(
     new = calibrate_model(model, normals, resolve_device(device), batch_size or trained.batch_size or SCORING_BATCH_SIZE,
                           target_fpr, TileSettings.from_dict(payload["tile"]), rule)
     if partial:
-        new = Calibration(target_fpr, {**old.classes, **new.classes}, old.overall)
+        new = Calibration(target_fpr, {**old.classes, **new.classes}, old.overall, {**old.prototypes, **new.prototypes})
     payload["calibration"] = new.to_dict()
     save_checkpoint(payload, Path(run) / CHECKPOINT_NAME if Path(run).is_dir() else run)
     return new

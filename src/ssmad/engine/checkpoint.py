@@ -2,10 +2,11 @@
 migrated reads, and the model it holds.
 
 A checkpoint is one ``torch.save`` file of plain Python values and tensors (it loads with
-``weights_only=True``). Schema version 4 (``format_version``):
+``weights_only=True``). Schema version 5 (``format_version``):
 
 - ``format`` (``"ssmad-checkpoint"``), ``format_version``, ``ssmad_version``: what wrote it;
-- ``preset`` and ``model_config`` (``ModelConfig.to_dict()``);
+- ``preset`` and ``model_config`` (``ModelConfig.to_dict()``, its ``image_score`` the rule the
+  image scores and thresholds are computed by);
 - ``encoder``: name, weights source (file name) and sha256 of the weights file;
 - ``encoder_state`` and ``trainable_state``: the frozen encoder's and the bottleneck+decoder's
   weights (the encoder is stored too, so a checkpoint is self-contained even when the encoder
@@ -17,8 +18,9 @@ A checkpoint is one ``torch.save`` file of plain Python values and tensors (it l
   images are cropped to (``ssmad.data.roi``; ``{}``: no region of interest);
 - ``tile``: ``{"size": T, "overlap": O}`` when the classes' images are scored in tiles, else ``None``;
 - ``calibration``: image and pixel thresholds and heatmap scales (``Calibration.to_dict()``;
-  every class's, and the global, record carries its ``pixel`` threshold; ``None`` until training
-  has finished);
+  every class's, and the global, record carries its ``pixel`` threshold; ``prototypes``: each
+  class's prototype for inferring an image's class, ``ssmad.engine.class_inference``; ``None``
+  until training has finished);
 - ``train_config`` (``TrainConfig.to_dict()``), ``progress`` (epoch, step_in_epoch,
   global_step, epoch_losses, step_losses, finished, world_size);
 - ``data_files``: the usable and rejected training files (``None`` for a converted model);
@@ -43,6 +45,8 @@ Version 3 -> 4: each calibration record gains its ``pixel`` threshold, of the de
 ``image`` (the image threshold) for a run calibrated before pixel thresholds existed, and its
 ``threshold_rule``, ``quantile`` (the image threshold rule before ``conformal``); ``rois`` is
 ``{}`` and ``budget`` None.
+Version 4 -> 5: ``model_config`` gains ``image_score``, ``max`` for a run scored before the rule
+existed; a calibration without ``prototypes`` infers no class (``ssmad calibrate`` records them).
 """
 
 from __future__ import annotations
@@ -62,9 +66,10 @@ from ssmad.data.geometry import Geometry
 from ssmad.data.roi import Roi, rois_from_lists, rois_to_lists
 from ssmad.engine.atomic_write import atomic_write_bytes
 from ssmad.engine.thresholds import with_image_pixel_thresholds
+from ssmad.models.image_score import with_legacy_image_score
 
 FORMAT = "ssmad-checkpoint"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 CHECKPOINT_NAME = "checkpoint.pt"  # the checkpoint file inside a run folder
 RESUME_KEYS = ("optimizer", "scaler", "rng")  # what only an unfinished run carries
 
@@ -182,7 +187,14 @@ def _v3_to_v4(payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "calibration": with_image_pixel_thresholds(payload["calibration"]), "rois": {}, "budget": None}
 
 
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(payload: dict[str, Any]) -> dict[str, Any]:
+    """Schema 4 -> 5: the image score of a run written before the rule existed is the maximum."""
+    return {**payload, "model_config": with_legacy_image_score(payload["model_config"])}
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5,
+}
 
 
 def stored_geometries(payload: dict[str, Any]) -> dict[str, Geometry]:

@@ -6,7 +6,14 @@ Which threshold an image gets (the model itself is multi-class and never sees cl
 2. else, for a file, the nearest folder in its path whose name is a trained class
    (``.../bottle/test/crack/001.png`` -> ``bottle``);
 3. else, if the model was trained on one class, that class;
-4. else the global calibration over the validation normals of all classes (``class`` None).
+4. else the class inferred from the image (``ssmad.engine.class_inference``: the nearest class
+   prototype of its pooled encoder features) when its confidence reaches
+   ``min_class_confidence`` (default ``MIN_CLASS_CONFIDENCE``, an attribute to set);
+5. else the global calibration over the validation normals of all classes (``class`` None), with
+   a note saying why (a low confidence, or a run or export without class prototypes).
+
+Each result says which rule chose its class (``class_source``: "given", "folder", "only class",
+"inferred" or "global") and, where a class was inferred, the inferred class and its confidence.
 
 An image is anomalous when its score is at or above its class's threshold. Its defect mask and
 regions (``ssmad.engine.pixel_decision``) come from its class's calibrated pixel threshold, or the
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -29,6 +37,7 @@ from PIL import Image
 
 from ssmad.data.geometry import Geometry, aspect_mismatch, nearest_geometry
 from ssmad.data.roi import Roi
+from ssmad.engine.class_inference import MIN_CLASS_CONFIDENCE, ClassGuess, infer_classes
 from ssmad.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -43,8 +52,20 @@ from ssmad.engine.scoring import SCORING_BATCH_SIZE, ScoreFn, TorchEngine, score
 from ssmad.engine.thresholds import Calibration
 from ssmad.engine.tiling import TileGrid, TileSettings, score_tiled
 from ssmad.metrics.defect_regions import DEFAULT_MIN_AREA
+from ssmad.models.image_score import DEFAULT_IMAGE_SCORE
 
 ImageInput = Union[str, os.PathLike, Image.Image]
+
+
+@dataclass
+class ClassChoice:
+    """The calibration class of one image (None: global), the rule that chose it, the inferred
+    class where one was inferred, and the notes its result carries."""
+
+    name: str | None
+    source: str
+    guess: ClassGuess | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 class Detector:
@@ -59,7 +80,9 @@ class Detector:
     image of no known class to the stored geometry nearest its aspect ratio, which its result
     says. An image stretched by more than 10 % on the way carries a warning. With ``tile`` the
     image, at its geometry, is scored in overlapping tiles (``ssmad.engine.tiling``). The map is
-    blurred at the model's resolution, its maximum is the score, and it is then resized to the
+    blurred at the model's resolution, its image score is taken there (rule ``image_score``,
+    ``ssmad.models.image_score``: the engine's for whole images, the same on the stitched map of
+    tiles), and it is then resized to the
     image's own size, so scores and thresholds do not depend on the image's resolution.
 
     Regions of interest (``rois``, ``ssmad.data.roi``): an image of a class with one is cropped to
@@ -79,6 +102,7 @@ class Detector:
         preset: str | None = None,
         tile: TileSettings | None = None,
         rois: Mapping[str, Roi] | None = None,
+        image_score: str = DEFAULT_IMAGE_SCORE,
     ):
         from ssmad.data import ImageTransform
 
@@ -91,6 +115,8 @@ class Detector:
         self.preset = preset
         self.tile = tile
         self.rois = dict(rois or {})
+        self.image_score = image_score
+        self.min_class_confidence = MIN_CLASS_CONFIDENCE
         self.transforms = {g: ImageTransform(g.hw, self.mean, self.std) for g in set(self.geometries.values())}
         self.set_pixel_decision()
 
@@ -112,6 +138,18 @@ class Detector:
         pixel = self.calibration.for_class(class_name).pixel_threshold
         return pixel.value, pixel.rule
 
+    def mask_threshold(self, class_name: str | None, score: float) -> float:
+        """The threshold an image of ``class_name`` with image ``score`` is masked at: its pixel
+        threshold, except under the ``image`` rule for an image decided normal, which gets no mask
+        (infinity). The image score is a mean of the map's top pixels
+        (``ssmad.models.image_score``), so a normal image can hold single pixels above the image
+        threshold, while an anomalous one (top mean >= threshold) always holds one: the rule's
+        promise, a region exactly when the image is anomalous, needs only this gate."""
+        value, rule = self.pixel_threshold_for(class_name)
+        if rule == "image" and not self.calibration.for_class(class_name).is_anomalous(score):
+            return float("inf")
+        return value
+
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str = AUTO_DEVICE) -> Detector:
         """Load a finished run (folder or ``checkpoint.pt``) onto ``device`` (PyTorch engine)."""
@@ -132,6 +170,7 @@ class Detector:
             payload["preset"],
             TileSettings.from_dict(payload.get("tile")),
             stored_rois(payload),
+            model.config.image_score,
         )
 
     def geometry_for(self, class_name: str | None, size_wh: tuple[int, int]) -> tuple[Geometry, list[str]]:
@@ -154,13 +193,46 @@ class Detector:
             )
         return geometry, notes
 
-    def class_for_path(self, path: str | os.PathLike | None) -> str | None:
-        """Rules 2-4 of the module docstring: a trained class named by a folder, the only class, or None."""
+    def class_for_path(self, path: str | os.PathLike | None) -> tuple[str | None, str]:
+        """Rules 2-3 of the module docstring: (a trained class named by a folder, "folder"), (the only
+        class, "only class"), or (None, "global")."""
         if path is not None:
             for part in reversed(Path(path).resolve().parent.parts):
                 if part in self.class_names:
-                    return part
-        return self.class_names[0] if len(self.class_names) == 1 else None
+                    return part, "folder"
+        return (self.class_names[0], "only class") if len(self.class_names) == 1 else (None, "global")
+
+    def class_inference_unavailable(self) -> str | None:
+        """Why this detector cannot infer an image's class (rule 4), or None when it can."""
+        if len(self.class_names) < 2:
+            return "the model has one class, which every image gets"
+        if len(self.calibration.prototypes) < 2:
+            return ("the run's calibration holds no class prototypes (calibrated before class inference): "
+                    "run 'ssmad calibrate RUN' and export again")
+        if not getattr(self.engine, "has_embedding", False):
+            return "this exported graph has no embedding output (exported before class inference): export the run again"
+        return None
+
+    def infer_classes(self, images: list[Image.Image] | torch.Tensor, batch_size: int = SCORING_BATCH_SIZE) -> list[ClassGuess]:
+        """The nearest class of each image and its confidence (``ssmad.engine.class_inference``):
+        RGB images embedded whole at the stored geometry nearest their aspect ratio, or normalised
+        tensors (N, 3, H, W) at a stored geometry. ValueError when :meth:`class_inference_unavailable`."""
+        reason = self.class_inference_unavailable()
+        if reason is not None:
+            raise ValueError(f"cannot infer classes: {reason}")
+        if isinstance(images, torch.Tensor):
+            tensors = list(images)
+        else:
+            tensors = [self.transforms[nearest_geometry(image.width / image.height, self.geometries)[1]](image)
+                       for image in images]
+        embeddings = [None] * len(tensors)
+        for shape in {tensor.shape for tensor in tensors}:
+            indices = [i for i, tensor in enumerate(tensors) if tensor.shape == shape]
+            for part in torch.tensor(indices).split(batch_size):
+                embedded = self.engine.embed(torch.stack([tensors[i] for i in part.tolist()]))
+                for i, embedding in zip(part.tolist(), np.asarray(torch.as_tensor(embedded).float().cpu())):
+                    embeddings[i] = embedding
+        return infer_classes(self.calibration.prototypes, np.stack(embeddings), self.min_class_confidence) if tensors else []
 
     def check_class(self, class_name: str | None) -> None:
         """Refuse a class this model was not trained on, naming the ones it knows."""
@@ -172,7 +244,7 @@ class Detector:
     def check_regions(self, images: list[Image.Image], sources: list[str], class_name: str | None = None) -> None:
         """Refuse, naming its source, an image that does not hold its class's region of interest
         (the class given, else the only class): what a service checks before it queues a request."""
-        for image, source, name in zip(images, sources, self._classes(class_name, [None] * len(images))):
+        for image, source, (name, _) in zip(images, sources, self._classes(class_name, [None] * len(images))):
             if name in self.rois:
                 self.rois[name].check_fits(image.size, source)
 
@@ -198,8 +270,8 @@ class Detector:
             maps, scores = self.score_images(images, batch_size)
             paths = [None] * len(images)
             geometry = str(Geometry(*images.shape[-2:]))
-            return self._result(maps, maps, scores, self._classes(class_name, paths), paths, [],
-                                [geometry] * len(images), [[] for _ in paths])
+            chosen = self._inferred(self._classes(class_name, paths), images, batch_size)
+            return self._result(maps, maps, scores, chosen, paths, [], [geometry] * len(images), [[] for _ in paths])
         decoded, paths, skipped = [], [], []
         for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
             if isinstance(item, Image.Image):
@@ -226,7 +298,8 @@ class Detector:
         ``class_name`` may also be one class (or None) per image, e.g. images of several requests
         scored in one batch. Maps and heatmaps come at each image's own size.
         """
-        classes = self._classes(class_name, paths)
+        chosen = self._inferred(self._classes(class_name, paths), images, batch_size)
+        classes = [choice.name for choice in chosen]
         rois = [self.rois.get(name) for name in classes]
         seen = [
             image if roi is None else roi.crop(image, path or f"image {i} of the batch")
@@ -242,31 +315,58 @@ class Detector:
             for i, image_map, score in zip(indices, maps, group_scores):
                 model_maps[i], scores[i] = image_map, score
         maps = [map_at_image_size(m, (image.height, image.width), roi) for m, image, roi in zip(model_maps, images, rois)]
-        return self._result(model_maps, maps, scores, classes, paths, list(skipped or []), [str(g) for g, _ in placed],
+        return self._result(model_maps, maps, scores, chosen, paths, list(skipped or []), [str(g) for g, _ in placed],
                             [notes for _, notes in placed], rois)
 
-    def _classes(self, class_name: str | None | Sequence[str | None], paths: list[str | None]) -> list[str | None]:
-        """The calibration class of each image: the one given, else rules 2-4 of the module docstring."""
+    def _classes(self, class_name: str | None | Sequence[str | None], paths: list[str | None]) -> list[tuple[str | None, str]]:
+        """(calibration class, rule) of each image: the one given, else rules 2-3 of the module docstring."""
         given = [class_name] * len(paths) if class_name is None or isinstance(class_name, str) else list(class_name)
         for name in set(given):
             self.check_class(name)
-        return [name or self.class_for_path(p) for name, p in zip(given, paths)]
+        return [(name, "given") if name else self.class_for_path(p) for name, p in zip(given, paths)]
+
+    def _inferred(
+        self, classes: list[tuple[str | None, str]], images: list[Image.Image] | torch.Tensor, batch_size: int
+    ) -> list[ClassChoice]:
+        """Rules 4-5 of the module docstring for the images ``classes`` left without one."""
+        unknown = [i for i, (name, _) in enumerate(classes) if name is None]
+        chosen = [ClassChoice(name, source) for name, source in classes]
+        if not unknown:
+            return chosen
+        reason = self.class_inference_unavailable()
+        if reason is not None:
+            note = f"no class given or named by a folder, and none inferred ({reason}): judged against the global threshold"
+            for i in unknown:
+                chosen[i] = ClassChoice(None, "global", None, [note])
+            return chosen
+        picked = images[unknown] if isinstance(images, torch.Tensor) else [images[i] for i in unknown]
+        for i, guess in zip(unknown, self.infer_classes(picked, batch_size)):
+            if guess.used:
+                chosen[i] = ClassChoice(guess.name, "inferred", guess)
+            else:
+                chosen[i] = ClassChoice(None, "global", guess, [
+                    f"class inferred as '{guess.name}' with confidence {guess.confidence:.2f}, below "
+                    f"{self.min_class_confidence}: judged against the global threshold"
+                ])
+        return chosen
 
     def _result(
-        self, model_maps: list[np.ndarray], maps: list[np.ndarray], scores: np.ndarray, classes: list[str | None],
+        self, model_maps: list[np.ndarray], maps: list[np.ndarray], scores: np.ndarray, chosen: list[ClassChoice],
         paths: list[str | None], skipped: list[tuple[str, str]], geometries: list[str], notes: list[list[str]],
         rois: list[Roi | None] | None = None,
     ) -> PredictionResult:
         """Attach each image's calibration to its map (H_i, W_i) and score, and make its mask and
         regions from its map at the model's resolution (h_i, w_i), placed into its region of
         interest where ``rois`` gives one."""
+        classes = [choice.name for choice in chosen]
         cals = [self.calibration.for_class(c) for c in classes]
         normalized = np.array([cal.normalize(s[None])[0] for cal, s in zip(cals, scores)], dtype=np.float64)
         thresholds = np.array([cal.threshold for cal in cals], dtype=np.float64)
         pixel_thresholds = np.array([self.pixel_threshold_for(c)[0] for c in classes], dtype=np.float64)
+        mask_thresholds = [self.mask_threshold(c, s) for c, s in zip(classes, scores)]
         decided = [
             pixel_decision(m, image_map, t, self.min_area, roi)
-            for m, image_map, t, roi in zip(model_maps, maps, pixel_thresholds, rois or [None] * len(maps))
+            for m, image_map, t, roi in zip(model_maps, maps, mask_thresholds, rois or [None] * len(maps))
         ]
         return PredictionResult(
             scores=scores,
@@ -279,7 +379,9 @@ class Detector:
             thresholds=thresholds,
             skipped=skipped,
             geometries=geometries,
-            warnings=notes,
+            warnings=[choice.notes + image_notes for choice, image_notes in zip(chosen, notes)],
+            class_sources=[choice.source for choice in chosen],
+            class_guesses=[choice.guess for choice in chosen],
             pixel_thresholds=pixel_thresholds,
             masks=[mask for mask, _ in decided],
             regions=[regions for _, regions in decided],
@@ -310,7 +412,7 @@ class Detector:
         height, width = images.shape[-2:]
         if self.tile is not None and max(height, width) > self.tile.size:
             grid = TileGrid(height, width, self.tile.size, self.tile.overlap)
-            tiled = [score_tiled(self.engine, image, grid, batch_size) for image in images]
+            tiled = [score_tiled(self.engine, image, grid, batch_size, self.image_score) for image in images]
             return [m for m, _ in tiled], np.array([s for _, s in tiled], np.float32)
         scored = score_batches(self.engine, images.split(batch_size), (height, width))
         return list(scored.maps), scored.scores

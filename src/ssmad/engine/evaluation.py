@@ -10,6 +10,7 @@ protocol, for comparison with published tables; every report says which. Outputs
 matplotlib is installed, ``curves.png`` (image-level ROC and PR curves per class). ``decisions.md``
 and ``metrics.json``'s ``decision``: what the calibrated image and pixel decisions did per class,
 with MVTec AD 2's SegF1 and AU-PRO@0.05 beside AU-PRO@0.3 (``ssmad.engine.decision_report``).
+Both say which image score the run uses (``image_score``, ``ssmad.models.image_score``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ssmad.engine.prediction import display_image
 from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.visualize import save_overlay
 from ssmad.metrics.evaluate import PROTOCOLS
+from ssmad.models.image_score import describe_image_score
 
 OVERLAYS_PER_CLASS = 8  # overlay pictures written per class by default
 METRIC_KEYS = ("i_auroc", "i_ap", "i_f1max", "p_auroc", "p_ap", "p_f1max", "aupro")
@@ -80,7 +82,7 @@ def predict_test_set(detector: Detector, dataset, batch_size: int = SCORING_BATC
             roi = dataset.rois.get(item["class_name"])
             placed = roi if dataset.mask_resolution == "original" else None
             masks[index], maps[index], scores[index] = mask, map_at_image_size(image_map, mask.shape, placed), score
-            threshold, _ = detector.pixel_threshold_for(dataset.samples[index].class_name)
+            threshold = detector.mask_threshold(dataset.samples[index].class_name, score)
             predicted[index] = pixel_decision(image_map, maps[index], threshold, detector.min_area, placed)[0]
             seen_aspect = roi.aspect if roi is not None else item["width"] / item["height"]
             stretched += aspect_mismatch(seen_aspect, dataset.geometry(index))
@@ -198,7 +200,8 @@ def evaluate_run(
     results = {name: {k: float(v) for k, v in metrics.items()} for name, metrics in results.items()}
     decisions = decision_report(outputs, detector)
     info = {
-        "protocol": protocol, "mask_resolution": dataset.mask_resolution, "num_images": len(outputs.labels),
+        "protocol": protocol, "image_score": detector.image_score,
+        "mask_resolution": dataset.mask_resolution, "num_images": len(outputs.labels),
         "geometries": {name: str(geometry) for name, geometry in dataset.geometries.items()},
         "rois": {name: str(roi) for name, roi in dataset.rois.items()},
         "tile": None if detector.tile is None else detector.tile.to_dict(),
@@ -206,7 +209,7 @@ def evaluate_run(
         "decision": decisions,
     }
     write_reports(results, out_dir, {**(extra or {}), **info})
-    atomic_write_text(out_dir / "decisions.md", decisions_table(decisions) + "\n")
+    atomic_write_text(out_dir / "decisions.md", f"{describe_image_score(detector.image_score)}\n\n{decisions_table(decisions)}\n")
     if overlays_per_class > 0:
         write_overlays(detector, dataset, outputs, out_dir, overlays_per_class)
     write_curves(outputs, out_dir)

@@ -1,6 +1,6 @@
 """One image's pixel decision: the defect mask and regions at the image's original resolution.
 
-The mask is taken from the map whose maximum is the image score, the blurred map at the model's
+The mask is taken from the map the image score is computed from, the blurred map at the model's
 resolution: ``model_map >= pixel_threshold``, then brought to the original size by
 :func:`resize_mask`. The regions are its 8-connected components of at least ``min_area`` pixels of
 the original image (``ssmad.metrics.defect_regions``), their peak and mean scores read on the map
@@ -8,11 +8,11 @@ resized to the original size (bilinear, what ``predict`` returns as the map; so 
 be a little below the threshold where interpolation smoothed it).
 
 Why not threshold the resized map: bilinear resizing can lower the peak below the threshold, and
-an image decided anomalous (score = the model map's maximum >= threshold) would have no region.
+an image decided anomalous (score <= the model map's maximum, and >= threshold) would have no region.
 Thresholding first and resizing the mask keeps the default rule's promise exactly (pixel threshold
-= image threshold, ``ssmad.engine.pixel_thresholds``; decisions ``>=`` on both sides): with
-``min_area`` 1, every image decided anomalous has at least one region and no image decided normal
-has one.
+= image threshold for the images decided anomalous, ``ssmad.engine.pixel_thresholds``; decisions
+``>=`` on both sides): with ``min_area`` 1, every image decided anomalous has at least one region
+and no image decided normal has one.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def pixel_decision(
 ) -> tuple[np.ndarray, list[DefectRegion]]:
     """The mask (H, W) bool and regions of one image.
 
-    model_map: (h, w) the blurred map at the model's resolution (its maximum is the image score);
+    model_map: (h, w) the blurred map at the model's resolution (the image score's map);
     image_map: (H, W) the same map at the image's size; pixel_threshold: mask = model_map >= it;
     min_area: the smallest region kept, in pixels of the original image; roi: the region of
     interest the model saw, the mask resized to it and placed into the image (nothing outside).

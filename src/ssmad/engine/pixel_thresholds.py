@@ -3,13 +3,14 @@
 Rules (:data:`PIXEL_RULES`), each computed per class from the maps of normal images the model was
 not trained on (the calibration normals; MVTec AD 2's validation split):
 
-- ``image`` (the default): the image threshold itself. The image score is the maximum of the
-  blurred map, so the image threshold already is a pixel threshold: every image decided
-  anomalous has at least one pixel at or above it (so at least one region, with
-  ``ssmad.metrics.defect_regions``' default minimum area) and no image decided normal has one.
-  Needs no maps. (The promise holds for the map whose maximum is the image score: a map resized
-  to the original resolution by interpolation can lose the peak's exact value, so the mask is to
-  be taken from, or the score from, the same map.)
+- ``image`` (the default): the image threshold itself, applied to the images decided anomalous
+  (``Detector.mask_threshold``). The image score is the mean of the blurred map's top pixels
+  (the papers' maximum with ``image_score="max"``, ``ssmad.models.image_score``), at most its
+  maximum, so every image decided anomalous has at least one pixel at or above the threshold (so
+  at least one region, with ``ssmad.metrics.defect_regions``' default minimum area) and no image
+  decided normal gets one. Needs no maps. (The promise holds for the map the score is taken from:
+  a map resized to the original resolution by interpolation can lose the peak's exact value, so
+  the mask is taken from the same map.)
 - ``mean_std``: MVTec AD 2's baseline rule (Heckler-Kram et al., 2025): the mean plus ``num_std``
   (default 3) standard deviations of all pixel scores of the normals (population standard
   deviation, over every pixel of every image at once).

@@ -2,7 +2,9 @@
 
 Outputs in the chosen folder:
 - ``predictions.jsonl`` and ``predictions.csv``: one row per scored image with ``path``,
-  ``class`` (the calibration used; empty/null = global), ``score`` (raw), ``normalized``
+  ``class`` (the calibration used; empty/null = global), ``class_source`` (the rule that chose
+  it: given, folder, only class, inferred or global), ``inferred_class`` and ``class_confidence``
+  (where the class was inferred from the image, ``ssmad.engine.class_inference``), ``score`` (raw), ``normalized``
   (0.5 at the threshold), ``threshold`` and ``decision`` (``anomalous`` or ``normal``),
   ``pixel_threshold`` (the threshold the mask was made with), ``overlay`` and ``mask`` (the
   pictures' file names, when written). The JSON Lines rows carry the defect ``regions`` (box
@@ -46,7 +48,7 @@ from ssmad.engine.scoring import SCORING_BATCH_SIZE
 from ssmad.engine.visualize import save_overlay
 
 CSV_FIELDS = (
-    "path", "class", "score", "normalized", "threshold", "decision", "geometry", "warnings", "pixel_threshold",
+    "path", "class", "class_source", "inferred_class", "class_confidence", "score", "normalized", "threshold", "decision", "geometry", "warnings", "pixel_threshold",
     "regions", "largest_region_px", "largest_region_fraction", "overlay", "mask",
 )
 

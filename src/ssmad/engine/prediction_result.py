@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ssmad.engine.class_inference import ClassGuess
 from ssmad.metrics.defect_regions import DefectRegion
 
 
@@ -29,14 +30,21 @@ class ImageResult:
     pixel_threshold: float = float("nan")
     mask: np.ndarray | None = None  # (H, W) bool, the defect mask at the image's own size
     regions: list[DefectRegion] = field(default_factory=list)
+    class_source: str = ""  # the rule that chose the class: given, folder, only class, inferred, global
+    class_guess: ClassGuess | None = None  # the inferred class, where one was inferred
 
     def record(self) -> dict:
-        """``class`` (None = global), ``score`` (raw), ``normalized`` (0.5 at the threshold),
+        """``class`` (None = global), ``class_source`` (the rule that chose it: "given", "folder",
+        "only class", "inferred" or "global"), ``inferred_class`` and ``class_confidence`` (where a
+        class was inferred, also one not used for a low confidence; else None), ``score`` (raw), ``normalized`` (0.5 at the threshold),
         ``threshold``, ``decision`` ("anomalous" or "normal"), ``geometry`` (the input size it was
         scored at), ``warnings`` (e.g. a changed aspect ratio), ``pixel_threshold`` and
         ``regions`` (``DefectRegion.to_dict()`` each, highest peak first), as JSON-ready values."""
         return {
             "class": self.calibration_class,
+            "class_source": self.class_source,
+            "inferred_class": self.class_guess.name if self.class_guess else None,
+            "class_confidence": self.class_guess.confidence if self.class_guess else None,
             "score": self.score,
             "normalized": self.normalized,
             "threshold": self.threshold,
@@ -60,7 +68,9 @@ class PredictionResult:
     scored at ("HxW"); warnings (B,) each image's notes (a borrowed geometry, a changed aspect
     ratio); skipped: (path, reason) of inputs that could not be read; pixel_thresholds (B,) the
     threshold each mask was made with; masks: B defect masks (H_i, W_i) bool, at each image's own
-    size; regions: each image's defect regions (``ssmad.engine.pixel_decision``).
+    size; regions: each image's defect regions (``ssmad.engine.pixel_decision``); class_sources
+    (B,) the rule that chose each image's class, class_guesses (B,) its inferred class or None
+    (``ssmad.engine.detector``).
     """
 
     scores: np.ndarray
@@ -77,6 +87,8 @@ class PredictionResult:
     pixel_thresholds: np.ndarray | None = None
     masks: list[np.ndarray] = field(default_factory=list)
     regions: list[list[DefectRegion]] = field(default_factory=list)
+    class_sources: list[str] = field(default_factory=list)
+    class_guesses: list[ClassGuess | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -104,4 +116,6 @@ class PredictionResult:
             pixel_threshold=float(self.pixel_thresholds[index]) if self.pixel_thresholds is not None else float("nan"),
             mask=self.masks[index] if self.masks else None,
             regions=self.regions[index] if self.regions else [],
+            class_source=self.class_sources[index] if self.class_sources else "",
+            class_guess=self.class_guesses[index] if self.class_guesses else None,
         )

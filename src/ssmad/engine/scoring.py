@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ssmad.engine.class_inference import pooled_embedding
 ScoreFn = Callable[[Any], tuple[Any, Any]]  # a batch -> maps (B, H, W), scores (B,): tensors or arrays
 SCORING_BATCH_SIZE = 16  # images per forward pass when scoring (test, predict, calibrate), unless chosen
 
@@ -24,10 +25,12 @@ SCORING_BATCH_SIZE = 16  # images per forward pass when scoring (test, predict, 
 @dataclass
 class Scored:
     """maps (N, H, W), or a list of N (H_i, W_i) maps when the images have several geometries,
-    and scores (N,), float32."""
+    and scores (N,), float32; embeddings (N, D): the images' pooled encoder features
+    (``ssmad.engine.class_inference``) where the scorer had the features, else None."""
 
     maps: np.ndarray | list[np.ndarray]
     scores: np.ndarray
+    embeddings: np.ndarray | None = None
 
 
 def join_maps(batches: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
@@ -62,6 +65,7 @@ class TorchEngine:
     """An :class:`~ssmad.models.AnomalyModel` in eval mode on ``device``."""
 
     name = "pytorch"
+    has_embedding = True
 
     def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
         self.model = model.to(device).eval()
@@ -71,6 +75,12 @@ class TorchEngine:
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised images (B, 3, H, W) -> maps (B, H, W), scores (B,)."""
         return self.model.anomaly_map(images.to(self.device))
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, H, W) -> their pooled encoder features (B, D)
+        (``ssmad.engine.class_inference``): the encoder only."""
+        return pooled_embedding(self.model.encode(images.to(self.device)))
 
     @torch.no_grad()
     def from_features(self, features: list[torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,13 +95,15 @@ def score_feature_source(model: torch.nn.Module, source: Any, device: torch.devi
     (``ssmad.engine.feature_cache``), in the source's index order."""
     engine = TorchEngine(model, device)
     stride = model.encoder.feature_info[0].stride
+    embeddings = []
 
     def score(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = features[0].shape[-2:]
+        embeddings.append(_numpy(pooled_embedding(features)))
         return engine.from_features(features, (height * stride, width * stride))
 
     index_batches = source.index_batches(batch_size)
     scored = score_batches(score, (source.batch(indices, device) for indices in index_batches), (0, 0))
     order = np.argsort(torch.cat(index_batches).numpy(), kind="stable") if index_batches else np.zeros(0, int)
     maps = scored.maps[order] if isinstance(scored.maps, np.ndarray) else [scored.maps[i] for i in order]
-    return Scored(maps, scored.scores[order])
+    return Scored(maps, scored.scores[order], np.concatenate(embeddings)[order] if embeddings else None)

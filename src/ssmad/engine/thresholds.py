@@ -27,15 +27,20 @@ anomaly maps of the held-out normal images:
 - ``pixel``: the pixel threshold (``ssmad.engine.pixel_thresholds``) by the calibration's
   :class:`~ssmad.engine.pixel_thresholds.PixelRule`. A record without one (written before pixel
   thresholds existed) has the default rule ``image``: the pixel threshold is ``threshold``.
+
+Given the normals' embeddings, the calibration also holds each class's ``prototypes``
+(``ssmad.engine.class_inference``), from which the class of an image nothing names is inferred;
+a calibration without them (older runs and exports) infers none.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from ssmad.engine.class_inference import ClassPrototype, class_prototypes
 from ssmad.engine.fpr_intervals import check_threshold_rule, conformal_index
 from ssmad.engine.pixel_thresholds import PixelRule, PixelThreshold
 
@@ -105,11 +110,13 @@ class ClassCalibration:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per-class calibrations plus a global one for images whose class is unknown."""
+    """Per-class calibrations plus a global one for images whose class is unknown, and the class
+    prototypes that infer an image's class (empty: none recorded)."""
 
     target_fpr: float
     classes: dict[str, ClassCalibration]
     overall: ClassCalibration
+    prototypes: dict[str, ClassPrototype] = field(default_factory=dict)
 
     def for_class(self, class_name: str | None) -> ClassCalibration:
         """The class's calibration, or the global one for ``None``."""
@@ -125,6 +132,7 @@ class Calibration:
             "target_fpr": self.target_fpr,
             "classes": {name: asdict(cal) for name, cal in self.classes.items()},
             GLOBAL: asdict(self.overall),
+            "prototypes": {name: prototype.to_dict() for name, prototype in self.prototypes.items()},
         }
 
     @classmethod
@@ -134,6 +142,7 @@ class Calibration:
             target_fpr=data["target_fpr"],
             classes={name: ClassCalibration.from_dict(cal) for name, cal in data["classes"].items()},
             overall=ClassCalibration.from_dict(data[GLOBAL]),
+            prototypes={name: ClassPrototype.from_dict(p) for name, p in (data.get("prototypes") or {}).items()},
         )
 
 
@@ -179,12 +188,14 @@ def calibrate(
     target_fpr: float = DEFAULT_TARGET_FPR,
     pixel_rule: PixelRule = PixelRule(),
     threshold_rule: str = DEFAULT_THRESHOLD_RULE,
+    embeddings: np.ndarray | None = None,
 ) -> Calibration:
     """Validation normals -> :class:`Calibration`.
 
     class_names: class of each image (N,); scores (N,); maps (N, H, W), or N maps of their own
     sizes, at the model's resolution; pixel_rule / threshold_rule: how the pixel and image
-    thresholds are computed.
+    thresholds are computed; embeddings (N, D): the normals' pooled encoder features, whose class
+    prototypes the calibration keeps (None: no prototypes).
     """
     if not 0.0 < target_fpr < 1.0:
         raise ValueError(f"target false-positive rate must be in (0, 1), got {target_fpr}")
@@ -194,4 +205,6 @@ def calibrate(
                               pixel_rule, threshold_rule)
         for name in sorted(set(class_names))
     }
-    return Calibration(target_fpr, classes, calibrate_class(scores, maps, target_fpr, pixel_rule, threshold_rule))
+    prototypes = {} if embeddings is None else class_prototypes(list(class_names), embeddings)
+    return Calibration(target_fpr, classes, calibrate_class(scores, maps, target_fpr, pixel_rule, threshold_rule),
+                       prototypes)

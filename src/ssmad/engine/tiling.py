@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ssmad.data.geometry import SIDE_MULTIPLE
+from ssmad.models.image_score import image_scores
 
 MIN_TILE = 2 * SIDE_MULTIPLE  # a 32-pixel tile leaves the model's deepest map one cell
 
@@ -121,9 +122,11 @@ def score_tiled(
     image: torch.Tensor,
     grid: TileGrid,
     batch_size: int,
+    image_score: str,
 ) -> tuple[np.ndarray, float]:
     """One image (C, H, W) scored tile by tile: ``score`` maps a batch of tiles (b, C, th, tw) to
-    maps (b, th, tw) and scores; returns the stitched map (H, W) and its maximum."""
+    maps (b, th, tw) and scores; returns the stitched map (H, W) and its image score by the rule
+    ``image_score`` (``ssmad.models.image_score``)."""
     maps = [np.asarray(score(batch)[0], dtype=np.float32) for batch in grid.cut(image).split(batch_size)]
     stitched = grid.stitch(np.concatenate(maps))
-    return stitched, float(stitched.max())
+    return stitched, float(image_scores(torch.from_numpy(stitched)[None], image_score)[0])

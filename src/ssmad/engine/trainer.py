@@ -86,6 +86,7 @@ from ssmad.engine.training_files import check_unchanged, record_files
 from ssmad.engine.training_metrics import MetricsLog, read_metrics
 from ssmad.engine.validation import LabelledValidation, NormalsValidation, check_val_data, validate_normals
 from ssmad.models.budget_recipe import budget_recipe
+from ssmad.models.image_score import describe_image_score
 from ssmad.models.presets import get_preset
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "resume_config", "train"]
@@ -668,11 +669,14 @@ class Trainer:
                 with torch.random.fork_rng(devices=[]):
                     self.last_validation = (self.global_step, validate_normals(self.model, source, self.device, self.batch_size))
             scored = self.last_validation[1].scored
-            calibration = calibrate(source.class_names, scored.scores, scored.maps, self.config.target_fpr, self.pixel_rule)
+            calibration = calibrate(source.class_names, scored.scores, scored.maps, self.config.target_fpr, self.pixel_rule,
+                                    embeddings=scored.embeddings)
         else:
             calibration = calibrate_tiled(
                 self.model, self.val_set, self.device, self.batch_size, self.config.target_fpr, self.tile, self.pixel_rule
             )
+        self.log.info("calibration: %s; class prototypes for unlabelled images: %s", describe_image_score(self.model.config.image_score),
+                      ", ".join(f"{name} ({p.num_normals} normals)" for name, p in calibration.prototypes.items()) or "none")
         for name, cal in calibration.classes.items():
             supported = calibration_fpr_interval(cal.num_images, calibration.target_fpr, cal.threshold_rule)
             self.log.info("calibration %s: threshold %.5f (target FPR %g, %d images, rule %s), pixel threshold %.5f "

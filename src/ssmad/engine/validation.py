@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ssmad.engine.class_inference import pooled_embedding
 from ssmad.engine.feature_cache import FeatureSource, build_feature_source
 from ssmad.engine.scoring import Scored, join_maps, score_feature_source
 from ssmad.metrics.ranking import ranking_metrics
@@ -51,7 +52,7 @@ def validate_normals(model: torch.nn.Module, source: FeatureSource, device: torc
     the model is left in eval mode."""
     model.eval()
     stride = model.encoder.feature_info[0].stride
-    maps, scores, order = [], [], []
+    maps, scores, embeddings, order = [], [], [], []
     loss_sum = 0.0
     for indices in source.index_batches(batch_size):
         features = source.batch(indices, device)
@@ -61,13 +62,14 @@ def validate_normals(model: torch.nn.Module, source: FeatureSource, device: torc
         batch_maps, batch_scores = model.anomaly_map_from_features(features, decoded, (height * stride, width * stride))
         maps.append(batch_maps.float().cpu().numpy())
         scores.append(batch_scores.float().cpu().numpy())
+        embeddings.append(pooled_embedding(features).cpu().numpy())
         order.append(indices)
     if not scores:
         return NormalsValidation(Scored(np.zeros((0, 0, 0), np.float32), np.zeros(0, np.float32)), float("nan"))
     position = np.argsort(torch.cat(order).numpy(), kind="stable")
     joined = join_maps(maps)
     ordered = joined[position] if isinstance(joined, np.ndarray) else [joined[i] for i in position]
-    scored = Scored(ordered, np.concatenate(scores)[position])
+    scored = Scored(ordered, np.concatenate(scores)[position], np.concatenate(embeddings)[position])
     return NormalsValidation(scored, loss_sum / len(source))
 
 

@@ -2,7 +2,9 @@
 
 The graph is the PyTorch model's own forward, traced: RGB images (B, 3, H, W) in [0, 1] at the
 run's input size (dynamic batch) -> the encoder's normalisation -> ``AnomalyModel.anomaly_map``
--> ``anomaly_map`` (B, H, W), the raw blurred map, and ``score`` (B,). While tracing, SS2D's
+-> ``anomaly_map`` (B, H, W), the raw blurred map, ``score`` (B,), its image score by the run's
+rule, and ``embedding`` (B, D), the pooled encoder features a class is inferred from
+(``ssmad.engine.class_inference``). While tracing, SS2D's
 routed scan runs the PyTorch backend (``ssmad.ops.scan_torch``), which exports it as one node
 ``ssmad::RoutedScan`` defined by a model-local ONNX function of standard operators
 (``scan_function``: a ``Scan`` over blocks of steps; no loop over the sequence is unrolled).
@@ -28,6 +30,7 @@ import torch
 from torch import nn
 
 from ssmad.engine.atomic_write import atomic_write_bytes
+from ssmad.engine.class_inference import pooled_embedding
 from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
 from ssmad.engine.checkpoint import model_from_checkpoint
 from ssmad.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, build_metadata
@@ -41,7 +44,7 @@ OPSETS = range(13, 21)  # ONNX opsets the exporter writes and the scan function 
 
 
 class ExportGraph(nn.Module):
-    """RGB images (B, 3, H, W) in [0, 1] -> (anomaly_map (B, H, W), score (B,)) of ``model``."""
+    """RGB images (B, 3, H, W) in [0, 1] -> (anomaly_map (B, H, W), score (B,), embedding (B, D)) of ``model``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -49,8 +52,10 @@ class ExportGraph(nn.Module):
         self.register_buffer("mean", torch.tensor(model.encoder.mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(model.encoder.std, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.anomaly_map((image - self.mean) / self.std)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        enc, dec = self.model((image - self.mean) / self.std)
+        maps, scores = self.model.anomaly_map_from_features(enc, dec, tuple(image.shape[-2:]))
+        return maps, scores, pooled_embedding(enc)
 
 
 def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET) -> Path:

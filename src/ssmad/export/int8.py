@@ -10,7 +10,8 @@
    the scan, and the anomaly map (cosine distance, upsampling and the Gaussian blur's
    convolutions), where an 8-bit grid would show in the map.
 3. The quantised model scores the same normals, and :func:`~ssmad.engine.calibration.calibrate`
-   makes its thresholds and heatmap scales, so its decisions follow its own scores.
+   makes its thresholds, heatmap scales and class prototypes (from its own embeddings), so its
+   decisions follow its own scores.
 NNCF is the optional extra ``ssmad[int8]``.
 """
 
@@ -38,7 +39,7 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     from ssmad.engine.thresholds import Calibration, calibrate
     from ssmad.export.graph import openvino_core, read_for_openvino, save_openvino
     from ssmad.export.loading import read_onnx_metadata
-    from ssmad.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+    from ssmad.export.metadata import EMBEDDING_NAME, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
 
     payload = load_checkpoint(run)
     if len({tuple(hw) for hw in payload["geometries"].values()}) > 1:
@@ -68,9 +69,10 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     results = [compiled({INPUT_NAME: image}) for image in images]
     maps = [result[compiled.output(OUTPUT_NAMES[0])][0] for result in results]
     scores = np.concatenate([result[compiled.output(OUTPUT_NAMES[1])] for result in results])
+    embeddings = np.concatenate([result[compiled.output(EMBEDDING_NAME)] for result in results])
     old = Calibration.from_dict(payload["calibration"])
     metadata = read_onnx_metadata(onnx_path)
-    metadata["calibration"] = calibrate(names, scores, maps, old.target_fpr, old.pixel_rule).to_dict()
+    metadata["calibration"] = calibrate(names, scores, maps, old.target_fpr, old.pixel_rule, embeddings=embeddings).to_dict()
     metadata["int8"] = True
     return save_openvino(quantized, metadata, library, Path(out))
 

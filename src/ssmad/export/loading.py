@@ -88,7 +88,7 @@ def detector_from_metadata(engine, metadata: dict[str, Any]) -> Detector:
     return Detector(
         engine, Calibration.from_dict(metadata["calibration"]), list(metadata["class_names"]),
         stored_geometries(metadata), metadata["mean"], metadata["std"], metadata["preset"],
-        TileSettings.from_dict(metadata.get("tile")), stored_rois(metadata),
+        TileSettings.from_dict(metadata.get("tile")), stored_rois(metadata), metadata["model_config"]["image_score"],
     )
 
 

@@ -1,8 +1,8 @@
 """What an exported model carries besides its graph: one JSON document under the key ``ssmad``
 (ONNX ``metadata_props``; OpenVINO ``rt_info``), so re-calibrating rewrites no graph.
 
-Fields (layout version 3): ``format`` (the layout's version), ``ssmad_version``, ``preset``,
-``model_config``, ``class_names``, ``geometries`` (``{class: [H, W]}``, the input size of each
+Fields (layout version 4): ``format`` (the layout's version), ``ssmad_version``, ``preset``,
+``model_config`` (its ``image_score``: the rule of the graph's ``score``), ``class_names``, ``geometries`` (``{class: [H, W]}``, the input size of each
 class; a graph is traced at one of them), ``rois`` (``{class: [left, top, right, bottom]}``, the box
 of the original image each class's images are cropped to, ``ssmad.data.roi``; ``{}``: none), ``tile`` (``{"size", "overlap"}`` or None), ``mean``/``std`` (the encoder's
 normalisation, done inside the graph; kept to preprocess tensors the way a checkpoint's
@@ -18,7 +18,9 @@ reads is refused, naming the file and the fix (upgrade ssmad). Readers take what
 key and ignore keys they do not know. Layout 1 -> 2: the square ``image_size`` becomes every
 class's geometry, ``tile`` None. Layout 2 -> 3: each calibration record gains its ``pixel``
 threshold, of the default rule ``image`` for an export calibrated before pixel thresholds existed,
-and its ``threshold_rule``, ``quantile``; ``rois`` is ``{}``.
+and its ``threshold_rule``, ``quantile``; ``rois`` is ``{}``. Layout 3 -> 4: ``model_config``
+gains ``image_score``, ``max`` (what the older graph's ``score`` is); its ``outputs`` stay without
+``embedding``, so such an export infers no class (export the run again).
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from typing import Any
 
 import ssmad
 from ssmad.engine.thresholds import with_image_pixel_thresholds
+from ssmad.models.image_score import with_legacy_image_score
 
 METADATA_KEY = "ssmad"
-FORMAT = 3
+FORMAT = 4
 INPUT_NAME = "image"  # (B, 3, H, W) RGB in [0, 1]
-OUTPUT_NAMES = ("anomaly_map", "score")  # (B, H, W) raw blurred map, (B,) its maximum
+OUTPUT_NAMES = ("anomaly_map", "score", "embedding")  # (B, H, W) raw blurred map, (B,) its image score, (B, D) pooled encoder features
+EMBEDDING_NAME = OUTPUT_NAMES[2]
 
 
 def _v1_to_v2(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +53,12 @@ def _v2_to_v3(metadata: dict[str, Any]) -> dict[str, Any]:
     return {**metadata, "calibration": with_image_pixel_thresholds(metadata["calibration"]), "rois": {}}
 
 
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Layout 3 -> 4: the graph's score is the map's maximum."""
+    return {**metadata, "model_config": with_legacy_image_score(metadata["model_config"])}
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 class ExportedModelError(ValueError):

@@ -1,6 +1,7 @@
 """Anomaly maps from encoder/decoder features: 1 - cosine similarity per scale, upsampled,
 summed (or, ``scale="official"``, divided as the reference framework does), blurred; image
-score = max of the map (the reference framework's recipe)."""
+score by the model's rule (``ssmad.models.image_score``: the mean of the top 1 % by default, the
+maximum as the reference framework)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ssmad.models.image_score import DEFAULT_IMAGE_SCORE, image_scores
 
 
 def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
@@ -61,8 +64,9 @@ def anomaly_maps_and_scores(
     size: tuple[int, int],
     sigma: float,
     scale: str = "sum",
+    image_score: str = DEFAULT_IMAGE_SCORE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blurred maps (B, H, W) and image scores (B,) = max of each blurred map.
+    """Blurred maps (B, H, W) and image scores (B,) of each blurred map by the rule ``image_score``.
 
     ``scale``: "sum" keeps the sum over the S scales; "official" divides it by S x S, as ADer's
     ``cal_anomaly_map(amap_mode="add")`` divides by len(scales) x sum(weights) with unit weights.
@@ -71,5 +75,5 @@ def anomaly_maps_and_scores(
     if scale == "official":
         maps = maps / len(enc_features) ** 2
     maps = gaussian_blur(maps, sigma)
-    return maps, maps.flatten(1).amax(dim=1)
+    return maps, image_scores(maps, image_score)
 

@@ -96,9 +96,10 @@ class AnomalyModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps (B, H, W) at ``size``: sum over scales of upsampled 1 - cosine similarity (scaled
         as ``config.map_scale`` says), Gaussian blur of sigma ``config.blur_sigma``; scores (B,)
-        = max of each map."""
+        by ``config.image_score`` (``ssmad.models.image_score``)."""
         return anomaly_maps_and_scores(
-            enc_features, dec_features, tuple(size), self.config.blur_sigma, self.config.map_scale
+            enc_features, dec_features, tuple(size), self.config.blur_sigma, self.config.map_scale,
+            self.config.image_score,
         )
 
     @torch.no_grad()

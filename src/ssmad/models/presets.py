@@ -38,7 +38,7 @@ PRESETS: dict[str, Preset] = {
         "pyramid_mamba",
         ModelConfig(scan_order="sweep", num_directions=4, pyramid_levels=2, noise_std=0.05),
         Recipe(lr=5e-4),
-        {"map_scale": "official", "drop_path_rule": "official", "pyramid_levels": 1},
+        {"map_scale": "official", "drop_path_rule": "official", "pyramid_levels": 1, "image_score": "max"},
     ),
     # MambaAD (NeurIPS 2024): hybrid scan = Hilbert order in 8 directions, no pyramid, no noise,
     # the cosine loss of its official configuration; lr 5e-3 x batch/16, x0.1 after 80 % of the steps.
@@ -46,7 +46,7 @@ PRESETS: dict[str, Preset] = {
         "mambaad",
         ModelConfig(scan_order="hilbert", num_directions=8, pyramid_levels=0, noise_std=0.0, loss="cosine"),
         Recipe(lr=5e-3, lr_scales_with_batch=True, decay_at=0.8),
-        {"map_scale": "official", "drop_path_rule": "official"},
+        {"map_scale": "official", "drop_path_rule": "official", "image_score": "max"},
     ),
 }
 DEFAULT_PRESET = "pyramid_mamba"

@@ -57,7 +57,8 @@ def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
     """``GET /v1/model``: preset, classes, image and pixel thresholds (per class and global; the
     pixel ones as the service applies them, ``--pixel-threshold`` when given), the minimum region
     area, each class's input size ("HxW"), region of interest ("L,T,R,B", classes that have one),
-    the tiles, version."""
+    the tiles, whether an unlabelled image's class can be inferred (``class_inference``: null when
+    it can, else why not) and the confidence an inferred class needs, version."""
     calibration = detector.calibration
     return {
         "preset": detector.preset,
@@ -72,6 +73,8 @@ def model_info(detector, max_batch: int, max_upload_mb: float) -> dict:
         "input_sizes": {name: str(geometry) for name, geometry in detector.geometries.items()},
         "rois": {name: str(roi) for name, roi in detector.rois.items()},
         "tile": None if detector.tile is None else detector.tile.to_dict(),
+        "class_inference": detector.class_inference_unavailable(),
+        "min_class_confidence": detector.min_class_confidence,
         "ssmad_version": ssmad.__version__,
         "max_batch": max_batch,
         "max_upload_mb": max_upload_mb,

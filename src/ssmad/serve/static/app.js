@@ -5,6 +5,7 @@
 const HISTORY_KEY = "ssmad-history";
 const HISTORY_SIZE = 20;
 let modelClasses = [];
+let minClassConfidence = null;
 
 const $ = (id) => document.getElementById(id);
 
@@ -35,6 +36,7 @@ async function loadModel() {
   }
   const model = await response.json();
   modelClasses = model.classes;
+  minClassConfidence = model.min_class_confidence;
   $("model-line").textContent =
     `${model.preset || "model"}, ${Object.values(model.input_sizes).join(", ")} px, classes: ${model.classes.join(", ")} (ssmad ${model.ssmad_version})`;
   const select = $("class-select");
@@ -86,6 +88,19 @@ function overlayWithBoxes(result) {
   return frame;
 }
 
+// How the image's class was chosen (class_source, docs/serving.md), with the inferred class and
+// its confidence where one was inferred, used or not.
+function classFrom(result) {
+  const guess = result.inferred_class === null
+    ? ""
+    : `${result.inferred_class}, confidence ${result.class_confidence.toFixed(2)}`;
+  if (result.class_source === "inferred") return `inferred (${guess})`;
+  if (result.class_source === "global") {
+    return guess ? `global threshold: inferred ${guess}, below ${minClassConfidence}` : "global threshold: class unknown";
+  }
+  return result.class_source;
+}
+
 function renderCard(card, file, result) {
   card.replaceChildren();
   const image = overlayWithBoxes(result);
@@ -99,8 +114,10 @@ function renderCard(card, file, result) {
     ["decision", result.decision],
     ["defect regions", result.regions.length ? `${result.regions.length} (largest ${largest} px)` : "none"],
     ["pixel threshold", result.pixel_threshold.toFixed(6)],
-    ["class", result["class"] || "global (unknown class)"],
+    ["class", result["class"] || "global"],
+    ["class from", classFrom(result)],
   ];
+  if (result.warnings.length) rows.push(["notes", result.warnings.join("; ")]);
   for (const [name, value] of rows) {
     const dt = document.createElement("dt");
     dt.textContent = name;
@@ -150,7 +167,8 @@ function readHistory() {
 
 function addHistory(result) {
   const entry = {
-    time: new Date().toLocaleTimeString(), file: result.filename, cls: result["class"] || "global",
+    time: new Date().toLocaleTimeString(), file: result.filename,
+    cls: (result["class"] || "global") + (result.class_source === "inferred" ? " (inferred)" : ""),
     score: result.score, normalized: result.normalized, decision: result.decision,
   };
   const history = [entry, ...readHistory()].slice(0, HISTORY_SIZE);
