@@ -1,9 +1,11 @@
-"""Writes the checkpoint-schema-3 / export-layout-2 fixtures of tests/test_engine_checkpoint_schema.py
-(run with the ssmad to freeze): the model and run of ``make_v1_fixture.py`` (same two-valued
+"""Writes the fixtures of tests/test_engine_checkpoint_schema.py for the running ssmad's checkpoint
+schema S and export metadata layout L (vS_run_checkpoint.pt.xz, vL_export_metadata.json,
+vS_expected_scores.json; run it with the ssmad version to freeze, before a schema change): the
+model and run of ``make_v1_fixture.py`` (same two-valued
 shrunken Pyramid-Mamba, same synthetic normals), written by that version's run writer and exporter,
 and the scores, decisions and thresholds it gives.
 
-    PYTHONPATH=<ssmad src> python tests/data/make_v3_fixture.py OUT_FOLDER
+    PYTHONPATH=<ssmad src>:tests/data python tests/data/make_run_fixture.py OUT_FOLDER
 """
 
 import json
@@ -17,7 +19,9 @@ from make_v1_fixture import SETTINGS, two_valued
 
 import ssmad
 from ssmad.data import make_synthetic
+from ssmad.engine.checkpoint import SCHEMA_VERSION
 from ssmad.export import export_onnx, read_onnx_metadata
+from ssmad.export.metadata import FORMAT
 from ssmad.models import build_model
 from ssmad.official import write_run
 
@@ -42,9 +46,9 @@ def main(out: Path) -> None:
         expected = {"ssmad_version": ssmad.__version__, "class_name": "wood", "images": "torch.manual_seed(0); torch.randn(3, 3, 64, 64)",
                     "scores": [float(s) for s in result.scores], "decisions": [bool(d) for d in result.decisions],
                     "thresholds": [float(t) for t in result.thresholds]}
-        (out / "v3_expected_scores.json").write_text(json.dumps(expected, indent=2) + "\n")
-        (out / "v2_export_metadata.json").write_text(json.dumps(read_onnx_metadata(onnx_path), indent=2) + "\n")
-        (out / "v3_run_checkpoint.pt.xz").write_bytes(lzma.compress(checkpoint.read_bytes(), preset=9 | lzma.PRESET_EXTREME))
+        (out / f"v{SCHEMA_VERSION}_expected_scores.json").write_text(json.dumps(expected, indent=2) + "\n")
+        (out / f"v{FORMAT}_export_metadata.json").write_text(json.dumps(read_onnx_metadata(onnx_path), indent=2) + "\n")
+        (out / f"v{SCHEMA_VERSION}_run_checkpoint.pt.xz").write_bytes(lzma.compress(checkpoint.read_bytes(), preset=9 | lzma.PRESET_EXTREME))
 
 
 if __name__ == "__main__":
