@@ -149,7 +149,8 @@ def too_few_normals_warning(calibration: Calibration) -> str | None:
     return (
         f"too few calibration normals ({', '.join(too_few)}) to show a {calibration.target_fpr:g} false-positive "
         "rate: thresholds are the largest normal score, so new normal images will be flagged more often "
-        "(hold out more normals with --val-fraction, use --all-normals, or aim at a larger --target-fpr)"
+        "(hold out more normals with --val-fraction, or for MVTec AD 2 put more into validation/good; calibrate "
+        "on new normals with 'ssmad calibrate RUN --data DIR --all-normals'; or aim at a larger --target-fpr)"
     )
 
 
