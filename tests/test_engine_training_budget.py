@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from engine_tiny import make_tiny_data, tiny_cli_args, tiny_config
+from engine_tiny import TINY_MODEL, make_tiny_data, tiny_cli_args, tiny_config
 
 import ssmad
 from ssmad.cli import main
@@ -127,6 +127,19 @@ def budget_run(tiny_data, tmp_path_factory):
     args = [*tiny_cli_args(tiny_data, run), "--batch-size", "2", "--time-budget", "1s", "--val-data", str(val_data)]
     assert main([*args, *(["--log", "tensorboard"] if tensorboard_available() else [])]) == 0
     return run
+
+
+@pytest.mark.slow
+def test_a_pyramid_mamba_budget_trains_with_the_cosine_loss_and_says_so(budget_run):
+    assert load_checkpoint(budget_run)["model_config"]["loss"] == "cosine"
+    assert "recipe: the pyramid_mamba preset's with the cosine loss" in (budget_run / "train.log").read_text()
+
+
+def test_set_overrides_the_budget_recipes_loss_and_train_log_says_so(tiny_data, tmp_path):
+    trainer = budget_trainer(tiny_data, tmp_path, 60.0, StepClock(), model_overrides={**TINY_MODEL, "loss": "mse"})
+    assert trainer.model.config.loss == "mse"
+    assert trainer.recipe_name.endswith("cosine loss (best measured for short budgets), with loss=mse from --set")
+    assert budget_trainer(tiny_data, tmp_path / "plain", 60.0, StepClock()).model.config.loss == "cosine"
 
 
 @pytest.mark.slow

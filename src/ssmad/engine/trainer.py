@@ -145,6 +145,9 @@ class Trainer:
         chosen = budget_recipe(config.preset) if config.time_budget is not None else None
         self.recipe = chosen.recipe if chosen else get_preset(config.preset).recipe
         self.recipe_name = chosen.name if chosen else f"the {config.preset} preset's"
+        replaced = [key for key in (chosen.model_overrides if chosen else {}) if key in config.model_overrides]
+        if replaced:
+            self.recipe_name += ", with " + ", ".join(f"{key}={config.model_overrides[key]} from --set" for key in replaced)
         device = resolve_device(config.device)
         self.context = context or init_distributed(device)
         self.device = distributed_device(device, self.context)
