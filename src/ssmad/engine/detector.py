@@ -48,7 +48,7 @@ from ssmad.engine.checkpoint import (
 from ssmad.engine.device import AUTO_DEVICE, resolve_device
 from ssmad.engine.pixel_decision import pixel_decision
 from ssmad.engine.prediction_result import PredictionResult
-from ssmad.engine.scoring import SCORING_BATCH_SIZE, ScoreFn, TorchEngine, score_batches
+from ssmad.engine.scoring import SCORING_BATCH_SIZE, ScoreFn, TorchEngine, as_float32_numpy, score_batches
 from ssmad.engine.thresholds import Calibration
 from ssmad.engine.tiling import TileGrid, TileSettings, score_tiled
 from ssmad.metrics.defect_regions import DEFAULT_MIN_AREA
@@ -220,19 +220,20 @@ class Detector:
         reason = self.class_inference_unavailable()
         if reason is not None:
             raise ValueError(f"cannot infer classes: {reason}")
-        if isinstance(images, torch.Tensor):
-            tensors = list(images)
+        if len(images) == 0:
+            return []
+        if isinstance(images, torch.Tensor):  # one geometry
+            groups = [(list(range(len(images))), images)]
         else:
-            tensors = [self.transforms[nearest_geometry(image.width / image.height, self.geometries)[1]](image)
-                       for image in images]
-        embeddings = [None] * len(tensors)
-        for shape in {tensor.shape for tensor in tensors}:
-            indices = [i for i, tensor in enumerate(tensors) if tensor.shape == shape]
-            for part in torch.tensor(indices).split(batch_size):
-                embedded = self.engine.embed(torch.stack([tensors[i] for i in part.tolist()]))
-                for i, embedding in zip(part.tolist(), np.asarray(torch.as_tensor(embedded).float().cpu())):
-                    embeddings[i] = embedding
-        return infer_classes(self.calibration.prototypes, np.stack(embeddings), self.min_class_confidence) if tensors else []
+            geometries = [nearest_geometry(image.width / image.height, self.geometries)[1] for image in images]
+            groups = [(indices, torch.stack([self.transforms[geometry](images[i]) for i in indices]))
+                      for geometry, indices in _positions_by(geometries).items()]
+        embeddings = [None] * len(images)
+        for indices, tensors in groups:
+            embedded = np.concatenate([as_float32_numpy(self.engine.embed(part)) for part in tensors.split(batch_size)])
+            for i, embedding in zip(indices, embedded):
+                embeddings[i] = embedding
+        return infer_classes(self.calibration.prototypes, np.stack(embeddings), self.min_class_confidence)
 
     def check_class(self, class_name: str | None) -> None:
         """Refuse a class this model was not trained on, naming the ones it knows."""
@@ -308,8 +309,7 @@ class Detector:
         placed = [self.geometry_for(name, image.size) for name, image in zip(classes, images)]
         model_maps = [None] * len(images)
         scores = np.zeros(len(images), np.float32)
-        for geometry in {geometry for geometry, _ in placed}:
-            indices = [i for i, (g, _) in enumerate(placed) if g == geometry]
+        for geometry, indices in _positions_by([geometry for geometry, _ in placed]).items():
             tensors = torch.stack([self.transforms[geometry](seen[i]) for i in indices])
             maps, group_scores = self.score_images(tensors, batch_size)
             for i, image_map, score in zip(indices, maps, group_scores):
@@ -416,6 +416,15 @@ class Detector:
             return [m for m, _ in tiled], np.array([s for _, s in tiled], np.float32)
         scored = score_batches(self.engine, images.split(batch_size), (height, width))
         return list(scored.maps), scored.scores
+
+
+def _positions_by(keys: Sequence) -> dict:
+    """{key: the positions in ``keys`` that hold it}, keys in first-seen order: images grouped by
+    the geometry they run at."""
+    positions: dict = {}
+    for i, key in enumerate(keys):
+        positions.setdefault(key, []).append(i)
+    return positions
 
 
 def map_at_image_size(image_map: np.ndarray, size_hw: tuple[int, int], roi: Roi | None = None) -> np.ndarray:

@@ -48,14 +48,15 @@ def score_batches(score: ScoreFn, batches: Iterable[Any], size: tuple[int, int])
     maps, scores = [], []
     for batch in batches:
         batch_maps, batch_scores = score(batch)
-        maps.append(_numpy(batch_maps))
-        scores.append(_numpy(batch_scores))
+        maps.append(as_float32_numpy(batch_maps))
+        scores.append(as_float32_numpy(batch_scores))
     if not maps:
         return Scored(np.zeros((0, *size), np.float32), np.zeros(0, np.float32))
     return Scored(join_maps(maps), np.concatenate(scores))
 
 
-def _numpy(values: Any) -> np.ndarray:
+def as_float32_numpy(values: Any) -> np.ndarray:
+    """A tensor (any device, dtype) or array -> float32 numpy array."""
     if isinstance(values, torch.Tensor):
         values = values.detach().float().cpu().numpy()
     return np.asarray(values, dtype=np.float32)
@@ -99,7 +100,7 @@ def score_feature_source(model: torch.nn.Module, source: Any, device: torch.devi
 
     def score(features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = features[0].shape[-2:]
-        embeddings.append(_numpy(pooled_embedding(features)))
+        embeddings.append(as_float32_numpy(pooled_embedding(features)))
         return engine.from_features(features, (height * stride, width * stride))
 
     index_batches = source.index_batches(batch_size)
