@@ -217,3 +217,42 @@ def test_the_service_scores_an_image_of_each_geometry_at_its_original_size(mixed
             assert record["class"] == name and record["geometry"] == str(detector.geometries[name])
             overlay = Image.open(io.BytesIO(base64.b64decode(record["overlay_png"])))
             assert overlay.size[1] == size[1]  # drawn over the image at its own height
+
+
+def test_a_run_of_two_geometries_quantises_each_graph_and_calibrates_them_as_one(mixed_run, tmp_path):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    import torch
+
+    from ssmad.engine.calibrate_on_normals import calibration_dataset
+    from ssmad.engine.checkpoint import model_from_checkpoint, stored_geometries
+    from ssmad.engine.thresholds import calibrate
+    from ssmad.export.loading import read_openvino, read_openvino_metadata
+
+    data, run = mixed_run
+    assert main(["export", str(run), "--format", "openvino", "--int8", "--out", str(tmp_path / "model-int8.xml")]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.xml")) == ["model-int8_64x32.xml", "model-int8_64x64.xml"]
+    first = tmp_path / "model-int8_64x32.xml"
+    metadata = read_openvino_metadata(read_openvino(first)[1], str(first))
+    assert metadata["int8"] is True and metadata["graphs"] == {"64x32": first.name, "64x64": "model-int8_64x64.xml"}
+    detector, torch_detector = ssmad.load(first, device="cpu"), ssmad.load(run, device="cpu")
+    images = [sorted((data / name / "test").rglob("*.png"))[-1] for name in ("nut", "wood")]
+    expected, result = torch_detector.predict(images), detector.predict(images)
+    for got, want in zip(result.maps, expected.maps):
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()  # 8-bit weights and activations: close, not equal
+    # one calibration over both geometries, from the quantised graphs' own scores of the calibration normals
+    payload = load_checkpoint(run)
+    normals = calibration_dataset(model_from_checkpoint(payload), data, stored_geometries(payload), "mvtec",
+                                  list(payload["class_names"]),
+                                  payload["train_config"]["val_fraction"], payload["train_config"]["seed"])
+    names, maps, scores = [], [], []
+    for name in payload["class_names"]:
+        chosen = [i for i, sample in enumerate(normals.samples) if sample.class_name == name]
+        class_maps, class_scores = detector.engine(torch.stack([normals[i]["image"] for i in chosen]))
+        names += [name] * len(chosen)
+        maps += list(class_maps)
+        scores += list(class_scores)
+    own = calibrate(names, np.array(scores), maps, payload["calibration"]["target_fpr"])
+    for name, values in own.to_dict()["classes"].items():
+        assert metadata["calibration"]["classes"][name]["threshold"] == pytest.approx(values["threshold"], rel=1e-5)

@@ -12,12 +12,15 @@
 3. The quantised model scores the same normals, and :func:`~ssmad.engine.calibration.calibrate`
    makes its thresholds, heatmap scales and class prototypes (from its own embeddings), so its
    decisions follow its own scores.
+
+A run of several geometries is exported as one graph per geometry (``model_HxW.onnx``); each is
+quantised on the calibration normals of its own classes, written as ``model-int8_HxW.xml``, and
+all of them carry the one calibration made from every class's quantised scores.
 NNCF is the optional extra ``ssmad[int8]``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -37,16 +40,11 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     from ssmad.engine.calibrate_on_normals import calibration_dataset
     from ssmad.engine.checkpoint import load_checkpoint, model_from_checkpoint, stored_geometries, stored_rois
     from ssmad.engine.thresholds import Calibration, calibrate
-    from ssmad.export.graph import openvino_core, read_for_openvino, save_openvino
+    from ssmad.export.graph import graph_files, openvino_core, read_for_openvino, save_openvino
     from ssmad.export.loading import read_onnx_metadata
-    from ssmad.export.metadata import EMBEDDING_NAME, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES
+    from ssmad.export.metadata import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAMES
 
     payload = load_checkpoint(run)
-    if len({tuple(hw) for hw in payload["geometries"].values()}) > 1:
-        raise ValueError(
-            f"{run} holds classes of several geometries: --int8 quantises runs of one geometry so far; "
-            "export it in float32 (without --int8), or train each geometry's classes as a run of their own"
-        )
     trained = payload.get("train_config") or {}
     if data is None and trained.get("data") is None:
         raise ValueError(f"{run} does not record its data: pass the calibration images' data root (--calibration-data)")
@@ -59,22 +57,35 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     images = [np.ascontiguousarray((normals[i]["image"] * std + mean)[None].numpy()) for i in range(len(normals))]
     names = [normals.samples[i].class_name for i in range(len(normals))]
 
-    core, library = openvino_core()
-    ov_model = read_for_openvino(core, library, onnx_path)
-    quantized = nncf.quantize(
-        ov_model, nncf.Dataset(images, lambda image: {INPUT_NAME: image}), subset_size=len(images),
-        preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=_kept_in_float32(nncf),
-    )
-    compiled = core.compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    results = [compiled({INPUT_NAME: image}) for image in images]
-    maps = [result[compiled.output(OUTPUT_NAMES[0])][0] for result in results]
-    scores = np.concatenate([result[compiled.output(OUTPUT_NAMES[1])] for result in results])
-    embeddings = np.concatenate([result[compiled.output(EMBEDDING_NAME)] for result in results])
-    old = Calibration.from_dict(payload["calibration"])
     metadata = read_onnx_metadata(onnx_path)
-    metadata["calibration"] = calibrate(names, scores, maps, old.target_fpr, old.pixel_rule, embeddings=embeddings).to_dict()
+    onnx_path = Path(onnx_path)
+    sources = {key: onnx_path.with_name(name) for key, name in metadata.get("graphs", {}).items()} or {"": onnx_path}
+    targets = graph_files(Path(out), list(sources))
+    core, library = openvino_core()
+    quantized, order, maps, scores, embeddings = {}, [], [], [], []
+    for key, source in sources.items():
+        chosen = [i for i, image in enumerate(images) if key in ("", "{}x{}".format(*image.shape[2:]))]
+        ov_model = read_for_openvino(core, library, source)
+        quantized[key] = nncf.quantize(
+            ov_model, nncf.Dataset([images[i] for i in chosen], lambda image: {INPUT_NAME: image}), subset_size=len(chosen),
+            preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=_kept_in_float32(nncf),
+        )
+        compiled = core.compile_model(quantized[key], "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        for i in chosen:
+            result = compiled({INPUT_NAME: images[i]})
+            order.append(i)
+            maps.append(result[compiled.output(OUTPUT_NAMES[0])][0])
+            scores.append(result[compiled.output(OUTPUT_NAMES[1])])
+            embeddings.append(result[compiled.output(EMBEDDING_NAME)])
+    old = Calibration.from_dict(payload["calibration"])
+    metadata["calibration"] = calibrate(
+        [names[i] for i in order], np.concatenate(scores), maps, old.target_fpr, old.pixel_rule, embeddings=np.concatenate(embeddings),
+    ).to_dict()
     metadata["int8"] = True
-    return save_openvino(quantized, metadata, library, Path(out))
+    metadata["graphs"] = {key: path.name for key, path in targets.items() if key}
+    for key, model_int8 in quantized.items():
+        save_openvino(model_int8, metadata, library, targets[key])
+    return next(iter(targets.values()))
 
 
 def _kept_in_float32(nncf):
