@@ -131,12 +131,18 @@ def export_openvino(onnx_path: str | os.PathLike, out: str | os.PathLike | None 
     onnx_path = Path(onnx_path)
     metadata = read_onnx_metadata(onnx_path)
     core, library = openvino_core()
-    sources = {key: onnx_path.with_name(name) for key, name in metadata.get("graphs", {}).items()} or {"": onnx_path}
+    sources = graph_sources(onnx_path, metadata)
     targets = graph_files(Path(out) if out else onnx_path.with_suffix(".xml"), list(sources))
     metadata = {**metadata, "graphs": {key: path.name for key, path in targets.items() if key}}
     for key, source in sources.items():
         save_openvino(read_for_openvino(core, library, source), metadata, library, targets[key])
     return next(iter(targets.values()))
+
+
+def graph_sources(onnx_path: Path, metadata: dict) -> dict[str, Path]:
+    """``{"HxW": path}`` of the exported ONNX files of ``onnx_path``'s run (its metadata's
+    ``graphs``), or ``{"": onnx_path}`` for a run of one geometry."""
+    return {key: onnx_path.with_name(name) for key, name in metadata.get("graphs", {}).items()} or {"": onnx_path}
 
 
 def read_for_openvino(core, library: Path | None, onnx_path: str | os.PathLike):

@@ -40,7 +40,7 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     from ssmad.engine.calibrate_on_normals import calibration_dataset
     from ssmad.engine.checkpoint import load_checkpoint, model_from_checkpoint, stored_geometries, stored_rois
     from ssmad.engine.thresholds import Calibration, calibrate
-    from ssmad.export.graph import graph_files, openvino_core, read_for_openvino, save_openvino
+    from ssmad.export.graph import graph_files, graph_sources, openvino_core, read_for_openvino, save_openvino
     from ssmad.export.loading import read_onnx_metadata
     from ssmad.export.metadata import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAMES
 
@@ -59,7 +59,7 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
 
     metadata = read_onnx_metadata(onnx_path)
     onnx_path = Path(onnx_path)
-    sources = {key: onnx_path.with_name(name) for key, name in metadata.get("graphs", {}).items()} or {"": onnx_path}
+    sources = graph_sources(onnx_path, metadata)
     targets = graph_files(Path(out), list(sources))
     core, library = openvino_core()
     quantized, order, maps, scores, embeddings = {}, [], [], [], []
