@@ -14,6 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from ssmad.export.graph import DEFAULT_OPSET  # noqa: E402
 from ssmad.export.scan_function import INPUTS, routed_scan_function  # noqa: E402
+from ssmad.export.signal_stack import kept_signal_stack  # noqa: E402
 from ssmad.ops.reference import routed_scan_ref  # noqa: E402
 from ssmad.ops.routes import pyramid_routes  # noqa: E402
 from ssmad.ops.scan_torch import SCAN_DOMAIN, SCAN_OP  # noqa: E402
@@ -95,7 +96,8 @@ def test_the_fused_openvino_operator_matches_the_reference(fused_core, order, K,
     inputs, expected = case(order, K, P, batch, H, W, D, N)
     model = fused_core.read_model(node_model().SerializeToString())
     assert "RoutedScan" in [op.get_type_name() for op in model.get_ops()]  # the node became the fused operator
-    compiled = fused_core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
+    with kept_signal_stack():
+        compiled = fused_core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
     assert relative(compiled(inputs)[0], expected) <= 1e-5
 
 

@@ -17,6 +17,7 @@ import torch
 
 from ssmad.export.metadata import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAMES
 from ssmad.export.requirements import require
+from ssmad.export.signal_stack import kept_signal_stack
 
 
 class _Unnormalize:
@@ -79,9 +80,10 @@ class OpenVinoEngine:
 
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()}
         self.core = core
-        self.compiled = core.compile_model(model, "CPU", config)
         embedding = [output for output in model.outputs if EMBEDDING_NAME in output.get_names()]
-        self.encoder = core.compile_model(ov.Model(embedding, model.get_parameters()), "CPU", config) if embedding else None
+        with kept_signal_stack():
+            self.compiled = core.compile_model(model, "CPU", config)
+            self.encoder = core.compile_model(ov.Model(embedding, model.get_parameters()), "CPU", config) if embedding else None
         self.has_embedding = self.encoder is not None
         self.unnormalize = _Unnormalize(mean, std)
 

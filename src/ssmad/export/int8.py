@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ssmad.export.requirements import OPENVINO_HINT, require
+from ssmad.export.signal_stack import kept_signal_stack
 
 INT8_HINT = "pip install 'ssmad[int8]'"
 
@@ -66,11 +67,12 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     for key, source in sources.items():
         chosen = [i for i, image in enumerate(images) if key in ("", "{}x{}".format(*image.shape[2:]))]
         ov_model = read_for_openvino(core, library, source)
-        quantized[key] = nncf.quantize(
-            ov_model, nncf.Dataset([images[i] for i in chosen], lambda image: {INPUT_NAME: image}), subset_size=len(chosen),
-            preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=_kept_in_float32(nncf),
-        )
-        compiled = core.compile_model(quantized[key], "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        with kept_signal_stack():
+            quantized[key] = nncf.quantize(
+                ov_model, nncf.Dataset([images[i] for i in chosen], lambda image: {INPUT_NAME: image}), subset_size=len(chosen),
+                preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=_kept_in_float32(nncf),
+            )
+            compiled = core.compile_model(quantized[key], "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         for i in chosen:
             result = compiled({INPUT_NAME: images[i]})
             order.append(i)
