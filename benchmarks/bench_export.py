@@ -14,13 +14,15 @@ Parity, every image at batch 8: per image max |map - map_torch| / max |map_torch
 over images; scores relative; decisions identical (the INT8 model's thresholds are its own).
 Throughput: ``Detector.predict`` on the first ``--speed-images`` preprocessed images, batch 1
 and 8, with 1 and 2 threads (``torch.set_num_threads``, which every engine follows), after one
-warm-up batch; each engine's images/s and its ratio to PyTorch's in the same setting.
+warm-up batch; the median of ``--rounds`` rounds in which the engines take turns; each engine's
+images/s and its ratio to PyTorch's in the same setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import statistics
 import time
 from pathlib import Path
 
@@ -43,11 +45,18 @@ def parity(reference, result) -> tuple[float, float, bool]:
     return maps, float(scores), bool((result.decisions == reference.decisions).all())
 
 
-def images_per_second(detector, tensors: torch.Tensor, batch: int) -> float:
-    detector.predict(tensors[:batch], batch_size=batch)  # warm-up
-    started = time.perf_counter()
-    detector.predict(tensors, batch_size=batch)
-    return len(tensors) / (time.perf_counter() - started)
+def images_per_second(detectors: dict, tensors: torch.Tensor, batch: int, rounds: int) -> dict[str, float]:
+    """Each detector's images/s on ``tensors``: the median of ``rounds`` rounds, engines interleaved
+    within a round (so a slow spell of the machine hits them all), after one warm-up batch each."""
+    for detector in detectors.values():
+        detector.predict(tensors[:batch], batch_size=batch)
+    spent = {engine: [] for engine in detectors}
+    for _ in range(rounds):
+        for engine, detector in detectors.items():
+            started = time.perf_counter()
+            detector.predict(tensors, batch_size=batch)
+            spent[engine].append(time.perf_counter() - started)
+    return {engine: len(tensors) / statistics.median(times) for engine, times in spent.items()}
 
 
 def exported_models(run: Path, folder: Path, rows: list) -> dict[str, Path]:
@@ -107,6 +116,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="*", help="finished run folders")
     parser.add_argument("--images", required=True, help="folder searched recursively for *.png (e.g. bottle/test)")
     parser.add_argument("--speed-images", type=int, default=8, help="images timed per setting (default 8)")
+    parser.add_argument("--speed-only", action="store_true", help="time only, without the parity pass over --images")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds, median taken (default 3)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
     parser.add_argument("--out", default=None, help="folder for exported files and --train runs (default: each run's folder)")
@@ -126,11 +137,12 @@ def main() -> None:
         reference = ssmad.load(run, device="cpu")
         config = reference.engine.model.config
         name = f"{run.name} ({config.scan_order}, K={config.num_directions}, P={config.pyramid_levels})"
-        expected = reference.predict(paths, batch_size=8)
-        for engine, path in models.items():
-            detector = ssmad.load(path, device="cpu")
-            parity_rows.append((name, engine, *parity(expected, detector.predict(paths, batch_size=8))))
-            print(name, engine, "parity (map, score, decisions):", *parity_rows[-1][2:], flush=True)
+        if not args.speed_only:
+            expected = reference.predict(paths, batch_size=8)
+            for engine, path in models.items():
+                detector = ssmad.load(path, device="cpu")
+                parity_rows.append((name, engine, *parity(expected, detector.predict(paths, batch_size=8))))
+                print(name, engine, "parity (map, score, decisions):", *parity_rows[-1][2:], flush=True)
         if len(reference.transforms) != 1:
             raise SystemExit(f"{run}: timing stacks images of one geometry; this run has {len(reference.transforms)}")
         transform = next(iter(reference.transforms.values()))
@@ -140,11 +152,12 @@ def main() -> None:
             detectors = {"pytorch": ssmad.load(run, device="cpu")}
             detectors.update({engine: ssmad.load(path, device="cpu") for engine, path in models.items()})
             for batch in args.batches:
-                speeds = {engine: images_per_second(detector, tensors, batch) for engine, detector in detectors.items()}
+                speeds = images_per_second(detectors, tensors, batch, args.rounds)
                 for engine, speed in speeds.items():
                     speed_rows.append((name, engine, threads, batch, speed, speed / speeds["pytorch"]))
                     print(*speed_rows[-1][:4], f"{speed:.2f} images/s, x{speed_rows[-1][5]:.2f}", flush=True)
-    print("\n| model | engine | max rel. map error | max rel. score error | decisions identical |\n|---|---|---|---|---|")
+    if parity_rows:
+        print("\n| model | engine | max rel. map error | max rel. score error | decisions identical |\n|---|---|---|---|---|")
     for row in parity_rows:
         print(f"| {row[0]} | {row[1]} | {row[2]:.2e} | {row[3]:.2e} | {'yes' if row[4] else 'NO'} |")
     print("\n| model | engine | threads | batch | images/s | x PyTorch |\n|---|---|---|---|---|---|")

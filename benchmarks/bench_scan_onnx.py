@@ -6,9 +6,11 @@ timed in interleaved rounds (the median of ``--rounds``), as a ratio to the kept
     python benchmarks/bench_scan_onnx.py --batches 1 --rounds 3
 
 Formulations (the ``Scan`` over blocks of ``scan_function``, whose body is swapped):
-- ``per-step``: the kept body (``scan_function.block_body``), blocks of 8 / 16 / 32 / 64 steps;
-- ``reduce-read``: y_t = ReduceSum(h_t * C_t) over N (two passes over the state) instead of one
-  MatMul (h_t @ C_t);
+- ``per-step``: the kept body (``scan_function.block_body``): state (N, D), decay and drive per
+  step, blocks of 4 / 8 (kept) / 16 / 32 steps;
+- ``block decay``: decay and drive computed for the whole block, then split into steps;
+- ``(D, N) state``: the formulation before 2026-12-06, the state laid out (D, N) (broadcasts with
+  inner spans of N = 16), block decay, blocks of 16, y_t = h_t C_t;
 - ``loop``: an ONNX ``Loop`` over the blocks, whose body gathers block i from the outer tensors,
   instead of the ``Scan``;
 Session settings on the kept formulation: graph optimisation "basic" / "extended" / "all"
@@ -40,21 +42,50 @@ LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "extended": ort.
           "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
 
 
-def reduce_read_body(helper_, tensor_proto, block: int):
-    """The previous body: y_t = ReduceSum(h_t * C_t, N) (scan_function.block_body reads by MatMul)."""
-    graph = scan_function.block_body(helper_, tensor_proto, block)
+def block_decay_body(helper_, tensor_proto, block: int, state_nd: bool = True):
+    """Decay (route restarts by keep) and drive for the whole block at once, split into steps;
+    the state laid out (N, D) as the kept body's or (D, N) as before."""
+    op = scan_function._Nodes(helper_, tensor_proto)
+    last, before_last = op.ints("last_axis", [-1]), op.ints("before_last_axis", [-2])
+    dt, u, B, C, keep = (f"{name}_i" for name in scan_function.SCANNED)
+    d_axis, n_axis = (before_last, last) if state_nd else (last, before_last)
+    decay = op("Mul", [op("Exp", [op("Mul", [op("Unsqueeze", [dt, d_axis], "dt_e"), "A_in"], "dtA")], "e"), keep], "decay")
+    drive = op("Mul", [op("Unsqueeze", [op("Mul", [dt, u], "dtu"), d_axis], "dtu_e"), op("Unsqueeze", [B, n_axis], "B_e")], "drive")
+    C_e = op("Unsqueeze", [C, d_axis], "C_e")
+    ones = op.ints("ones", [1] * block)
+    decays, drives, reads = ([f"{kind}_{t}" for t in range(block)] for kind in ("decay", "drive", "C"))
+    for source, names in ((decay, decays), (drive, drives), (C_e, reads)):
+        op.nodes.append(helper_.make_node("Split", [source, ones], names, axis=0))
+    state, outputs = "h_in", []
+    for t in range(block):
+        state = op("Add", [op("Mul", [decays[t], state], f"carried_{t}"), drives[t]], f"h_{t}")
+        read = [reads[t], state] if state_nd else [state, reads[t]]
+        outputs.append(op("Squeeze", [op("MatMul", read, f"col_{t}"), d_axis], f"y_{t}"))
+    op("Concat", outputs, "y_block", axis=0)
+    op("Identity", [state], "h_out")
+    op("Identity", ["A_in"], "A_out")
+    floats = [helper_.make_tensor_value_info(name, tensor_proto.FLOAT, None) for name in ("h_in", "A_in", *(f"{n}_i" for n in scan_function.SCANNED))]
+    outputs_ = [helper_.make_tensor_value_info(name, tensor_proto.FLOAT, None) for name in ("h_out", "A_out", "y_block")]
+    return helper_.make_graph(op.nodes, "routed_scan_body", floats, outputs_)
+
+
+def dn_state_body(helper_, tensor_proto, block: int):
+    return block_decay_body(helper_, tensor_proto, block, state_nd=False)
+
+
+def with_dn_state(function):
+    """``function`` with A and the initial state laid out (D, N) instead of (N, D)."""
     nodes = []
-    for node in graph.node:
-        if node.op_type == "Unsqueeze" and node.output[0] == "C_e":
-            nodes.append(helper.make_node("Unsqueeze", [node.input[0], "before_last_axis"], ["C_e"]))
-        elif node.op_type == "MatMul":
-            t = node.output[0].split("_")[-1]
-            nodes.append(helper.make_node("Mul", [node.input[0], node.input[1]], [f"read_{t}"]))
-        elif node.op_type == "Squeeze" and node.output[0].startswith("y_"):
-            nodes.append(helper.make_node("ReduceSum", [node.input[0].replace("col", "read"), "last_axis"], [node.output[0]], keepdims=0))
-        else:
-            nodes.append(node)
-    return helper.make_graph(nodes, graph.name, graph.input, graph.output)
+    for node in function.node:
+        if node.output[0] == "A_t":
+            node = helper.make_node("Identity", ["A"], ["A_t"])
+        elif node.output[0] == "h0_shape":
+            inputs = list(node.input)
+            inputs[4], inputs[5] = inputs[5], inputs[4]
+            node = helper.make_node("Concat", inputs, ["h0_shape"], axis=0)
+        nodes.append(node)
+    return helper.make_function(function.domain, function.name, list(function.input), list(function.output), nodes,
+                                opset_imports=list(function.opset_import))
 
 
 def as_loop(function):
@@ -86,6 +117,7 @@ def layer_model(layer: SS2D, x: torch.Tensor, block: int, body, loop: bool) -> b
     """The layer's ONNX model with the scan function of this formulation."""
     model = to_onnx(layer, x, ["x"], ["y"])
     function = scan_function.routed_scan_function(17, block, body)
+    function = with_dn_state(function) if body is dn_state_body else function
     del model.functions[:]
     model.functions.append(as_loop(function) if loop else function)
     onnx.checker.check_model(model)
@@ -107,15 +139,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds, median taken (default 5)")
     args = parser.parse_args()
     # (name, block, body, loop, optimisation level, intra-op threads, inter-op threads)
-    kept = ("per-step (kept)", 16, scan_function.block_body, False, "all", 1, 1)
+    kept = ("per-step (kept)", scan_function.BLOCK, scan_function.block_body, False, "all", 1, 1)
     variants = [
         kept,
-        *[(f"per-step T={t}", t, scan_function.block_body, False, "all", 1, 1) for t in (8, 32, 64)],
-        ("reduce-read", 16, reduce_read_body, False, "all", 1, 1),
-        ("loop", 16, scan_function.block_body, True, "all", 1, 1),
-        *[(f"kept, optimisation {level}", 16, scan_function.block_body, False, level, 1, 1) for level in ("basic", "extended")],
-        ("kept, 2 intra-op threads", 16, scan_function.block_body, False, "all", 2, 1),
-        ("kept, 2 inter-op threads (parallel)", 16, scan_function.block_body, False, "all", 1, 2),
+        *[(f"per-step T={t}", t, scan_function.block_body, False, "all", 1, 1) for t in (4, 16, 32)],
+        ("block decay", scan_function.BLOCK, block_decay_body, False, "all", 1, 1),
+        ("(D, N) state, block decay, T=16", 16, dn_state_body, False, "all", 1, 1),
+        ("loop", scan_function.BLOCK, scan_function.block_body, True, "all", 1, 1),
+        *[(f"kept, optimisation {level}", scan_function.BLOCK, scan_function.block_body, False, level, 1, 1) for level in ("basic", "extended")],
+        ("kept, 2 intra-op threads", scan_function.BLOCK, scan_function.block_body, False, "all", 2, 1),
+        ("kept, 2 inter-op threads (parallel)", scan_function.BLOCK, scan_function.block_body, False, "all", 1, 2),
     ]
     print(f"onnxruntime {ort.__version__}; torch {torch.__version__}; {args.rounds} interleaved rounds, median")
     print("\n| preset | map | batch | formulation / setting | ms | x kept | max rel. error |\n|---|---|---|---|---|---|---|")

@@ -10,22 +10,17 @@ Output y (b, L, D).
 2. Gathered in route order, time-major, in NB blocks of T steps: (NB, T, G, R, b, D or N); the
    route orders are padded to whole blocks with position L (dt = 0: the state passes unchanged).
    Everything computed from index, keep and weight is constant-folded by the runtimes.
-3. A ``Scan`` over the blocks carries the state h (G, R, b, D, N); its body writes the block's T
-   steps out: decay = exp(dt A) keep and drive = dt u B for the block at once, then
-   h_t = decay_t h_{t-1} + drive_t and y_t = h_t C_t (one MatMul over N) step by step.
+3. A ``Scan`` over the blocks carries the state h (G, R, b, N, D); its body (:func:`block_body`)
+   runs the block's T steps one by one and writes their outputs y_t = C_t h_t out.
 4. Back to raster order through the inverse orders, weighted sum over (G, R), plus u sum_g Dskip_g.
 
-Formulations measured against each other in one run (onnxruntime 1.32, one thread, CPU time of
-the node alone at SS2D's 256-px sizes (G, R, L, D) = (4, 3, 1024, 256) and (4, 3, 4096, 128)):
-blocks of 8, 16 or 32 steps; y read per step (kept) or from the block's stacked states; decay and
-drive computed per step or per block; graph optimisation levels basic, extended, all. All were
-within 3 % of each other (the node is bound by its element-wise passes over the (G, R, b, D, N)
-state), 10 to 15 times the fused scan's time (numba's or OpenVINO's), hence the extension.
-2026-12-05 (``benchmarks/bench_scan_onnx.py``, whole SS2D layers, median of 3 interleaved rounds on
-a shared, loaded 2-vCPU machine, so +-30 % noise): reading y_t by one MatMul instead of Mul +
-ReduceSum was 4-32 % faster in every setting (kept); blocks of 8 were 3-19 % faster than 16 and
-32/64 slower at batch 1 (within noise: 16 kept); Loop instead of Scan, optimisation levels and
-2 intra- or inter-op threads gave no consistent gain. See docs/export.md.
+The body is the fastest of the formulations measured against each other with
+``benchmarks/bench_scan_onnx.py`` (all within 1e-6 of PyTorch; docs/export.md has the table):
+the state laid out (N, D) rather than (D, N) made every broadcast's inner span D channels long
+instead of N = 16 (0.55-0.7x the time); decay and drive per step from the step's slices rather
+than for the whole block then split (a further 0.8-0.95x); blocks of 8 steps (16 and 32 were up to
+20 % slower at batch 8). Reading y_t by one MatMul beat Mul + ReduceSum; a ``Loop`` instead of the
+``Scan``, onnxruntime's optimisation levels and inter-op threads gave no consistent gain.
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ from ssmad.ops.scan_torch import SCAN_DOMAIN, SCAN_OP
 
 INPUTS = ("u", "delta", "A", "B", "C", "Dskip", "bias", "index", "keep", "weight")
 SCANNED = ("dt", "u", "B", "C", "keep")  # inputs cut into blocks along their first axis
-BLOCK = 16  # steps per block
+BLOCK = 8  # steps per block
 
 
 class _Nodes:
@@ -57,23 +52,31 @@ class _Nodes:
 
 
 def block_body(helper, tensor_proto, block: int):
-    """The Scan's body: states h (1, G, R, b, D, N) and A (G, 1, 1, D, N), then one block of
-    dt, u (T, G, R, b, D), B, C (T, G, R, b, N), keep (T, G, R, 1, 1, 1) -> h, A, y (T, G, R, b, D)."""
+    """The Scan's body: states h (1, G, R, b, N, D) and A (G, 1, 1, N, D), then one block of
+    dt, u (T, G, R, b, D), B, C (T, G, R, b, N), keep (T, G, R, 1, 1, 1) -> h, A, y (T, G, R, b, D).
+
+    The state is laid out (N, D) so that every broadcast's inner span is D channels long. A route
+    restart (keep 0) takes dt = inf there, so that decay = exp(dt A) = 0 (A < 0) without a pass over
+    the state. Per step: decay and drive from the step's own (.., 1, D) and (.., N, 1) slices, then
+    h_t = decay_t h_{t-1} + drive_t and y_t = C_t h_t (one MatMul over N)."""
     op = _Nodes(helper, tensor_proto)
     last, before_last = op.ints("last_axis", [-1]), op.ints("before_last_axis", [-2])
     dt, u, B, C, keep = (f"{name}_i" for name in SCANNED)
-    decay = op("Mul", [op("Exp", [op("Mul", [op("Unsqueeze", [dt, last], "dt_e"), "A_in"], "dtA")], "e"), keep], "decay")
-    drive = op("Mul", [op("Unsqueeze", [op("Mul", [dt, u], "dtu"), last], "dtu_e"), op("Unsqueeze", [B, before_last], "B_e")], "drive")
-    C_e = op("Unsqueeze", [C, last], "C_e")  # (T, G, R, b, N, 1)
+    restart = op("Not", [op("Cast", [keep], "kept", to=tensor_proto.BOOL)], "restart")
+    infinity = op.scalar("infinity", float("inf"), tensor_proto.FLOAT)
+    dt_decay = op("Where", [restart, infinity, op("Unsqueeze", [dt, before_last], "dt_e")], "dt_decay")  # (T, G, R, b, 1, D)
+    dtu = op("Unsqueeze", [op("Mul", [dt, u], "dtu_raw"), before_last], "dtu")  # (T, G, R, b, 1, D)
+    sources = {"dt_decay": dt_decay, "dtu": dtu, "B_col": op("Unsqueeze", [B, last], "B_e"), "C_row": op("Unsqueeze", [C, before_last], "C_e")}
+    steps = {name: [f"{name}_{t}" for t in range(block)] for name in sources}
     ones = op.ints("ones", [1] * block)
-    decays, drives, reads = ([f"{kind}_{t}" for t in range(block)] for kind in ("decay", "drive", "C"))
-    op.nodes.append(helper.make_node("Split", [decay, ones], decays, axis=0))
-    op.nodes.append(helper.make_node("Split", [drive, ones], drives, axis=0))
-    op.nodes.append(helper.make_node("Split", [C_e, ones], reads, axis=0))
+    for name, source in sources.items():
+        op.nodes.append(helper.make_node("Split", [source, ones], steps[name], axis=0))
     state, outputs = "h_in", []
     for t in range(block):
-        state = op("Add", [op("Mul", [decays[t], state], f"carried_{t}"), drives[t]], f"h_{t}")
-        outputs.append(op("Squeeze", [op("MatMul", [state, reads[t]], f"col_{t}"), last], f"y_{t}"))  # y_t = h_t C_t
+        decay = op("Exp", [op("Mul", [steps["dt_decay"][t], "A_in"], f"dtA_{t}")], f"decay_{t}")
+        drive = op("Mul", [steps["dtu"][t], steps["B_col"][t]], f"drive_{t}")
+        state = op("Add", [op("Mul", [decay, state], f"carried_{t}"), drive], f"h_{t}")
+        outputs.append(op("Squeeze", [op("MatMul", [steps["C_row"][t], state], f"row_{t}"), before_last], f"y_{t}"))  # y_t = C_t h_t
     op("Concat", outputs, "y_block", axis=0)
     op("Identity", [state], "h_out")
     op("Identity", ["A_in"], "A_out")
@@ -137,10 +140,10 @@ def routed_scan_function(opset: int, block: int = BLOCK, body=block_body):
     u_rows = op("Transpose", [op("Pad", ["u", op.ints("pad_u", [0, 0, 0, 0, 1, 0])], "u_z")], "u_rows", perm=[1, 0, 2])
     u_r = op("Reshape", [op("Gather", [u_rows, shared], "u_g", axis=0), blocks_of[D]], "u_r")
     keep_r = op("Reshape", [op("Transpose", [keep_p], "keep_t", perm=time_major), op("Concat", [NB, T, G, R, one, one, one], "keep_shape", axis=0)], "keep_r")
-    A_r = op("Unsqueeze", ["A", op.ints("axes_1_2b", [1, 2])], "A_r")
+    A_r = op("Unsqueeze", [op("Transpose", ["A"], "A_t", perm=[0, 2, 1]), op.ints("axes_1_2b", [1, 2])], "A_r")  # (G, 1, 1, N, D)
 
     # 3. the Scan over blocks from h = 0
-    h0 = op("ConstantOfShape", [op("Concat", [one, G, R, b, D, N], "h0_shape", axis=0)], "h0", value=helper.make_tensor("zero_f", TP.FLOAT, [1], [0.0]))
+    h0 = op("ConstantOfShape", [op("Concat", [one, G, R, b, N, D], "h0_shape", axis=0)], "h0", value=helper.make_tensor("zero_f", TP.FLOAT, [1], [0.0]))
     op.nodes.append(helper.make_node(
         "Scan", [h0, A_r, dt_r, u_r, B_r, C_r, keep_r], ["h_final", "A_final", "y_r"],
         body=body(helper, TP, block), num_scan_inputs=len(SCANNED),
