@@ -15,12 +15,12 @@ Output y (b, L, D).
 4. Back to raster order through the inverse orders, weighted sum over (G, R), plus u sum_g Dskip_g.
 
 The body is the fastest of the formulations measured against each other with
-``benchmarks/bench_scan_onnx.py`` (all within 1e-6 of PyTorch; docs/export.md has the table):
-the state laid out (N, D) rather than (D, N) made every broadcast's inner span D channels long
-instead of N = 16 (0.55-0.7x the time); decay and drive per step from the step's slices rather
-than for the whole block then split (a further 0.8-0.95x); blocks of 8 steps (16 and 32 were up to
-20 % slower at batch 8). Reading y_t by one MatMul beat Mul + ReduceSum; a ``Loop`` instead of the
-``Scan``, onnxruntime's optimisation levels and inter-op threads gave no consistent gain.
+``benchmarks/bench_scan_onnx.py`` (all within 1e-6 of PyTorch; table in docs/export.md). The
+state laid out (N, D) makes every broadcast's inner span D channels long: the previous (D, N)
+layout, with spans of N = 16, took 1.4-2.1x the time. Decay and drive per step from the step's
+slices: computing them for the whole block, then splitting it, took 1.03-1.36x. Blocks of 8 steps:
+4 tie, 16 and 32 lose at batch 8. Reading y_t by one MatMul beat Mul + ReduceSum (2026-12-05); a
+``Loop`` instead of the ``Scan`` and onnxruntime's optimisation levels changed nothing.
 """
 
 from __future__ import annotations
