@@ -47,7 +47,7 @@ class OnnxRuntimeEngine:
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         # Smaller work blocks for the scan's many mid-sized per-step operators: 1.2-1.7x images/s at
-        # batch 8 on 2 threads, unchanged at batch 1 (docs/export.md, "The standard graph's formulation").
+        # batch 8 on 2 threads for a graph alone in its process, unchanged at batch 1 (docs/export.md, Speed).
         options.add_session_config_entry("session.dynamic_block_base", "4")
         self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.has_embedding = EMBEDDING_NAME in {output.name for output in self.session.get_outputs()}

@@ -31,7 +31,7 @@ from torch import nn
 
 from ssmad.engine.atomic_write import atomic_write_bytes
 from ssmad.engine.class_inference import pooled_embedding
-from ssmad.engine.checkpoint import CheckpointError, load_checkpoint
+from ssmad.engine.checkpoint import CheckpointError, load_checkpoint, stored_geometries
 from ssmad.engine.checkpoint import model_from_checkpoint
 from ssmad.export.metadata import INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, build_metadata
 from ssmad.export.requirements import OPENVINO_HINT, require
@@ -65,13 +65,13 @@ def export_onnx(run: str | os.PathLike, out: str | os.PathLike | None = None, op
     if payload["calibration"] is None:
         raise CheckpointError(f"{run} is an unfinished training run (no calibration yet): finish it with 'ssmad train --resume'")
     out = Path(out) if out else _run_dir(run) / "model.onnx"
-    geometries = sorted({tuple(hw) for hw in payload["geometries"].values()})
-    files = graph_files(out, [f"{height}x{width}" for height, width in geometries])
+    geometries = sorted(set(stored_geometries(payload).values()))
+    files = graph_files(out, [str(geometry) for geometry in geometries])
     metadata = {**build_metadata(payload), "graphs": {key: path.name for key, path in files.items()}}
     graph = ExportGraph(model_from_checkpoint(payload))
     out.parent.mkdir(parents=True, exist_ok=True)
-    for (height, width), path in zip(geometries, files.values()):
-        model = to_onnx(graph, torch.rand(2, 3, height, width), [INPUT_NAME], list(OUTPUT_NAMES), opset)
+    for geometry, path in zip(geometries, files.values()):
+        model = to_onnx(graph, torch.rand(2, 3, *geometry.hw), [INPUT_NAME], list(OUTPUT_NAMES), opset)
         require("onnx").helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
         model.producer_name, model.producer_version = "ssmad", metadata["ssmad_version"]
         atomic_write_bytes(path, model.SerializeToString())

@@ -50,8 +50,9 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     if data is None and trained.get("data") is None:
         raise ValueError(f"{run} does not record its data: pass the calibration images' data root (--calibration-data)")
     model = model_from_checkpoint(payload)
+    geometries = stored_geometries(payload)
     normals = calibration_dataset(
-        model, data or trained["data"], stored_geometries(payload), trained.get("dataset", "auto"), list(payload["class_names"]),
+        model, data or trained["data"], geometries, trained.get("dataset", "auto"), list(payload["class_names"]),
         trained.get("val_fraction", 0.1), trained.get("seed", 0), rois=stored_rois(payload),
     )
     mean, std = torch.tensor(model.encoder.mean).view(3, 1, 1), torch.tensor(model.encoder.std).view(3, 1, 1)
@@ -65,7 +66,7 @@ def quantize_openvino(run: str | os.PathLike, onnx_path: str | os.PathLike, out:
     core, library = openvino_core()
     quantized, order, maps, scores, embeddings = {}, [], [], [], []
     for key, source in sources.items():
-        chosen = [i for i, image in enumerate(images) if key in ("", "{}x{}".format(*image.shape[2:]))]
+        chosen = [i for i, name in enumerate(names) if key in ("", str(geometries[name]))]
         ov_model = read_for_openvino(core, library, source)
         with kept_signal_stack():
             quantized[key] = nncf.quantize(

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ssmad.data.geometry import Geometry
 from ssmad.engine.checkpoint import stored_geometries, stored_rois
 from ssmad.engine.detector import Detector
 from ssmad.engine.device import AUTO_DEVICE
@@ -46,8 +47,7 @@ def load_exported(path: str | os.PathLike, device: str = AUTO_DEVICE) -> Detecto
         return detector_from_metadata(engine, metadata)
     engines = {}
     for key, name in graphs.items():
-        height, _, width = key.partition("x")
-        engines[(int(height), int(width))] = engine if name == path.name else _read(_existing(path.with_name(name)), device)[0]
+        engines[Geometry.parse(key).hw] = engine if name == path.name else _read(_existing(path.with_name(name)), device)[0]
     return detector_from_metadata(GeometryEngine(engines), metadata)
 
 
